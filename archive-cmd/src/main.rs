@@ -1,0 +1,91 @@
+//! archive-cmd: PostgreSQL's archive_command. Stores each WAL file on two
+//! archive servers (the first takes it and forwards it to the second) and
+//! exits 0 only once the file is durable on at least one of them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use archive_core::config::Config;
+use archive_core::push::{self, ArchiveRequest, PushOutcome};
+use archive_core::{log, Error};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+postgresql.conf:
+  archive_mode = on
+  archive_command = 'archive-cmd \"arch1 arch2\" /var/lib/pgarchive/main %p %f main'
+
+Behaviour:
+  The file goes to HOST1, which stores it and forwards it to HOST2. If HOST1
+  fails, the same call sends it to HOST2 (which owes HOST1 a copy and delivers
+  it when HOST1 is back). After retry_count consecutive failures HOST1 is tried
+  last for cooldown seconds. With a backlog of .ready files one call sends the
+  next ones in parallel; later calls for them return at once.
+
+Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
+  file from --config, else $PGARCHIVE_CONFIG, else /etc/pgarchive.toml.
+  Keys: ssh_config, runtime_dir, state_dir, remote_command, connect_timeout,
+  io_timeout, control_persist, retry_count (6), cooldown (600),
+  lookahead_threshold, lookahead_max, parallel, push_queue_max (off),
+  compress_on_primary (false), compress_level, quiet.
+
+Exit codes (all below 126, which PostgreSQL would treat as fatal):
+  0  stored durably on at least one archive server (or dropped by push_queue_max)
+  1  not archived, PostgreSQL keeps the file and retries (servers unreachable)
+  2  bad usage or configuration
+  3  refused: invalid input (file name, directory, empty file, WAL of another cluster)
+  4  conflict: a different file with this name is already archived";
+
+/// PostgreSQL archive_command storing WAL on two archive servers over ssh.
+#[derive(Parser, Debug)]
+#[command(name = "archive-cmd", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set retry_count=3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Archive hosts in one argument: 'HOST1 HOST2' (or a single host).
+    hosts: String,
+    /// Archive directory on the servers (DST-DIR).
+    dst_dir: String,
+    /// %p: path of the file to archive.
+    wal_path: PathBuf,
+    /// %f: file name.
+    wal_name: String,
+    /// Unique name of this cluster.
+    cluster: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("archive-cmd", false);
+    ExitCode::from(run(args) as u8)
+}
+
+fn run(args: Args) -> i32 {
+    let result = (|| -> Result<PushOutcome, Error> {
+        let cfg = Config::load(args.config.as_deref(), &args.set)?;
+        log::set_quiet(cfg.quiet);
+        let req = ArchiveRequest {
+            hosts: push::parse_hosts(&args.hosts)?,
+            dst_dir: args.dst_dir.clone(),
+            wal_path: args.wal_path.clone(),
+            name: args.wal_name.clone(),
+            cluster: args.cluster.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+        rt.block_on(push::archive(&cfg, &req))
+    })();
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            log::error(format!("{}: {e}", args.wal_name));
+            e.exit_code()
+        }
+    }
+}

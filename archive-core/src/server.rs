@@ -1,0 +1,339 @@
+//! `archive-remote-cmd serve`: the request loop on an archive server.
+//!
+//! It reads framed requests from stdin and answers on stdout (see
+//! [`crate::protocol`]). A put is stored ([`crate::store`]), acknowledged
+//! as soon as it is durable here, then forwarded to the peer the client
+//! named, with the peer's own failure flag and cooldown; what cannot be
+//! forwarded is recorded as owed ([`crate::owed`]) and delivered as soon as
+//! the peer accepts a forward again.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::health::{self, HealthBook};
+use crate::log;
+use crate::owed::{self, OwedList};
+use crate::protocol::{self, ForwardOutcome, PutRequest, Reply, Request, StoreOutcome};
+use crate::store::{Store, META_DIR};
+use crate::transport::{self, Channel, SshSettings};
+
+/// Program name a forced command must have been asked for.
+pub const PROGRAM: &str = "archive-remote-cmd";
+
+/// In forced-command mode (`command="…"` in authorized_keys) sshd puts what
+/// the client asked for in SSH_ORIGINAL_COMMAND. Only our own `serve`
+/// request is accepted: the key then grants nothing else.
+pub fn check_forced_command(original: Option<&str>) -> Result<()> {
+    let Some(original) = original else {
+        return Ok(());
+    };
+    let words: Vec<&str> = original.split_whitespace().collect();
+    let program_ok = words
+        .first()
+        .map(|p| Path::new(p).file_name().is_some_and(|f| f == PROGRAM))
+        .unwrap_or(false);
+    if program_ok && words.last() == Some(&"serve") && words.len() <= 4 {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "this key may only run '{PROGRAM} serve', not {original:?}"
+        )))
+    }
+}
+
+/// State of one serve process.
+pub struct Server {
+    cfg: Config,
+    store: Store,
+    ssh: SshSettings,
+    health: HealthBook,
+    peer: Option<Channel>,
+}
+
+impl Server {
+    /// A server with the given configuration.
+    pub fn new(cfg: Config) -> Result<Server> {
+        let store = Store::new(cfg.archive_roots.clone(), cfg.compress_level, cfg.io_timeout());
+        let health = HealthBook::open(&cfg.state_dir().join("health"))?;
+        Ok(Server {
+            ssh: SshSettings::from_config(&cfg),
+            store,
+            health,
+            cfg,
+            peer: None,
+        })
+    }
+
+    /// Serves requests until the client closes the stream.
+    pub async fn serve<R, W>(&mut self, mut input: R, mut output: W) -> Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let t = self.cfg.io_timeout();
+        // A client may keep a channel open between requests; give up on an
+        // idle one after a while so no process lingers forever.
+        let idle = t.max(Duration::from_secs(600));
+        loop {
+            let req: Request = match protocol::read_frame(&mut input, idle).await? {
+                Some(r) => r,
+                None => return Ok(()),
+            };
+            match req {
+                Request::Hello { .. } => {
+                    let reply = Reply::Hello {
+                        version: protocol::PROTOCOL_VERSION,
+                        server: self.cfg.server_name.clone(),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
+                Request::Put(req) => {
+                    let res = self.store.put(&req, &mut input).await;
+                    let stored = match res {
+                        Ok(s) => s,
+                        Err(e) => {
+                            log::error(format!("put {} into {}: {e}", req.name, req.dir));
+                            protocol::write_frame(&mut output, &Reply::from_error(&e), t).await?;
+                            if matches!(e, Error::Protocol(_)) {
+                                return Err(e);
+                            }
+                            continue;
+                        }
+                    };
+                    // The owed marker is durable before the client hears
+                    // "stored", so no crash can forget the peer's copy.
+                    let peer = req.forward_to.as_deref().filter(|p| self.forwards_to(p));
+                    let dir = stored.path.parent().expect("file in a dir").to_path_buf();
+                    if let Some(peer) = peer {
+                        if let Err(e) = OwedList::new(&dir, peer).add(&req.name) {
+                            protocol::write_frame(&mut output, &Reply::from_error(&e), t).await?;
+                            continue;
+                        }
+                    }
+                    let reply = Reply::Stored {
+                        outcome: stored.outcome,
+                        codec: stored.codec.name().to_string(),
+                        stored_size: stored.stored_size,
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                    log::info(format!(
+                        "stored {} in {} ({}, {} bytes{})",
+                        req.name,
+                        dir.display(),
+                        stored.codec.name(),
+                        stored.stored_size,
+                        if stored.outcome == StoreOutcome::AlreadyStored {
+                            ", already there"
+                        } else {
+                            ""
+                        }
+                    ));
+                    let Some(peer) = peer else {
+                        if let Some(p) = &req.forward_to {
+                            let reply = Reply::Forward(ForwardOutcome::Owed {
+                                reason: format!("{p} is this server; not forwarded"),
+                            });
+                            protocol::write_frame(&mut output, &reply, t).await?;
+                        }
+                        continue;
+                    };
+                    let outcome = self.forward(&dir, &req, peer).await;
+                    // The client may have left already: that is fine.
+                    let _ = protocol::write_frame(&mut output, &Reply::Forward(outcome.clone()), t)
+                        .await;
+                    if outcome == ForwardOutcome::Forwarded {
+                        self.deliver_owed(&dir, &req.dir, &req.cluster, peer).await;
+                    }
+                }
+                Request::DeliverOwed { dir, peer } => {
+                    let reply = match self.store.archive_dir(&dir) {
+                        Ok(path) => {
+                            let (delivered, remaining) =
+                                self.deliver_owed(&path, &dir, "unknown", &peer).await;
+                            Reply::Delivered {
+                                delivered,
+                                remaining,
+                            }
+                        }
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
+                Request::End { .. } => {
+                    return Err(Error::Protocol("checksum without a file".into()));
+                }
+            }
+        }
+    }
+
+    fn forwards_to(&self, peer: &str) -> bool {
+        health::validate_host_name(peer).is_ok() && self.cfg.server_name.as_deref() != Some(peer)
+    }
+
+    /// Sends the stored copy of `req.name` to `peer`.
+    async fn forward(&mut self, dir: &Path, req: &PutRequest, peer: &str) -> ForwardOutcome {
+        let st = self.health.state(peer);
+        if st.in_cooldown(health::now()) {
+            return ForwardOutcome::Owed {
+                reason: format!(
+                    "{peer} failed recently ({}); retried after {} s",
+                    st.last_error,
+                    st.cooldown_until - health::now()
+                ),
+            };
+        }
+        match self.send_stored(dir, &req.dir, &req.name, &req.cluster, peer).await {
+            Ok(()) => {
+                OwedList::new(dir, peer).remove(&req.name);
+                let _ = self.health.record_success(peer);
+                ForwardOutcome::Forwarded
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if e.is_host_failure() {
+                    let _ = self
+                        .health
+                        .record_failure(peer, 1, self.cfg.forward_cooldown, &msg);
+                }
+                log::warn(format!(
+                    "{} stored here but not on {peer}; recorded as owed: {msg}",
+                    req.name
+                ));
+                ForwardOutcome::Owed { reason: msg }
+            }
+        }
+    }
+
+    async fn peer_channel(&mut self, peer: &str) -> Result<&mut Channel> {
+        if self.peer.as_ref().is_some_and(|c| c.host() != peer) {
+            self.peer = None;
+        }
+        if self.peer.is_none() {
+            let session = transport::session(&self.ssh, peer).await?;
+            self.peer = Some(Channel::open(&self.ssh, session, peer).await?);
+        }
+        Ok(self.peer.as_mut().expect("just opened"))
+    }
+
+    /// Sends a stored file as is (its codec is sniffed and kept by the peer).
+    async fn send_stored(
+        &mut self,
+        dir: &Path,
+        dir_arg: &str,
+        name: &str,
+        cluster: &str,
+        peer: &str,
+    ) -> Result<()> {
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io("cannot stat", &path, e))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let req = PutRequest {
+            dir: dir_arg.to_string(),
+            name: name.to_string(),
+            size: meta.len(),
+            mtime,
+            cluster: cluster.to_string(),
+            forward_to: None,
+        };
+        let t = self.cfg.io_timeout();
+        let ch = self.peer_channel(peer).await?;
+        let res = ch.put(&req, std::io::BufReader::new(file), t).await;
+        if res.as_ref().is_err_and(|e| e.is_host_failure()) {
+            // The channel may be mid-message: never reuse it.
+            self.peer = None;
+        }
+        res.map(drop)
+    }
+
+    /// Delivers what this server owes `peer` for `dir`, oldest first, at
+    /// most `owed_batch` files. Returns (delivered, still owed).
+    async fn deliver_owed(&mut self, dir: &Path, dir_arg: &str, cluster: &str, peer: &str) -> (u64, u64) {
+        let list = OwedList::new(dir, peer);
+        let names = list.names();
+        let mut delivered = 0u64;
+        for name in names.iter().take(self.cfg.owed_batch) {
+            if !dir.join(name).exists() {
+                // Removed by retention since: nothing left to owe.
+                list.remove(name);
+                continue;
+            }
+            match self.send_stored(dir, dir_arg, name, cluster, peer).await {
+                Ok(()) => {
+                    list.remove(name);
+                    delivered += 1;
+                }
+                Err(Error::Conflict(m)) => {
+                    log::error(format!("owed {name} conflicts on {peer}: {m}"));
+                    park_conflict(dir, peer, name);
+                    list.remove(name);
+                }
+                Err(e) => {
+                    log::warn(format!("delivering owed {name} to {peer} failed: {e}"));
+                    break;
+                }
+            }
+        }
+        if delivered > 0 {
+            log::info(format!(
+                "delivered {delivered} owed file(s) of {} to {peer}",
+                dir.display()
+            ));
+        }
+        (delivered, list.len() as u64)
+    }
+}
+
+/// Keeps a record of an owed file the peer holds with other content, where
+/// monitoring sees it, instead of retrying it forever.
+fn park_conflict(dir: &Path, peer: &str, name: &str) {
+    let d = dir.join(META_DIR).join("conflicts").join(peer);
+    let _ = crate::durable::create_dir_all(&d);
+    let _ = std::fs::write(d.join(name), b"");
+}
+
+/// Delivers everything owed under the configured archive roots (the cron
+/// sweep). Returns (delivered, still owed).
+pub async fn sweep(cfg: Config) -> Result<(u64, u64)> {
+    let roots = cfg.archive_roots.clone();
+    let mut server = Server::new(cfg)?;
+    let (mut delivered, mut remaining) = (0, 0);
+    for (dir, peer, _) in owed::all_owed(&roots) {
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let (d, r) = server.deliver_owed(&dir, &dir_arg, "unknown", &peer).await;
+        delivered += d;
+        remaining += r;
+    }
+    Ok((delivered, remaining))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_command_accepts_only_serve() {
+        assert!(check_forced_command(None).is_ok());
+        assert!(check_forced_command(Some("archive-remote-cmd serve")).is_ok());
+        assert!(check_forced_command(Some("/usr/local/bin/archive-remote-cmd serve")).is_ok());
+        for bad in [
+            "rm -rf /",
+            "sh -c 'archive-remote-cmd serve'",
+            "archive-remote-cmd serve; rm x",
+            "cat /etc/passwd",
+            "",
+        ] {
+            assert!(check_forced_command(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! The archive server's storage: where a received file is checked and how it
+//! is written.
+//!
+//! A put is accepted only when the name is a PostgreSQL archive file name,
+//! the directory lies under a configured archive root, the received size
+//! and checksum match what was declared, and, for WAL segments, the page
+//! header matches the name and the system identifier matches the one
+//! recorded for the directory (WAL of another database is refused).
+//! Content is sniffed: already compressed data is stored as received (and
+//! decoded once to verify it), anything else is compressed with zstd. The
+//! file becomes visible only complete and durable ([`crate::durable`]).
+//! An existing name is never overwritten: same content is success, other
+//! content is a conflict and the incoming copy is kept aside for analysis.
+//!
+//! Per-directory metadata lives in `<dir>/.pgarchive/`, a name no WAL file
+//! can have.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
+
+use crate::codec::{self, Codec};
+use crate::durable::{self, AtomicFile, Commit};
+use crate::error::{Error, Result};
+use crate::page_header;
+use crate::protocol::{self, PutRequest, Request, StoreOutcome, CHUNK};
+use crate::wal::{self, WalName};
+
+/// Name of the per-directory metadata directory.
+pub const META_DIR: &str = ".pgarchive";
+/// Largest file accepted: a 1 GiB segment (PostgreSQL's maximum) plus slack
+/// for a compressed stream that grew.
+pub const MAX_FILE_SIZE: u64 = (1 << 30) + (64 << 20);
+
+/// Checks an archive directory argument: absolute, no `.`/`..`, and only
+/// letters, digits, '.', '-', '_' in components. It never reaches a shell,
+/// but refusing odd names keeps every log line and path unambiguous.
+pub fn validate_dir_arg(dir: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Refused(format!(
+            "archive directory {dir:?} is not acceptable: {why}"
+        )))
+    };
+    if !dir.starts_with('/') {
+        return bad("it must be an absolute path");
+    }
+    if dir.len() > 1024 {
+        return bad("it is longer than 1024 characters");
+    }
+    for comp in dir.split('/').filter(|c| !c.is_empty()) {
+        if comp == "." || comp == ".." {
+            return bad("'.' and '..' are not allowed");
+        }
+        if !comp
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return bad("only letters, digits, '.', '-', '_' and '/' are allowed");
+        }
+    }
+    Ok(())
+}
+
+/// Checks a cluster name (used in file names and logs).
+pub fn validate_cluster_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "cluster name {name:?} is not acceptable: use 1-64 letters, digits, '.', '-', '_'"
+        )))
+    }
+}
+
+/// The identity recorded for an archive directory by its first segment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    /// PostgreSQL's database system identifier.
+    pub system_identifier: u64,
+    /// The cluster name the first put named.
+    pub cluster: String,
+}
+
+/// Result of a successful put.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// New or already there.
+    pub outcome: StoreOutcome,
+    /// Codec of the bytes on disk.
+    pub codec: Codec,
+    /// Bytes on disk.
+    pub stored_size: u64,
+    /// Final path.
+    pub path: PathBuf,
+}
+
+/// Storage under the configured archive roots.
+#[derive(Debug, Clone)]
+pub struct Store {
+    roots: Vec<PathBuf>,
+    level: i32,
+    io_timeout: Duration,
+}
+
+impl Store {
+    /// A store writing under `roots`, compressing at zstd `level`.
+    pub fn new(roots: Vec<PathBuf>, level: i32, io_timeout: Duration) -> Store {
+        Store {
+            roots,
+            level,
+            io_timeout,
+        }
+    }
+
+    /// Resolves a DST-DIR argument to a directory under an archive root.
+    pub fn archive_dir(&self, dir: &str) -> Result<PathBuf> {
+        validate_dir_arg(dir)?;
+        let path: PathBuf = Path::new(dir)
+            .components()
+            .filter(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            .collect();
+        if self.roots.iter().any(|root| path.starts_with(root)) {
+            Ok(path)
+        } else {
+            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+            Err(Error::Refused(format!(
+                "archive directory {dir} is not under an archive root of this server ({}); fix DST-DIR or archive_roots",
+                roots.join(", ")
+            )))
+        }
+    }
+
+    /// Receives `req.size` content bytes and the closing checksum from `body`
+    /// and stores them. On a refusal the rest of the content is still read,
+    /// so the channel stays usable and the sender gets the reason.
+    pub async fn put<R: AsyncRead + Unpin>(&self, req: &PutRequest, body: &mut R) -> Result<Stored> {
+        let checked = self.check_request(req);
+        if req.size > MAX_FILE_SIZE {
+            // Too big to drain: the channel is given up.
+            return Err(Error::Refused(format!(
+                "{}: declared size {} is larger than any WAL file",
+                req.name, req.size
+            )));
+        }
+        let (dir, name) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                drain(body, req.size, self.io_timeout).await?;
+                return Err(e);
+            }
+        };
+        let dest = dir.join(&req.name);
+        let mut rx = Receiver::new(&dest, &name, self.level, req.size);
+        let mut buf = vec![0u8; CHUNK];
+        let mut remaining = req.size;
+        while remaining > 0 {
+            let n = protocol::read_chunk(body, &mut buf, remaining, self.io_timeout).await?;
+            rx.push(&buf[..n]);
+            remaining -= n as u64;
+        }
+        let end: Option<Request> = protocol::read_frame(body, self.io_timeout).await?;
+        let checksum = match end {
+            Some(Request::End { checksum }) => checksum,
+            _ => return Err(Error::Protocol("file content not followed by its checksum".into())),
+        };
+        let received = rx.finish(&checksum)?;
+        self.commit(req, &dir, &name, received)
+    }
+
+    fn check_request(&self, req: &PutRequest) -> Result<(PathBuf, WalName)> {
+        wal::validate_file_name(&req.name)?;
+        let name = WalName::parse(&req.name)?;
+        validate_cluster_name(&req.cluster)?;
+        let dir = self.archive_dir(&req.dir)?;
+        if req.size == 0 {
+            return Err(Error::Refused(format!("{}: the file is empty", req.name)));
+        }
+        durable::create_dir_all(&dir)?;
+        durable::remove_stale_temps(&dir, &req.name);
+        Ok((dir, name))
+    }
+
+    fn commit(&self, req: &PutRequest, dir: &Path, name: &WalName, rx: Received) -> Result<Stored> {
+        if let Some(sysid) = rx.system_identifier {
+            check_identity(dir, sysid, &req.cluster)?;
+        }
+        let mut file = rx.file;
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(req.mtime.max(0) as u64);
+        file.set_mtime(mtime)?;
+        let dest = dir.join(name.as_str());
+        match file.commit()? {
+            Commit::Stored => Ok(Stored {
+                outcome: StoreOutcome::Stored,
+                codec: rx.codec,
+                stored_size: rx.stored_size,
+                path: dest,
+            }),
+            Commit::Exists(temp) => {
+                let existing = raw_digest(&dest)?;
+                if existing.1 == rx.raw_hash {
+                    let _ = fs::remove_file(&temp);
+                    let stored_size = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                    Ok(Stored {
+                        outcome: StoreOutcome::AlreadyStored,
+                        codec: existing.2,
+                        stored_size,
+                        path: dest,
+                    })
+                } else {
+                    let aside = keep_aside(dir, name.as_str(), &temp)?;
+                    Err(Error::Conflict(format!(
+                        "{} already exists in {} with different content; the stored copy is untouched, the incoming copy is kept at {} for analysis",
+                        name,
+                        dir.display(),
+                        aside.display()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Reads and discards `size` content bytes and the closing frame.
+async fn drain<R: AsyncRead + Unpin>(body: &mut R, size: u64, limit: Duration) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut remaining = size;
+    while remaining > 0 {
+        remaining -= protocol::read_chunk(body, &mut buf, remaining, limit).await? as u64;
+    }
+    let _: Option<Request> = protocol::read_frame(body, limit).await?;
+    Ok(())
+}
+
+/// Compares (or records) the system identifier of an archive directory.
+fn check_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<()> {
+    let meta = dir.join(META_DIR);
+    let path = meta.join("system_identifier");
+    if let Ok(bytes) = fs::read(&path) {
+        let known: ClusterIdentity = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Refused(format!("{} is unreadable ({e}); repair or remove it", path.display()))
+        })?;
+        if known.system_identifier != sysid {
+            return Err(Error::Refused(format!(
+                "WAL of another database: system identifier {sysid} (cluster {cluster}), but {} holds cluster {} with system identifier {}; check DST-DIR and CLUSTER-NAME",
+                dir.display(),
+                known.cluster,
+                known.system_identifier
+            )));
+        }
+        return Ok(());
+    }
+    durable::create_dir_all(&meta)?;
+    let id = ClusterIdentity {
+        system_identifier: sysid,
+        cluster: cluster.to_string(),
+    };
+    let mut f = AtomicFile::create(&path)?;
+    f.write_all(&serde_json::to_vec(&id).expect("serializable"))
+        .map_err(|e| Error::io("cannot write", &path, e))?;
+    match f.commit()? {
+        Commit::Stored => Ok(()),
+        // A concurrent first put recorded it: compare against theirs.
+        Commit::Exists(temp) => {
+            let _ = fs::remove_file(temp);
+            check_identity(dir, sysid, cluster)
+        }
+    }
+}
+
+fn keep_aside(dir: &Path, name: &str, temp: &Path) -> Result<PathBuf> {
+    let rejected = dir.join(META_DIR).join("rejected");
+    durable::create_dir_all(&rejected)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    let aside = rejected.join(format!("{name}.{stamp}"));
+    fs::rename(temp, &aside).map_err(|e| Error::io("cannot keep aside", &aside, e))?;
+    durable::sync_dir(&rejected)?;
+    Ok(aside)
+}
+
+/// Decodes a stored file: its raw size, blake3 of the raw bytes, its codec
+/// and its first raw bytes (for header checks).
+pub fn raw_digest(path: &Path) -> Result<(u64, blake3::Hash, Codec, Vec<u8>)> {
+    let mut f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut head = vec![0u8; codec::SNIFF_LEN];
+    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io("cannot read", path, e))?;
+    head.truncate(n);
+    let codec = codec::sniff(&head);
+    let f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut dec = codec::decoder(codec, BufReader::with_capacity(CHUNK, f))
+        .map_err(|e| Error::Refused(format!("{}: {e}", path.display())))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut first = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let n = dec.read(&mut buf).map_err(|e| {
+            Error::Refused(format!("{} does not decode as {}: {e}", path.display(), codec.name()))
+        })?;
+        if n == 0 {
+            break;
+        }
+        if first.len() < page_header::LONG_HEADER_LEN {
+            first.extend_from_slice(&buf[..n.min(page_header::LONG_HEADER_LEN)]);
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize(), codec, first))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
+}
+
+/// Incoming content being written to a temp file.
+struct Receiver {
+    name: WalName,
+    level: i32,
+    declared: u64,
+    head: Vec<u8>,
+    sink: Option<Sink>,
+    payload_hash: blake3::Hasher,
+    raw_hash: blake3::Hasher,
+    raw_size: u64,
+    dest: PathBuf,
+    error: Option<Error>,
+    /// Header of plain content, checked before compressing it.
+    header: Option<page_header::LongPageHeader>,
+}
+
+enum Sink {
+    Compress(zstd::stream::write::Encoder<'static, AtomicFile>),
+    AsIs(AtomicFile, Codec),
+}
+
+struct Received {
+    file: AtomicFile,
+    codec: Codec,
+    stored_size: u64,
+    raw_hash: blake3::Hash,
+    system_identifier: Option<u64>,
+}
+
+impl Receiver {
+    fn new(dest: &Path, name: &WalName, level: i32, declared: u64) -> Receiver {
+        Receiver {
+            name: name.clone(),
+            level,
+            declared,
+            head: Vec::new(),
+            sink: None,
+            payload_hash: blake3::Hasher::new(),
+            raw_hash: blake3::Hasher::new(),
+            raw_size: 0,
+            dest: dest.to_path_buf(),
+            error: None,
+            header: None,
+        }
+    }
+
+    /// Takes the next content bytes. Errors are remembered, not returned, so
+    /// the caller keeps draining the stream.
+    fn push(&mut self, data: &[u8]) {
+        self.payload_hash.update(data);
+        if self.error.is_some() {
+            return;
+        }
+        if self.sink.is_none() {
+            // Decide the codec from the first SNIFF_LEN bytes (or all of a
+            // smaller file).
+            let want = codec::SNIFF_LEN.min(self.declared as usize);
+            let take = (want - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
+            if self.head.len() < want {
+                return;
+            }
+            let head = std::mem::take(&mut self.head);
+            if let Err(e) = self.open_sink(&head) {
+                self.error = Some(e);
+                return;
+            }
+            self.write(&head);
+            self.write(&data[take..]);
+        } else {
+            self.write(data);
+        }
+    }
+
+    fn open_sink(&mut self, head: &[u8]) -> Result<()> {
+        let codec = codec::sniff(head);
+        let file = AtomicFile::create(&self.dest)?;
+        self.sink = Some(match codec {
+            Codec::Plain => {
+                if self.name.has_page_header() {
+                    self.header = Some(page_header::validate_first_page(head, &self.name)?);
+                }
+                let mut enc = codec::zstd_encoder(file, self.level)
+                    .map_err(|e| Error::io("cannot start compressing", &self.dest, e))?;
+                let _ = enc.set_pledged_src_size(Some(self.declared));
+                Sink::Compress(enc)
+            }
+            Codec::Xz => {
+                return Err(Error::Refused(format!(
+                    "{}: xz-compressed files are not supported; send it uncompressed or as zstd/gzip/bzip2",
+                    self.name
+                )))
+            }
+            other => Sink::AsIs(file, other),
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        if data.is_empty() || self.error.is_some() {
+            return;
+        }
+        let res = match self.sink.as_mut().expect("opened") {
+            Sink::Compress(enc) => {
+                self.raw_hash.update(data);
+                self.raw_size += data.len() as u64;
+                enc.write_all(data)
+            }
+            Sink::AsIs(f, _) => f.write_all(data),
+        };
+        if let Err(e) = res {
+            self.error = Some(Error::io("cannot write", &self.dest, e));
+        }
+    }
+
+    fn finish(mut self, checksum: &str) -> Result<Received> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.payload_hash.finalize().to_hex().as_str() != checksum {
+            return Err(Error::Refused(format!(
+                "{}: checksum of the received bytes does not match the sender's; nothing stored, retry",
+                self.name
+            )));
+        }
+        if self.sink.is_none() {
+            // Never reached SNIFF_LEN: impossible for a non-empty declared
+            // size, since push() completes the head at the declared size.
+            return Err(Error::Protocol(format!("{}: no content received", self.name)));
+        }
+        let (file, codec) = match self.sink.take().expect("checked") {
+            Sink::Compress(enc) => {
+                let f = enc
+                    .finish()
+                    .map_err(|e| Error::io("cannot finish compressing", &self.dest, e))?;
+                (f, Codec::Zstd)
+            }
+            Sink::AsIs(f, codec) => (f, codec),
+        };
+        let stored_size = file
+            .temp_path()
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", file.temp_path().to_path_buf(), e))?
+            .len();
+        let (raw_size, raw_hash, head) = if codec == Codec::Zstd && self.raw_size > 0 {
+            (self.raw_size, self.raw_hash.finalize(), Vec::new())
+        } else {
+            // Received compressed: decode once to prove it is whole and to
+            // learn what it holds.
+            let (size, hash, _, head) = raw_digest(file.temp_path()).map_err(|e| {
+                Error::Refused(format!("{}: received compressed data is damaged: {e}", self.name))
+            })?;
+            (size, hash, head)
+        };
+        let system_identifier = if self.name.has_page_header() {
+            let hdr = match self.header.take() {
+                Some(h) => h,
+                None => page_header::validate_first_page(&head, &self.name)?,
+            };
+            if raw_size != u64::from(hdr.seg_size) {
+                return Err(Error::Refused(format!(
+                    "{}: {} bytes, but its header says segments are {} bytes; a WAL segment is never partial",
+                    self.name, raw_size, hdr.seg_size
+                )));
+            }
+            Some(hdr.system_identifier)
+        } else {
+            None
+        };
+        Ok(Received {
+            file,
+            codec,
+            stored_size,
+            raw_hash,
+            system_identifier,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page_header::build_long_header;
+    use tokio::io::AsyncWriteExt;
+
+    const SEG: u64 = 1 << 20;
+    const SYSID: u64 = 7_000_000_000_000_000_001;
+
+    /// A fabricated 1 MiB segment: a valid long header, then WAL-like bytes.
+    fn segment(name: &str, sysid: u64, fill: u8) -> Vec<u8> {
+        let n = WalName::parse(name).unwrap();
+        let mut v = vec![0u8; SEG as usize];
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = ((i / 97) as u8).wrapping_mul(fill) ^ (i as u8 & 0x0f);
+        }
+        v[..40].copy_from_slice(&build_long_header(15, 1, n.start_lsn(SEG), sysid, SEG as u32));
+        v
+    }
+
+    fn req(dir: &Path, name: &str, size: u64) -> PutRequest {
+        PutRequest {
+            dir: dir.to_string_lossy().into_owned(),
+            name: name.into(),
+            size,
+            mtime: 1_700_000_000,
+            cluster: "main".into(),
+            forward_to: None,
+        }
+    }
+
+    async fn put_bytes(store: &Store, r: &PutRequest, content: &[u8]) -> Result<Stored> {
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
+        let content = content.to_vec();
+        let writer = tokio::spawn(async move {
+            tx.write_all(&content).await.unwrap();
+            let sum = blake3::hash(&content).to_hex().to_string();
+            protocol::write_frame(&mut tx, &Request::End { checksum: sum }, Duration::from_secs(5))
+                .await
+                .unwrap();
+        });
+        let res = store.put(r, &mut rx).await;
+        writer.await.unwrap();
+        res
+    }
+
+    fn store(root: &Path) -> Store {
+        Store::new(vec![root.to_path_buf()], 1, Duration::from_secs(5))
+    }
+
+    fn visible(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn plain_segment_is_compressed_and_decodes_to_the_same_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "000000010000000000000003";
+        let seg = segment(name, SYSID, 3);
+        let s = put_bytes(&store(root.path()), &req(&dir, name, SEG), &seg).await.unwrap();
+        assert_eq!(s.outcome, StoreOutcome::Stored);
+        assert_eq!(s.codec, Codec::Zstd);
+        let on_disk = fs::read(dir.join(name)).unwrap();
+        assert!(on_disk.len() < seg.len());
+        assert_eq!(codec::decode_all(Codec::Zstd, &on_disk).unwrap(), seg);
+        let mtime = fs::metadata(dir.join(name)).unwrap().modified().unwrap();
+        assert_eq!(mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    }
+
+    #[tokio::test]
+    async fn compressed_input_is_stored_as_received() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "000000010000000000000004";
+        let seg = segment(name, SYSID, 5);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&seg).unwrap();
+        let gz = gz.finish().unwrap();
+        let s = put_bytes(&store(root.path()), &req(&dir, name, gz.len() as u64), &gz)
+            .await
+            .unwrap();
+        assert_eq!(s.codec, Codec::Gzip);
+        assert_eq!(fs::read(dir.join(name)).unwrap(), gz);
+    }
+
+    #[tokio::test]
+    async fn duplicate_same_content_succeeds_different_content_conflicts() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "000000010000000000000005";
+        let st = store(root.path());
+        let seg = segment(name, SYSID, 7);
+        put_bytes(&st, &req(&dir, name, SEG), &seg).await.unwrap();
+        let before = fs::read(dir.join(name)).unwrap();
+        let again = put_bytes(&st, &req(&dir, name, SEG), &seg).await.unwrap();
+        assert_eq!(again.outcome, StoreOutcome::AlreadyStored);
+        let other = segment(name, SYSID, 9);
+        let e = put_bytes(&st, &req(&dir, name, SEG), &other).await.unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        assert_eq!(fs::read(dir.join(name)).unwrap(), before, "stored copy untouched");
+        let rejected = dir.join(META_DIR).join("rejected");
+        let kept: Vec<_> = fs::read_dir(rejected).unwrap().flatten().collect();
+        assert_eq!(kept.len(), 1, "incoming copy kept aside");
+        assert_eq!(visible(&dir), [name]);
+    }
+
+    #[tokio::test]
+    async fn wal_of_another_cluster_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let st = store(root.path());
+        let a = "000000010000000000000001";
+        let b = "000000010000000000000002";
+        put_bytes(&st, &req(&dir, a, SEG), &segment(a, SYSID, 1)).await.unwrap();
+        let e = put_bytes(&st, &req(&dir, b, SEG), &segment(b, SYSID + 1, 1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("another database"), "{e}");
+        assert_eq!(visible(&dir), [a]);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_and_nothing_is_visible() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let st = store(root.path());
+        let name = "000000010000000000000006";
+        let seg = segment(name, SYSID, 2);
+        // Header page address belongs to another segment.
+        let wrong = segment("000000010000000000000007", SYSID, 2);
+        let cases: Vec<(PutRequest, Vec<u8>)> = vec![
+            (req(&dir, name, SEG), wrong),
+            (req(&dir, name, SEG / 2), seg[..(SEG / 2) as usize].to_vec()),
+            (req(&dir, "../x", 3), b"abc".to_vec()),
+            (req(&dir, &"0".repeat(65), 3), b"abc".to_vec()),
+            (req(&dir, "00000001;rm", 3), b"abc".to_vec()),
+            (req(Path::new("/elsewhere/main"), name, SEG), seg.clone()),
+            (req(&dir.join("a$b"), name, SEG), seg.clone()),
+            (req(&dir.join(".."), name, SEG), seg.clone()),
+            (req(&dir, "00000002.history", 0), Vec::new()),
+        ];
+        for (r, content) in cases {
+            let e = put_bytes(&st, &r, &content).await.unwrap_err();
+            assert!(matches!(e, Error::Refused(_)), "{} {}: {e}", r.dir, r.name);
+        }
+        let mut bad_cluster = req(&dir, name, SEG);
+        bad_cluster.cluster = "a b".into();
+        assert!(put_bytes(&st, &bad_cluster, &seg).await.is_err());
+        assert!(visible(&dir).is_empty());
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            leftovers.iter().all(|n| n == META_DIR),
+            "no temp files: {leftovers:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn checksum_mismatch_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "00000002.history";
+        let text = b"1\t0/3000000\tno recovery target specified\n";
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            tx.write_all(text).await.unwrap();
+            let end = Request::End { checksum: "00".into() };
+            protocol::write_frame(&mut tx, &end, Duration::from_secs(5)).await.unwrap();
+        });
+        let r = req(&dir, name, text.len() as u64);
+        let e = store(root.path()).put(&r, &mut rx).await.unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        assert!(visible(&dir).is_empty());
+    }
+
+    #[tokio::test]
+    async fn history_file_is_stored() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "00000002.history";
+        let text = b"1\t0/3000000\tno recovery target specified\n";
+        let s = put_bytes(&store(root.path()), &req(&dir, name, text.len() as u64), text)
+            .await
+            .unwrap();
+        let stored = fs::read(dir.join(name)).unwrap();
+        assert_eq!(codec::decode_all(s.codec, &stored).unwrap(), text);
+    }
+}

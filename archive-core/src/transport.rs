@@ -1,0 +1,411 @@
+//! ssh transport: one persistent multiplexed master connection per host,
+//! shared by every process of this user, and protocol channels over it.
+//!
+//! A new ssh connection costs ~190 ms, a channel through an open master
+//! ~6 ms: archive_command runs once per segment, so the master outlives the
+//! process that opened it (`ControlPersist`), and ends by itself after
+//! `control_persist` idle seconds. Channels go through the master with the
+//! `openssh` crate's native mux client (no ssh process per channel). ssh
+//! never reads the caller's stdin, runs in BatchMode, and every step is
+//! bounded: connection by `connect_timeout`, transfers by `io_timeout`
+//! without progress.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openssh::{Child, ChildStdin, ChildStdout, Session};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::protocol::{
+    self, ForwardOutcome, PutRequest, Reply, Request, StoreOutcome, CHUNK, PROTOCOL_VERSION,
+};
+
+/// What the transport needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// `ssh -F` file.
+    pub ssh_config: Option<PathBuf>,
+    /// Directory of control sockets.
+    pub runtime_dir: PathBuf,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Stall timeout.
+    pub io_timeout: Duration,
+    /// Idle lifetime of a master.
+    pub control_persist: Duration,
+    /// Command run on the server.
+    pub remote_command: String,
+}
+
+impl SshSettings {
+    /// Settings from the suite's configuration.
+    pub fn from_config(cfg: &Config) -> Self {
+        SshSettings {
+            ssh_config: cfg.ssh_config.clone(),
+            runtime_dir: cfg.runtime_dir(),
+            connect_timeout: cfg.connect_timeout(),
+            io_timeout: cfg.io_timeout(),
+            control_persist: Duration::from_secs(cfg.control_persist),
+            remote_command: cfg.remote_command.clone(),
+        }
+    }
+
+    /// The control socket for `host`: one per (host, ssh config), so two
+    /// configurations naming the same alias never share a connection.
+    pub fn control_path(&self, host: &str) -> PathBuf {
+        let cfg = self
+            .ssh_config
+            .as_deref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tag = blake3::hash(cfg.as_bytes()).to_hex();
+        self.runtime_dir.join(format!("{host}-{}", &tag[..8]))
+    }
+}
+
+/// Returns a session on `host`'s master connection, starting the master if
+/// none is running. Concurrent callers wait for one connection attempt
+/// instead of each opening their own.
+pub async fn session(settings: &SshSettings, host: &str) -> Result<Arc<Session>> {
+    durable::create_dir_all(&settings.runtime_dir)?;
+    let ctl = settings.control_path(host);
+    let existing = Session::resume_mux(ctl.clone().into_boxed_path(), None);
+    if ctl.exists() && alive(&existing).await {
+        return Ok(Arc::new(existing));
+    }
+    let lock_path = ctl.with_extension("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(durable::FILE_MODE)
+        .open(&lock_path)
+        .map_err(|e| Error::io("cannot open lock", &lock_path, e))?;
+    let deadline = tokio::time::Instant::now() + settings.connect_timeout * 2 + Duration::from_secs(5);
+    loop {
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(_) => {
+                return Err(Error::host(
+                    host,
+                    format!("another process holds {} for too long", lock_path.display()),
+                ))
+            }
+        }
+    }
+    // Someone else may have connected while we waited for the lock.
+    if ctl.exists() && alive(&existing).await {
+        return Ok(Arc::new(existing));
+    }
+    let _ = std::fs::remove_file(&ctl);
+    launch_master(settings, host, &ctl).await?;
+    let session = Session::resume_mux(ctl.into_boxed_path(), None);
+    if !alive(&session).await {
+        return Err(Error::host(host, "ssh master started but does not answer"));
+    }
+    Ok(Arc::new(session))
+}
+
+async fn alive(session: &Session) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), session.check()).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn launch_master(settings: &SshSettings, host: &str, ctl: &Path) -> Result<()> {
+    let log = ctl.with_extension("log");
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = tokio::process::Command::new("ssh");
+    if let Some(cfg) = &settings.ssh_config {
+        cmd.arg("-F").arg(cfg);
+    }
+    let alive_interval = (settings.io_timeout.as_secs() / 3).max(1);
+    cmd.arg("-o")
+        .arg("ControlMaster=yes")
+        .arg("-o")
+        .arg(format!("ControlPath={}", ctl.display()))
+        .arg("-o")
+        .arg(format!("ControlPersist={}", settings.control_persist.as_secs().max(1)))
+        .arg("-o")
+        .arg("BatchMode=yes")
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", settings.connect_timeout.as_secs().max(1)))
+        .arg("-o")
+        .arg(format!("ServerAliveInterval={alive_interval}"))
+        .arg("-o")
+        .arg("ServerAliveCountMax=3")
+        .arg("-E")
+        .arg(&log)
+        .arg("-f")
+        .arg("-N")
+        .arg("--")
+        .arg(host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::host(host, format!("cannot run ssh: {e}")))?;
+    let limit = settings.connect_timeout * 2 + Duration::from_secs(5);
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Error::host(host, format!("waiting for ssh: {e}"))),
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(Error::host(
+                host,
+                format!("ssh did not connect within {} s", limit.as_secs()),
+            ));
+        }
+    };
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = text.lines().last().unwrap_or("").trim();
+        return Err(Error::host(
+            host,
+            format!("cannot connect over ssh ({status}): {last}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a put achieved on the server it was sent to.
+#[derive(Debug, Clone)]
+pub struct PutReply {
+    /// New or already stored.
+    pub outcome: StoreOutcome,
+    /// Codec on disk.
+    pub codec: String,
+    /// Bytes on disk.
+    pub stored_size: u64,
+    /// The forward's outcome, when one was asked for and reported in time.
+    pub forward: Option<ForwardOutcome>,
+}
+
+/// A protocol channel: one `archive-remote-cmd serve` process on a host.
+pub struct Channel {
+    host: String,
+    child: Child<Arc<Session>>,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: Arc<Mutex<String>>,
+    io_timeout: Duration,
+    /// Server name announced in the handshake.
+    pub server_name: Option<String>,
+}
+
+impl Channel {
+    /// Starts the remote command on `session` and exchanges `Hello`.
+    pub async fn open(settings: &SshSettings, session: Arc<Session>, host: &str) -> Result<Channel> {
+        let mut child = session
+            .arc_raw_command(&settings.remote_command)
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| Error::host(host, format!("cannot start remote command: {e}")))?;
+        let stdin = child.stdin().take().expect("piped");
+        let stdout = child.stdout().take().expect("piped");
+        let mut err_pipe = child.stderr().take().expect("piped");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        // Collects the remote's stderr, so a failure can say what it said.
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut s = sink.lock().expect("not poisoned");
+                if s.len() < 8192 {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let mut ch = Channel {
+            host: host.to_string(),
+            child,
+            stdin,
+            stdout,
+            stderr,
+            io_timeout: settings.io_timeout,
+            server_name: None,
+        };
+        ch.send(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .await?;
+        match ch.reply().await? {
+            Reply::Hello { version, server } if version == PROTOCOL_VERSION => {
+                ch.server_name = server;
+                Ok(ch)
+            }
+            Reply::Hello { version, .. } => Err(Error::host(
+                host,
+                format!(
+                    "archive-remote-cmd speaks protocol {version}, this build {PROTOCOL_VERSION}: install the same version on both sides"
+                ),
+            )),
+            other => Err(ch.unexpected(other)),
+        }
+    }
+
+    /// The host this channel talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends one request frame.
+    pub async fn send(&mut self, req: &Request) -> Result<()> {
+        protocol::write_frame(&mut self.stdin, req, self.io_timeout)
+            .await
+            .map_err(|e| self.failure(e))
+    }
+
+    /// Sends raw content bytes.
+    pub async fn send_data(&mut self, data: &[u8]) -> Result<()> {
+        let limit = self.io_timeout;
+        protocol::stall(limit, "sending file data", self.stdin.write_all(data))
+            .await
+            .map_err(|e| self.failure(e))
+    }
+
+    /// Flushes buffered content.
+    pub async fn flush(&mut self) -> Result<()> {
+        let limit = self.io_timeout;
+        protocol::stall(limit, "sending file data", self.stdin.flush())
+            .await
+            .map_err(|e| self.failure(e))
+    }
+
+    /// Reads the next reply, waiting at most `io_timeout` for it.
+    pub async fn reply(&mut self) -> Result<Reply> {
+        self.reply_within(self.io_timeout).await
+    }
+
+    /// Reads the next reply, waiting at most `limit`.
+    pub async fn reply_within(&mut self, limit: Duration) -> Result<Reply> {
+        match protocol::read_frame(&mut self.stdout, limit).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(self.failure(Error::Protocol("connection closed".into()))),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+
+    /// Reads up to `buf.len()` content bytes (for downloads).
+    pub async fn read_data(&mut self, buf: &mut [u8], remaining: u64) -> Result<usize> {
+        let limit = self.io_timeout;
+        protocol::read_chunk(&mut self.stdout, buf, remaining, limit)
+            .await
+            .map_err(|e| self.failure(e))
+    }
+
+    /// Turns a reply we did not expect into an error.
+    pub fn unexpected(&self, reply: Reply) -> Error {
+        match reply {
+            Reply::Error { kind, message } => protocol::reply_error(&self.host, kind, message),
+            other => Error::host(&self.host, format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// Adds the host and what the remote printed to a transport error.
+    fn failure(&self, e: Error) -> Error {
+        let said = self.stderr.lock().expect("not poisoned").trim().replace('\n', " | ");
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!("; remote said: {said}")
+        };
+        match e {
+            Error::Refused(m) => Error::Refused(format!("{m} (to {})", self.host)),
+            other => Error::host(&self.host, format!("{other}{said}")),
+        }
+    }
+
+    /// Sends a file as a put: the request, `req.size` bytes from `source`,
+    /// the checksum; then reads the server's verdict and, when the put asks
+    /// for forwarding, the forward's outcome (waiting at most
+    /// `forward_wait`; a missing forward reply is reported as `None` and
+    /// leaves the channel unusable).
+    pub async fn put(
+        &mut self,
+        req: &PutRequest,
+        mut source: impl std::io::Read,
+        forward_wait: Duration,
+    ) -> Result<PutReply> {
+        self.send(&Request::Put(req.clone())).await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut remaining = req.size;
+        while remaining > 0 {
+            let want = buf.len().min(remaining as usize);
+            let n = source
+                .read(&mut buf[..want])
+                .map_err(|e| Error::Usage(format!("cannot read {}: {e}", req.name)))?;
+            if n == 0 {
+                return Err(Error::Usage(format!(
+                    "{} shrank while being sent ({remaining} bytes missing)",
+                    req.name
+                )));
+            }
+            hasher.update(&buf[..n]);
+            self.send_data(&buf[..n]).await?;
+            remaining -= n as u64;
+        }
+        self.send(&Request::End {
+            checksum: hasher.finalize().to_hex().to_string(),
+        })
+        .await?;
+        let (outcome, codec, stored_size) = match self.reply().await? {
+            Reply::Stored {
+                outcome,
+                codec,
+                stored_size,
+            } => (outcome, codec, stored_size),
+            other => return Err(self.unexpected(other)),
+        };
+        let forward = if req.forward_to.is_some() {
+            match self.reply_within(forward_wait).await {
+                Ok(Reply::Forward(f)) => Some(f),
+                Ok(other) => return Err(self.unexpected(other)),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        Ok(PutReply {
+            outcome,
+            codec,
+            stored_size,
+            forward,
+        })
+    }
+
+    /// Ends the channel without waiting for the remote process, which may
+    /// still be delivering owed files to its peer.
+    pub async fn leave(self) {
+        let Channel { child, stdin, .. } = self;
+        drop(stdin);
+        let _ = child.disconnect().await;
+    }
+
+    /// Ends the channel and waits (bounded) for the remote to exit.
+    pub async fn close(self) {
+        let Channel { child, stdin, .. } = self;
+        drop(stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    }
+}

@@ -1,0 +1,117 @@
+//! archive-remote-cmd: the only program the suite runs on an archive server.
+//! `serve` answers framed requests on stdin/stdout (what ssh runs, usually
+//! as the forced command of the clients' keys); `deliver-owed` is the cron
+//! sweep that hands the peer what it missed; `status` shows what is owed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use archive_core::config::Config;
+use archive_core::health::HealthBook;
+use archive_core::server::{self, Server};
+use archive_core::{log, owed, Error};
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+authorized_keys on an archive server (the key can run nothing else):
+  command=\"/usr/local/bin/archive-remote-cmd serve\",restrict ssh-ed25519 AAAA... postgres@primary
+
+Configuration (flat TOML from --config, $PGARCHIVE_CONFIG or /etc/pgarchive.toml):
+  archive_roots = [\"/var/lib/pgarchive\"]   DST-DIRs must lie below one of these
+  server_name = \"arch1\"                     this server's alias (never forwards to itself)
+  ssh_config, runtime_dir, state_dir         how to reach the peer (ssh -F file, sockets, health)
+  compress_level (1), forward_cooldown (30 s), owed_batch, io_timeout, connect_timeout
+
+Exit codes: 0 ok; 1 failed, retry; 2 bad usage or configuration, or a forced
+command asked for something else; 3 refused input; 4 conflict.";
+
+/// Archive server side of the dual-archive WAL suite.
+#[derive(Parser, Debug)]
+#[command(name = "archive-remote-cmd", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve protocol requests on stdin/stdout (run by ssh).
+    Serve,
+    /// Deliver every file owed to a peer server (run from cron, e.g. every minute).
+    DeliverOwed,
+    /// Print owed files per directory and peer health as JSON.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("archive-remote-cmd", false);
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(e.to_string());
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run(args: Args) -> Result<(), Error> {
+    let cfg = Config::load(args.config.as_deref(), &args.set)?;
+    log::set_quiet(cfg.quiet);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    match args.command {
+        Command::Serve => {
+            let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+            server::check_forced_command(original.as_deref())?;
+            let mut server = Server::new(cfg)?;
+            rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))
+        }
+        Command::DeliverOwed => {
+            let (delivered, remaining) = rt.block_on(server::sweep(cfg))?;
+            log::info(format!("delivered {delivered} owed file(s), {remaining} still owed"));
+            if remaining > 0 {
+                return Err(Error::host("peer", format!("{remaining} file(s) still owed")));
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let owed: Vec<_> = owed::all_owed(&cfg.archive_roots)
+                .into_iter()
+                .map(|(dir, peer, n)| {
+                    format!(
+                        "{{\"dir\":{:?},\"peer\":{:?},\"owed\":{n}}}",
+                        dir.display().to_string(),
+                        peer
+                    )
+                })
+                .collect();
+            let health = HealthBook::open(&cfg.state_dir().join("health"))?;
+            let hosts: Vec<_> = health
+                .all()
+                .into_iter()
+                .map(|(h, st)| {
+                    format!(
+                        "{{\"host\":{h:?},\"failures\":{},\"cooldown_until\":{}}}",
+                        st.failures, st.cooldown_until
+                    )
+                })
+                .collect();
+            println!(
+                "{{\"owed\":[{}],\"peers\":[{}]}}",
+                owed.join(","),
+                hosts.join(",")
+            );
+            Ok(())
+        }
+    }
+}
