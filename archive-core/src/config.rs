@@ -116,7 +116,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_byte_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_byte_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -136,7 +138,11 @@ pub fn parse_byte_size(s: &str) -> std::result::Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("{s:?} has an unknown unit (use KiB, MiB, GiB, TiB)")),
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
@@ -153,8 +159,9 @@ impl Config {
         });
         let mut table = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::Usage(format!("cannot read config {}: {e}", p.display())))?;
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::Usage(format!("cannot read config {}: {e}", p.display()))
+                })?;
                 text.parse::<toml::Table>().map_err(|e| {
                     Error::Usage(format!("config {} is not valid TOML: {e}", p.display()))
                 })?
@@ -176,13 +183,15 @@ impl Config {
         }
         for o in overrides {
             let (k, v) = o.split_once('=').ok_or_else(|| {
-                Error::Usage(format!("--set {o:?}: expected key=value, e.g. --set retry_count=3"))
+                Error::Usage(format!(
+                    "--set {o:?}: expected key=value, e.g. --set retry_count=3"
+                ))
             })?;
             table.insert(k.trim().to_string(), parse_value(v.trim()));
         }
-        let cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| Error::Usage(format!("configuration ({source}, environment, flags): {e}")))?;
+        let cfg: Config = toml::Value::Table(table).try_into().map_err(|e| {
+            Error::Usage(format!("configuration ({source}, environment, flags): {e}"))
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -197,10 +206,14 @@ impl Config {
             ));
         }
         if !(1..=22).contains(&self.compress_level) {
-            return Err(Error::Usage("compress_level must be between 1 and 22".into()));
+            return Err(Error::Usage(
+                "compress_level must be between 1 and 22".into(),
+            ));
         }
         if self.parallel == 0 || self.lookahead_max == 0 {
-            return Err(Error::Usage("parallel and lookahead_max must be at least 1".into()));
+            return Err(Error::Usage(
+                "parallel and lookahead_max must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -223,7 +236,10 @@ impl Config {
         if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
             return PathBuf::from(x).join("pgarchive");
         }
-        PathBuf::from(format!("/tmp/pgarchive-{}", rustix::process::getuid().as_raw()))
+        PathBuf::from(format!(
+            "/tmp/pgarchive-{}",
+            rustix::process::getuid().as_raw()
+        ))
     }
 
     /// Where durable state lives.
@@ -254,9 +270,16 @@ mod tests {
     fn file_then_flags_override() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "retry_count = 3\ncooldown = 10\narchive_roots = [\"/a\"]\n").unwrap();
-        let c = Config::load(Some(&p), &["cooldown=20".into(), "push_queue_max=1GiB".into()])
-            .unwrap();
+        std::fs::write(
+            &p,
+            "retry_count = 3\ncooldown = 10\narchive_roots = [\"/a\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&p),
+            &["cooldown=20".into(), "push_queue_max=1GiB".into()],
+        )
+        .unwrap();
         assert_eq!(c.retry_count, 3);
         assert_eq!(c.cooldown, 20);
         assert_eq!(c.archive_roots, vec![PathBuf::from("/a")]);

@@ -57,10 +57,7 @@ impl AtomicFile {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let temp = dest.with_file_name(format!(
-            ".{name}{TEMP_MARK}{}-{nanos}",
-            std::process::id()
-        ));
+        let temp = dest.with_file_name(format!(".{name}{TEMP_MARK}{}-{nanos}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -96,6 +96,9 @@ impl Error {
     /// True when the failure says something about the host's health (it
     /// counts toward its failure counter), rather than about the input.
     pub fn is_host_failure(&self) -> bool {
-        matches!(self, Error::Host { .. } | Error::Io { .. } | Error::Protocol(_))
+        matches!(
+            self,
+            Error::Host { .. } | Error::Io { .. } | Error::Protocol(_)
+        )
     }
 }

@@ -65,6 +65,10 @@ pub struct PutRequest {
     /// Peer the server forwards to after storing (its own failure flag and
     /// cooldown apply); `None` for a forwarded copy.
     pub forward_to: Option<String>,
+    /// On a forwarded copy: the sending server's name. Proof that it is up,
+    /// so the receiver hands it what it owes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// How a put ended on the server that received it.
@@ -221,7 +225,9 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     }
     let len = u32::from_be_bytes(len);
     if len > MAX_FRAME {
-        return Err(Error::Protocol(format!("message of {len} bytes is too large")));
+        return Err(Error::Protocol(format!(
+            "message of {len} bytes is too large"
+        )));
     }
     let mut body = vec![0u8; len as usize];
     stall(limit, "reading a message", r.read_exact(&mut body)).await?;
@@ -275,6 +281,7 @@ mod tests {
             mtime: 1,
             cluster: "main".into(),
             forward_to: Some("arch2".into()),
+            from: None,
         });
         let t = Duration::from_secs(1);
         write_frame(&mut a, &req, t).await.unwrap();

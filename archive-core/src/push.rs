@@ -29,7 +29,7 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::health::{self, HealthBook};
 use crate::log;
-use crate::protocol::{ForwardOutcome, PutRequest};
+use crate::protocol::{ForwardOutcome, PutRequest, StoreOutcome};
 use crate::store::{validate_cluster_name, validate_dir_arg};
 use crate::transport::{self, Channel, PutReply, SshSettings};
 use crate::wal::{self, WalName};
@@ -93,7 +93,9 @@ pub fn parse_hosts(arg: &str) -> Result<Vec<String>> {
         health::validate_host_name(h)?;
     }
     if hosts.len() == 2 && hosts[0] == hosts[1] {
-        return Err(Error::Usage(format!("the two archive hosts in {arg:?} are the same")));
+        return Err(Error::Usage(format!(
+            "the two archive hosts in {arg:?} are the same"
+        )));
     }
     Ok(hosts)
 }
@@ -108,10 +110,16 @@ impl ArchiveRequest {
         let meta = fs::metadata(&self.wal_path)
             .map_err(|e| Error::io("cannot read %p", &self.wal_path, e))?;
         if !meta.is_file() {
-            return Err(Error::Refused(format!("{} is not a file", self.wal_path.display())));
+            return Err(Error::Refused(format!(
+                "{} is not a file",
+                self.wal_path.display()
+            )));
         }
         if meta.len() == 0 {
-            return Err(Error::Refused(format!("{} is empty", self.wal_path.display())));
+            return Err(Error::Refused(format!(
+                "{} is empty",
+                self.wal_path.display()
+            )));
         }
         Ok(name)
     }
@@ -177,8 +185,12 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
             Ok((reply, _, _)) => {
                 state.health.record_success(host)?;
                 let extra = items.len() - 1;
+                let verb = match reply.outcome {
+                    StoreOutcome::Stored => "archived",
+                    StoreOutcome::AlreadyStored => "already archived (same content)",
+                };
                 log::info(format!(
-                    "archived {} to {host}:{} ({}, {} bytes stored{}{})",
+                    "{verb} {} to {host}:{} ({}, {} bytes stored{}{})",
                     req.name,
                     req.dst_dir,
                     reply.codec,
@@ -196,9 +208,12 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
                 });
             }
             Err(e) if e.is_host_failure() => {
-                let st = state
-                    .health
-                    .record_failure(host, cfg.retry_count, cfg.cooldown, &e.to_string())?;
+                let st = state.health.record_failure(
+                    host,
+                    cfg.retry_count,
+                    cfg.cooldown,
+                    &e.to_string(),
+                )?;
                 let cooling = if st.in_cooldown(health::now()) {
                     format!(
                         "; {host} is tried last for {} s after {} consecutive failures",
@@ -208,7 +223,10 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
                 } else {
                     String::new()
                 };
-                log::warn(format!("archiving {} to {host} failed: {e}{cooling}", req.name));
+                log::warn(format!(
+                    "archiving {} to {host} failed: {e}{cooling}",
+                    req.name
+                ));
                 last_err = Some(e);
             }
             Err(e) => return Err(e),
@@ -255,7 +273,10 @@ fn check_record(state: &State, name: &str, path: &Path) -> Result<Option<String>
     };
     let (hash, size) = hash_file(path)?;
     if size == rec.size && hash == rec.blake3 {
-        log::info(format!("{name} was already archived to {} by look-ahead", rec.host));
+        log::info(format!(
+            "{name} was already archived to {} by look-ahead",
+            rec.host
+        ));
         Ok(Some(rec.host))
     } else {
         log::warn(format!(
@@ -271,7 +292,9 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io("cannot read", path, e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("cannot read", path, e))?;
         if n == 0 {
             break;
         }
@@ -404,7 +427,13 @@ async fn send_batch(
             return items
                 .iter()
                 .enumerate()
-                .map(|(i, _)| if i == 0 { Err(clone_err(&e)) } else { Err(Error::host(host, msg.clone())) })
+                .map(|(i, _)| {
+                    if i == 0 {
+                        Err(clone_err(&e))
+                    } else {
+                        Err(Error::host(host, msg.clone()))
+                    }
+                })
                 .collect();
         }
     };
@@ -530,6 +559,7 @@ impl Lane {
             mtime,
             cluster: self.cluster.clone(),
             forward_to: self.peer.clone(),
+            from: None,
         };
         match content {
             Content::Memory(bytes) => {
@@ -567,7 +597,9 @@ fn compress_file(path: &Path, level: i32) -> Result<(Vec<u8>, String, u64)> {
     let mut enc = codec::zstd_encoder(Vec::new(), level)
         .map_err(|e| Error::io("cannot compress", path, e))?;
     std::io::copy(&mut reader, &mut enc).map_err(|e| Error::io("cannot compress", path, e))?;
-    let out = enc.finish().map_err(|e| Error::io("cannot compress", path, e))?;
+    let out = enc
+        .finish()
+        .map_err(|e| Error::io("cannot compress", path, e))?;
     Ok((out, reader.hex(), reader.total))
 }
 

@@ -8,7 +8,7 @@
 //! the peer accepts a forward again.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,7 +19,7 @@ use crate::health::{self, HealthBook};
 use crate::log;
 use crate::owed::{self, OwedList};
 use crate::protocol::{self, ForwardOutcome, PutRequest, Reply, Request, StoreOutcome};
-use crate::store::{Store, META_DIR};
+use crate::store::{self, Store, META_DIR};
 use crate::transport::{self, Channel, SshSettings};
 
 /// Program name a forced command must have been asked for.
@@ -53,12 +53,20 @@ pub struct Server {
     ssh: SshSettings,
     health: HealthBook,
     peer: Option<Channel>,
+    /// Peers that proved to be up by sending us a copy, and the directories
+    /// where we owe them files: delivered once the sender's channel closes
+    /// (delivering earlier would stall the sender's next put).
+    owed_to_senders: Vec<(PathBuf, String, String, String)>,
 }
 
 impl Server {
     /// A server with the given configuration.
     pub fn new(cfg: Config) -> Result<Server> {
-        let store = Store::new(cfg.archive_roots.clone(), cfg.compress_level, cfg.io_timeout());
+        let store = Store::new(
+            cfg.archive_roots.clone(),
+            cfg.compress_level,
+            cfg.io_timeout(),
+        );
         let health = HealthBook::open(&cfg.state_dir().join("health"))?;
         Ok(Server {
             ssh: SshSettings::from_config(&cfg),
@@ -66,6 +74,7 @@ impl Server {
             health,
             cfg,
             peer: None,
+            owed_to_senders: Vec::new(),
         })
     }
 
@@ -82,7 +91,10 @@ impl Server {
         loop {
             let req: Request = match protocol::read_frame(&mut input, idle).await? {
                 Some(r) => r,
-                None => return Ok(()),
+                None => {
+                    self.deliver_to_senders().await;
+                    return Ok(());
+                }
             };
             match req {
                 Request::Hello { .. } => {
@@ -109,6 +121,9 @@ impl Server {
                     // "stored", so no crash can forget the peer's copy.
                     let peer = req.forward_to.as_deref().filter(|p| self.forwards_to(p));
                     let dir = stored.path.parent().expect("file in a dir").to_path_buf();
+                    if let Some(sender) = req.from.as_deref().filter(|p| self.forwards_to(p)) {
+                        self.note_sender(&dir, &req, sender);
+                    }
                     if let Some(peer) = peer {
                         if let Err(e) = OwedList::new(&dir, peer).add(&req.name) {
                             protocol::write_frame(&mut output, &Reply::from_error(&e), t).await?;
@@ -171,6 +186,28 @@ impl Server {
         }
     }
 
+    fn note_sender(&mut self, dir: &Path, req: &PutRequest, sender: &str) {
+        let known = self
+            .owed_to_senders
+            .iter()
+            .any(|(d, _, _, p)| d == dir && p == sender);
+        if !known && !OwedList::new(dir, sender).is_empty() {
+            self.owed_to_senders.push((
+                dir.to_path_buf(),
+                req.dir.clone(),
+                req.cluster.clone(),
+                sender.to_string(),
+            ));
+        }
+    }
+
+    async fn deliver_to_senders(&mut self) {
+        for (dir, dir_arg, cluster, peer) in std::mem::take(&mut self.owed_to_senders) {
+            let _ = self.health.record_success(&peer);
+            self.deliver_owed(&dir, &dir_arg, &cluster, &peer).await;
+        }
+    }
+
     fn forwards_to(&self, peer: &str) -> bool {
         health::validate_host_name(peer).is_ok() && self.cfg.server_name.as_deref() != Some(peer)
     }
@@ -187,7 +224,10 @@ impl Server {
                 ),
             };
         }
-        match self.send_stored(dir, &req.dir, &req.name, &req.cluster, peer).await {
+        match self
+            .send_stored(dir, &req.dir, &req.name, &req.cluster, peer)
+            .await
+        {
             Ok(()) => {
                 OwedList::new(dir, peer).remove(&req.name);
                 let _ = self.health.record_success(peer);
@@ -231,7 +271,9 @@ impl Server {
     ) -> Result<()> {
         let path = dir.join(name);
         let file = File::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io("cannot stat", &path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
         let mtime = meta
             .modified()
             .ok()
@@ -245,6 +287,7 @@ impl Server {
             mtime,
             cluster: cluster.to_string(),
             forward_to: None,
+            from: self.cfg.server_name.clone(),
         };
         let t = self.cfg.io_timeout();
         let ch = self.peer_channel(peer).await?;
@@ -258,9 +301,17 @@ impl Server {
 
     /// Delivers what this server owes `peer` for `dir`, oldest first, at
     /// most `owed_batch` files. Returns (delivered, still owed).
-    async fn deliver_owed(&mut self, dir: &Path, dir_arg: &str, cluster: &str, peer: &str) -> (u64, u64) {
+    async fn deliver_owed(
+        &mut self,
+        dir: &Path,
+        dir_arg: &str,
+        cluster: &str,
+        peer: &str,
+    ) -> (u64, u64) {
         let list = OwedList::new(dir, peer);
         let names = list.names();
+        let recorded = store::recorded_identity(dir).map(|i| i.cluster);
+        let cluster = recorded.as_deref().unwrap_or(cluster);
         let mut delivered = 0u64;
         for name in names.iter().take(self.cfg.owed_batch) {
             if !dir.join(name).exists() {

@@ -143,7 +143,11 @@ impl Store {
     /// Receives `req.size` content bytes and the closing checksum from `body`
     /// and stores them. On a refusal the rest of the content is still read,
     /// so the channel stays usable and the sender gets the reason.
-    pub async fn put<R: AsyncRead + Unpin>(&self, req: &PutRequest, body: &mut R) -> Result<Stored> {
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        req: &PutRequest,
+        body: &mut R,
+    ) -> Result<Stored> {
         let checked = self.check_request(req);
         if req.size > MAX_FILE_SIZE {
             // Too big to drain: the channel is given up.
@@ -171,7 +175,11 @@ impl Store {
         let end: Option<Request> = protocol::read_frame(body, self.io_timeout).await?;
         let checksum = match end {
             Some(Request::End { checksum }) => checksum,
-            _ => return Err(Error::Protocol("file content not followed by its checksum".into())),
+            _ => {
+                return Err(Error::Protocol(
+                    "file content not followed by its checksum".into(),
+                ))
+            }
         };
         let received = rx.finish(&checksum)?;
         self.commit(req, &dir, &name, received)
@@ -217,7 +225,7 @@ impl Store {
                         path: dest,
                     })
                 } else {
-                    let aside = keep_aside(dir, name.as_str(), &temp)?;
+                    let aside = keep_aside(dir, name.as_str(), &temp, &rx.raw_hash)?;
                     Err(Error::Conflict(format!(
                         "{} already exists in {} with different content; the stored copy is untouched, the incoming copy is kept at {} for analysis",
                         name,
@@ -241,13 +249,22 @@ async fn drain<R: AsyncRead + Unpin>(body: &mut R, size: u64, limit: Duration) -
     Ok(())
 }
 
+/// The identity recorded for an archive directory, if any.
+pub fn recorded_identity(dir: &Path) -> Option<ClusterIdentity> {
+    let bytes = fs::read(dir.join(META_DIR).join("system_identifier")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Compares (or records) the system identifier of an archive directory.
 fn check_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<()> {
     let meta = dir.join(META_DIR);
     let path = meta.join("system_identifier");
     if let Ok(bytes) = fs::read(&path) {
         let known: ClusterIdentity = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Refused(format!("{} is unreadable ({e}); repair or remove it", path.display()))
+            Error::Refused(format!(
+                "{} is unreadable ({e}); repair or remove it",
+                path.display()
+            ))
         })?;
         if known.system_identifier != sysid {
             return Err(Error::Refused(format!(
@@ -277,11 +294,17 @@ fn check_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<()> {
     }
 }
 
-fn keep_aside(dir: &Path, name: &str, temp: &Path) -> Result<PathBuf> {
+/// Moves a conflicting incoming copy to `.pgarchive/rejected/`. One copy
+/// per distinct content: PostgreSQL retries a failing segment forever, and
+/// each retry must not add another copy until the disk is full.
+fn keep_aside(dir: &Path, name: &str, temp: &Path, raw_hash: &blake3::Hash) -> Result<PathBuf> {
     let rejected = dir.join(META_DIR).join("rejected");
     durable::create_dir_all(&rejected)?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
-    let aside = rejected.join(format!("{name}.{stamp}"));
+    let aside = rejected.join(format!("{name}.{}", &raw_hash.to_hex()[..16]));
+    if aside.exists() {
+        let _ = fs::remove_file(temp);
+        return Ok(aside);
+    }
     fs::rename(temp, &aside).map_err(|e| Error::io("cannot keep aside", &aside, e))?;
     durable::sync_dir(&rejected)?;
     Ok(aside)
@@ -304,7 +327,11 @@ pub fn raw_digest(path: &Path) -> Result<(u64, blake3::Hash, Codec, Vec<u8>)> {
     let mut total = 0u64;
     loop {
         let n = dec.read(&mut buf).map_err(|e| {
-            Error::Refused(format!("{} does not decode as {}: {e}", path.display(), codec.name()))
+            Error::Refused(format!(
+                "{} does not decode as {}: {e}",
+                path.display(),
+                codec.name()
+            ))
         })?;
         if n == 0 {
             break;
@@ -457,7 +484,10 @@ impl Receiver {
         if self.sink.is_none() {
             // Never reached SNIFF_LEN: impossible for a non-empty declared
             // size, since push() completes the head at the declared size.
-            return Err(Error::Protocol(format!("{}: no content received", self.name)));
+            return Err(Error::Protocol(format!(
+                "{}: no content received",
+                self.name
+            )));
         }
         let (file, codec) = match self.sink.take().expect("checked") {
             Sink::Compress(enc) => {
@@ -479,7 +509,10 @@ impl Receiver {
             // Received compressed: decode once to prove it is whole and to
             // learn what it holds.
             let (size, hash, _, head) = raw_digest(file.temp_path()).map_err(|e| {
-                Error::Refused(format!("{}: received compressed data is damaged: {e}", self.name))
+                Error::Refused(format!(
+                    "{}: received compressed data is damaged: {e}",
+                    self.name
+                ))
             })?;
             (size, hash, head)
         };
@@ -524,7 +557,13 @@ mod tests {
         for (i, b) in v.iter_mut().enumerate() {
             *b = ((i / 97) as u8).wrapping_mul(fill) ^ (i as u8 & 0x0f);
         }
-        v[..40].copy_from_slice(&build_long_header(15, 1, n.start_lsn(SEG), sysid, SEG as u32));
+        v[..40].copy_from_slice(&build_long_header(
+            15,
+            1,
+            n.start_lsn(SEG),
+            sysid,
+            SEG as u32,
+        ));
         v
     }
 
@@ -536,6 +575,7 @@ mod tests {
             mtime: 1_700_000_000,
             cluster: "main".into(),
             forward_to: None,
+            from: None,
         }
     }
 
@@ -545,9 +585,13 @@ mod tests {
         let writer = tokio::spawn(async move {
             tx.write_all(&content).await.unwrap();
             let sum = blake3::hash(&content).to_hex().to_string();
-            protocol::write_frame(&mut tx, &Request::End { checksum: sum }, Duration::from_secs(5))
-                .await
-                .unwrap();
+            protocol::write_frame(
+                &mut tx,
+                &Request::End { checksum: sum },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
         });
         let res = store.put(r, &mut rx).await;
         writer.await.unwrap();
@@ -577,14 +621,19 @@ mod tests {
         let dir = root.path().join("main");
         let name = "000000010000000000000003";
         let seg = segment(name, SYSID, 3);
-        let s = put_bytes(&store(root.path()), &req(&dir, name, SEG), &seg).await.unwrap();
+        let s = put_bytes(&store(root.path()), &req(&dir, name, SEG), &seg)
+            .await
+            .unwrap();
         assert_eq!(s.outcome, StoreOutcome::Stored);
         assert_eq!(s.codec, Codec::Zstd);
         let on_disk = fs::read(dir.join(name)).unwrap();
         assert!(on_disk.len() < seg.len());
         assert_eq!(codec::decode_all(Codec::Zstd, &on_disk).unwrap(), seg);
         let mtime = fs::metadata(dir.join(name)).unwrap().modified().unwrap();
-        assert_eq!(mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        assert_eq!(
+            mtime,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
     }
 
     #[tokio::test]
@@ -615,12 +664,28 @@ mod tests {
         let again = put_bytes(&st, &req(&dir, name, SEG), &seg).await.unwrap();
         assert_eq!(again.outcome, StoreOutcome::AlreadyStored);
         let other = segment(name, SYSID, 9);
-        let e = put_bytes(&st, &req(&dir, name, SEG), &other).await.unwrap_err();
+        let e = put_bytes(&st, &req(&dir, name, SEG), &other)
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Conflict(_)), "{e}");
-        assert_eq!(fs::read(dir.join(name)).unwrap(), before, "stored copy untouched");
+        assert_eq!(
+            fs::read(dir.join(name)).unwrap(),
+            before,
+            "stored copy untouched"
+        );
         let rejected = dir.join(META_DIR).join("rejected");
+        let e2 = put_bytes(&st, &req(&dir, name, SEG), &other)
+            .await
+            .unwrap_err();
+        assert!(matches!(e2, Error::Conflict(_)), "{e2}");
         let kept: Vec<_> = fs::read_dir(rejected).unwrap().flatten().collect();
-        assert_eq!(kept.len(), 1, "incoming copy kept aside");
+        assert_eq!(
+            kept.len(),
+            1,
+            "one incoming copy kept aside, retries add none"
+        );
+        let kept = fs::read(kept[0].path()).unwrap();
+        assert_eq!(codec::decode_all(Codec::Zstd, &kept).unwrap(), other);
         assert_eq!(visible(&dir), [name]);
     }
 
@@ -631,7 +696,9 @@ mod tests {
         let st = store(root.path());
         let a = "000000010000000000000001";
         let b = "000000010000000000000002";
-        put_bytes(&st, &req(&dir, a, SEG), &segment(a, SYSID, 1)).await.unwrap();
+        put_bytes(&st, &req(&dir, a, SEG), &segment(a, SYSID, 1))
+            .await
+            .unwrap();
         let e = put_bytes(&st, &req(&dir, b, SEG), &segment(b, SYSID + 1, 1))
             .await
             .unwrap_err();
@@ -685,8 +752,12 @@ mod tests {
         let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
         tokio::spawn(async move {
             tx.write_all(text).await.unwrap();
-            let end = Request::End { checksum: "00".into() };
-            protocol::write_frame(&mut tx, &end, Duration::from_secs(5)).await.unwrap();
+            let end = Request::End {
+                checksum: "00".into(),
+            };
+            protocol::write_frame(&mut tx, &end, Duration::from_secs(5))
+                .await
+                .unwrap();
         });
         let r = req(&dir, name, text.len() as u64);
         let e = store(root.path()).put(&r, &mut rx).await.unwrap_err();
@@ -700,9 +771,13 @@ mod tests {
         let dir = root.path().join("main");
         let name = "00000002.history";
         let text = b"1\t0/3000000\tno recovery target specified\n";
-        let s = put_bytes(&store(root.path()), &req(&dir, name, text.len() as u64), text)
-            .await
-            .unwrap();
+        let s = put_bytes(
+            &store(root.path()),
+            &req(&dir, name, text.len() as u64),
+            text,
+        )
+        .await
+        .unwrap();
         let stored = fs::read(dir.join(name)).unwrap();
         assert_eq!(codec::decode_all(s.codec, &stored).unwrap(), text);
     }

@@ -88,7 +88,8 @@ pub async fn session(settings: &SshSettings, host: &str) -> Result<Arc<Session>>
         .mode(durable::FILE_MODE)
         .open(&lock_path)
         .map_err(|e| Error::io("cannot open lock", &lock_path, e))?;
-    let deadline = tokio::time::Instant::now() + settings.connect_timeout * 2 + Duration::from_secs(5);
+    let deadline =
+        tokio::time::Instant::now() + settings.connect_timeout * 2 + Duration::from_secs(5);
     loop {
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => break,
@@ -136,11 +137,17 @@ async fn launch_master(settings: &SshSettings, host: &str, ctl: &Path) -> Result
         .arg("-o")
         .arg(format!("ControlPath={}", ctl.display()))
         .arg("-o")
-        .arg(format!("ControlPersist={}", settings.control_persist.as_secs().max(1)))
+        .arg(format!(
+            "ControlPersist={}",
+            settings.control_persist.as_secs().max(1)
+        ))
         .arg("-o")
         .arg("BatchMode=yes")
         .arg("-o")
-        .arg(format!("ConnectTimeout={}", settings.connect_timeout.as_secs().max(1)))
+        .arg(format!(
+            "ConnectTimeout={}",
+            settings.connect_timeout.as_secs().max(1)
+        ))
         .arg("-o")
         .arg(format!("ServerAliveInterval={alive_interval}"))
         .arg("-o")
@@ -208,7 +215,11 @@ pub struct Channel {
 
 impl Channel {
     /// Starts the remote command on `session` and exchanges `Hello`.
-    pub async fn open(settings: &SshSettings, session: Arc<Session>, host: &str) -> Result<Channel> {
+    pub async fn open(
+        settings: &SshSettings,
+        session: Arc<Session>,
+        host: &str,
+    ) -> Result<Channel> {
         let mut child = session
             .arc_raw_command(&settings.remote_command)
             .stdin(openssh::Stdio::piped())
@@ -323,7 +334,12 @@ impl Channel {
 
     /// Adds the host and what the remote printed to a transport error.
     fn failure(&self, e: Error) -> Error {
-        let said = self.stderr.lock().expect("not poisoned").trim().replace('\n', " | ");
+        let said = self
+            .stderr
+            .lock()
+            .expect("not poisoned")
+            .trim()
+            .replace('\n', " | ");
         let said = if said.is_empty() {
             String::new()
         } else {

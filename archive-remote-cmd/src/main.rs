@@ -78,9 +78,14 @@ fn run(args: Args) -> Result<(), Error> {
         }
         Command::DeliverOwed => {
             let (delivered, remaining) = rt.block_on(server::sweep(cfg))?;
-            log::info(format!("delivered {delivered} owed file(s), {remaining} still owed"));
+            log::info(format!(
+                "delivered {delivered} owed file(s), {remaining} still owed"
+            ));
             if remaining > 0 {
-                return Err(Error::host("peer", format!("{remaining} file(s) still owed")));
+                return Err(Error::host(
+                    "peer",
+                    format!("{remaining} file(s) still owed"),
+                ));
             }
             Ok(())
         }

@@ -1,0 +1,40 @@
+//! The lab: real sshd archive servers and real PostgreSQL clusters for end-to-end tests.
+//!
+//! ```no_run
+//! use e2e::{Lab, LabOptions, PgOptions};
+//! let lab = Lab::with(LabOptions { forced_command: false, ..Default::default() });
+//! let pg = lab.init_cluster("main", PgOptions::default());
+//! pg.start();
+//! assert_eq!(pg.psql("select 1"), "1");
+//! lab.stop_server(1); // arch1 is down; arch2 still answers
+//! ```
+//!
+//! Layout of a lab dir (`/tmp/lab-XXXXXX`, kept when `KEEP_LAB=1`):
+//!
+//! ```text
+//! archive/               DST-DIR: each server sees its own storage here (bind mount
+//!                        in the server's mount namespace); empty & read-only on the host
+//! known_hosts            both servers' host keys ([127.0.0.2]:P1, [127.0.0.3]:P2)
+//! primary/               archive.toml, ssh_config, id_ed25519, run/, state/
+//! s1/ s2/                sshd_config, ssh_host_ed25519_key, authorized_keys, sshd.log,
+//!                        remote.toml, ssh_config, id_ed25519 (to reach the peer),
+//!                        storage/ (the server's archive), run/, state/
+//! pg/<name>/ pg/<name>.log pg/sock/
+//! ```
+
+mod archive;
+mod lab;
+mod pg;
+mod proc;
+mod sshd;
+
+pub use archive::{decode, wait_archived};
+pub use lab::{Lab, LabOptions};
+pub use pg::{PgCluster, PgOptions};
+pub use proc::{
+    bin, bin_dir, chown_postgres, command_line, descendants, describe_output, file_tail, free_port,
+    kill_tree, lab_processes_matching, list_files, mkdir_postgres, pg_bin, pid_alive, postgres_cmd,
+    postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, wait_until,
+    write_postgres_file, PostgresUser, PG_BIN_DIR,
+};
+pub use sshd::ArchiveServer;

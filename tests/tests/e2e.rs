@@ -1,0 +1,10 @@
+//! The single end-to-end test binary. Each scenario lives in `tests/e2e/<name>.rs`;
+//! add it as a `mod <name>;` line below.
+//!
+//! Run: `cargo build --workspace --bins && cargo test -p e2e -- --test-threads=2`
+//! (`KEEP_LAB=1` keeps each lab dir for inspection).
+
+mod e2e {
+    mod archiving;
+    mod lab_smoke;
+}
