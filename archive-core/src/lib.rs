@@ -17,6 +17,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod health;
+pub mod lock;
 pub mod log;
 pub mod owed;
 pub mod page_header;

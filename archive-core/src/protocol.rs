@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 
 /// Version spoken by this build; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Largest frame accepted (frames are small JSON; data travels outside them).
-pub const MAX_FRAME: u32 = 1 << 20;
+/// Largest frame accepted: data travels outside frames, but a listing of a
+/// big archive (100,000 files) is one frame.
+pub const MAX_FRAME: u32 = 32 << 20;
 /// Size of the chunks file data is moved in.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -39,6 +40,37 @@ pub enum Request {
     End {
         /// Hex blake3 of the content bytes.
         checksum: String,
+    },
+    /// Sends a stored file as stored (compressed): a [`Reply::File`], its
+    /// bytes, then a [`Reply::End`] with their checksum.
+    Get {
+        /// Archive directory.
+        dir: String,
+        /// File name.
+        name: String,
+    },
+    /// Lists the WAL files (not temp or metadata files) of `dir`.
+    List {
+        /// Archive directory.
+        dir: String,
+    },
+    /// Removes files from `dir` (retention). Only archive file names are
+    /// accepted; missing ones are counted, not errors.
+    Remove {
+        /// Archive directory.
+        dir: String,
+        /// Names to remove.
+        names: Vec<String>,
+    },
+    /// Takes an exclusive lock named `name` on `dir` for as long as this
+    /// channel lives (one wal-sync or wal-cleanup at a time per directory).
+    Lock {
+        /// Archive directory.
+        dir: String,
+        /// Lock name, e.g. "wal-sync".
+        name: String,
+        /// Who asks (shown to the next one that finds the lock taken).
+        holder: String,
     },
     /// Delivers the files this server owes `peer` for `dir`.
     DeliverOwed {
@@ -69,6 +101,17 @@ pub struct PutRequest {
     /// so the receiver hands it what it owes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+}
+
+/// One file of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListEntry {
+    /// File name.
+    pub name: String,
+    /// Bytes on disk (as stored, usually compressed).
+    pub size: u64,
+    /// Modification time, Unix seconds.
+    pub mtime: i64,
 }
 
 /// How a put ended on the server that received it.
@@ -132,6 +175,32 @@ pub enum Reply {
     },
     /// Sent after [`Reply::Stored`] when the put asked for forwarding.
     Forward(ForwardOutcome),
+    /// Answer to [`Request::Get`]: `size` bytes follow, then [`Reply::End`].
+    File {
+        /// Bytes that follow (as stored).
+        size: u64,
+        /// Modification time, Unix seconds (when it was archived).
+        mtime: i64,
+    },
+    /// Closes a file's bytes: hex blake3 of what was sent.
+    End {
+        /// Checksum.
+        checksum: String,
+    },
+    /// Answer to [`Request::List`].
+    Listing {
+        /// Files, sorted by name.
+        files: Vec<ListEntry>,
+    },
+    /// Answer to [`Request::Remove`].
+    Removed {
+        /// Files removed.
+        removed: u64,
+        /// Files that were already gone.
+        missing: u64,
+    },
+    /// Answer to [`Request::Lock`]: held until the channel closes.
+    Locked,
     /// Owed files delivered.
     Delivered {
         /// Files now on the peer.

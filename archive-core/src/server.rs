@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -57,6 +57,8 @@ pub struct Server {
     /// where we owe them files: delivered once the sender's channel closes
     /// (delivering earlier would stall the sender's next put).
     owed_to_senders: Vec<(PathBuf, String, String, String)>,
+    /// Locks taken by this channel, released when it ends.
+    locks: Vec<File>,
 }
 
 impl Server {
@@ -75,6 +77,7 @@ impl Server {
             cfg,
             peer: None,
             owed_to_senders: Vec::new(),
+            locks: Vec::new(),
         })
     }
 
@@ -179,11 +182,73 @@ impl Server {
                     };
                     protocol::write_frame(&mut output, &reply, t).await?;
                 }
+                Request::Get { dir, name } => {
+                    self.send_file(&mut output, &dir, &name).await?;
+                }
+                Request::List { dir } => {
+                    let reply = match self.store.list(&dir) {
+                        Ok(files) => Reply::Listing { files },
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
+                Request::Remove { dir, names } => {
+                    let reply = match self.store.remove(&dir, &names) {
+                        Ok((removed, missing)) => Reply::Removed { removed, missing },
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
+                Request::Lock { dir, name, holder } => {
+                    let reply = match self.store.lock(&dir, &name, &holder) {
+                        Ok(lock) => {
+                            self.locks.push(lock);
+                            Reply::Locked
+                        }
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
                 Request::End { .. } => {
                     return Err(Error::Protocol("checksum without a file".into()));
                 }
             }
         }
+    }
+
+    /// Streams a stored file: header reply, bytes, checksum reply.
+    async fn send_file<W: AsyncWrite + Unpin>(
+        &mut self,
+        output: &mut W,
+        dir: &str,
+        name: &str,
+    ) -> Result<()> {
+        let t = self.cfg.io_timeout();
+        let opened = self.store.open(dir, name);
+        let (mut file, size, mtime) = match opened {
+            Ok(v) => v,
+            Err(e) => return protocol::write_frame(output, &Reply::from_error(&e), t).await,
+        };
+        protocol::write_frame(output, &Reply::File { size, mtime }, t).await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; protocol::CHUNK];
+        let mut remaining = size;
+        while remaining > 0 {
+            let want = buf.len().min(remaining as usize);
+            let n = std::io::Read::read(&mut file, &mut buf[..want])
+                .map_err(|e| Error::io("cannot read", name, e))?;
+            if n == 0 {
+                // Shrank under us: the client sees a short stream and fails.
+                return Err(Error::Protocol(format!("{name} shrank while being sent")));
+            }
+            hasher.update(&buf[..n]);
+            protocol::stall(t, "sending file data", output.write_all(&buf[..n])).await?;
+            remaining -= n as u64;
+        }
+        let end = Reply::End {
+            checksum: hasher.finalize().to_hex().to_string(),
+        };
+        protocol::write_frame(output, &end, t).await
     }
 
     fn note_sender(&mut self, dir: &Path, req: &PutRequest, sender: &str) {

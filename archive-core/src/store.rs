@@ -140,6 +140,87 @@ impl Store {
         }
     }
 
+    /// Opens a stored file for sending: (file, size, mtime).
+    pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64)> {
+        wal::validate_file_name(name)?;
+        let path = self.archive_dir(dir)?.join(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("{name} is not in {dir}")))
+            }
+            Err(e) => return Err(Error::io("cannot open", &path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
+        Ok((file, meta.len(), unix_mtime(&meta)))
+    }
+
+    /// The archive files of `dir` (a missing directory is empty), by name.
+    pub fn list(&self, dir: &str) -> Result<Vec<protocol::ListEntry>> {
+        let path = self.archive_dir(dir)?;
+        let rd = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("cannot list", &path, e)),
+        };
+        let mut files = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("cannot list", &path, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if durable::is_temp_name(&name) || WalName::parse(&name).is_err() {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io("cannot stat", entry.path(), e))?;
+            if meta.is_file() {
+                files.push(protocol::ListEntry {
+                    name,
+                    size: meta.len(),
+                    mtime: unix_mtime(&meta),
+                });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Removes archive files from `dir` and fsyncs it: (removed, missing).
+    pub fn remove(&self, dir: &str, names: &[String]) -> Result<(u64, u64)> {
+        let path = self.archive_dir(dir)?;
+        for n in names {
+            wal::validate_file_name(n)?;
+            WalName::parse(n)?;
+        }
+        let (mut removed, mut missing) = (0, 0);
+        for n in names {
+            match fs::remove_file(path.join(n)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing += 1,
+                Err(e) => return Err(Error::io("cannot remove", path.join(n), e)),
+            }
+        }
+        if removed > 0 {
+            durable::sync_dir(&path)?;
+        }
+        Ok((removed, missing))
+    }
+
+    /// Takes the exclusive lock `name` of `dir` without waiting; the lock
+    /// is held while the returned file stays open.
+    pub fn lock(&self, dir: &str, name: &str, holder: &str) -> Result<File> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::Refused(format!(
+                "lock name {name:?} is not acceptable"
+            )));
+        }
+        let meta = self.archive_dir(dir)?.join(META_DIR);
+        durable::create_dir_all(&meta)?;
+        crate::lock::try_lock(&meta.join(format!("{name}.lock")), holder)
+    }
+
     /// Receives `req.size` content bytes and the closing checksum from `body`
     /// and stores them. On a refusal the rest of the content is still read,
     /// so the channel stays usable and the sender gets the reason.
@@ -236,6 +317,14 @@ impl Store {
             }
         }
     }
+}
+
+fn unix_mtime(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Reads and discards `size` content bytes and the closing frame.

@@ -117,6 +117,12 @@ pub async fn session(settings: &SshSettings, host: &str) -> Result<Arc<Session>>
     Ok(Arc::new(session))
 }
 
+/// Opens a protocol channel to `host` (starting its master if needed).
+pub async fn connect(settings: &SshSettings, host: &str) -> Result<Channel> {
+    let s = session(settings, host).await?;
+    Channel::open(settings, s, host).await
+}
+
 async fn alive(session: &Session) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(2), session.check()).await,
@@ -408,6 +414,85 @@ impl Channel {
             stored_size,
             forward,
         })
+    }
+
+    /// Downloads a stored file (as stored, usually compressed) into `sink`,
+    /// verifying the sender's checksum. Returns (size, mtime). A missing
+    /// file is [`Error::NotFound`].
+    pub async fn get(
+        &mut self,
+        dir: &str,
+        name: &str,
+        sink: &mut impl std::io::Write,
+    ) -> Result<(u64, i64)> {
+        self.send(&Request::Get {
+            dir: dir.to_string(),
+            name: name.to_string(),
+        })
+        .await?;
+        let (size, mtime) = match self.reply().await? {
+            Reply::File { size, mtime } => (size, mtime),
+            other => return Err(self.unexpected(other)),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut remaining = size;
+        while remaining > 0 {
+            let n = self.read_data(&mut buf, remaining).await?;
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n])
+                .map_err(|e| Error::Usage(format!("cannot write {name} locally: {e}")))?;
+            remaining -= n as u64;
+        }
+        match self.reply().await? {
+            Reply::End { checksum } if checksum == hasher.finalize().to_hex().as_str() => {
+                Ok((size, mtime))
+            }
+            Reply::End { .. } => Err(Error::host(
+                &self.host,
+                format!("{name}: checksum mismatch in transfer"),
+            )),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Lists the archive files of `dir`.
+    pub async fn list(&mut self, dir: &str) -> Result<Vec<protocol::ListEntry>> {
+        self.send(&Request::List {
+            dir: dir.to_string(),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::Listing { files } => Ok(files),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Removes files from `dir`: (removed, already missing).
+    pub async fn remove(&mut self, dir: &str, names: &[String]) -> Result<(u64, u64)> {
+        self.send(&Request::Remove {
+            dir: dir.to_string(),
+            names: names.to_vec(),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::Removed { removed, missing } => Ok((removed, missing)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Takes the lock `name` on `dir` for as long as this channel lives.
+    pub async fn lock(&mut self, dir: &str, name: &str, holder: &str) -> Result<()> {
+        self.send(&Request::Lock {
+            dir: dir.to_string(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::Locked => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
     }
 
     /// Ends the channel without waiting for the remote process, which may
