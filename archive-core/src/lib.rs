@@ -12,6 +12,8 @@
 //! Architecture invariant: this crate never prints to stdout and never exits
 //! the process; binaries map [`error::Error`] to exit codes in one place.
 
+pub mod backups;
+pub mod cleanup;
 pub mod codec;
 pub mod config;
 pub mod durable;
@@ -23,8 +25,10 @@ pub mod owed;
 pub mod page_header;
 pub mod protocol;
 pub mod push;
+pub mod restore;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod transport;
 pub mod wal;
 

@@ -1,0 +1,1 @@
+//! restore-cmd logic (in progress).
