@@ -46,8 +46,14 @@ impl Backup {
     /// Reads and parses its backup_label.
     pub fn label(&self) -> Result<Label> {
         let p = self.path.join(LABEL);
-        let text =
-            fs::read_to_string(&p).map_err(|e| Error::io("cannot read backup label", &p, e))?;
+        // Refused, not retried: a complete backup without a readable label
+        // is a doubt no retry resolves.
+        let text = fs::read_to_string(&p).map_err(|e| {
+            Error::Refused(format!(
+                "cannot read backup label {}: {e}; check the backup before removing any WAL",
+                p.display()
+            ))
+        })?;
         parse_label(&text).map_err(|e| Error::Refused(format!("{}: {e}", p.display())))
     }
 }

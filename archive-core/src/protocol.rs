@@ -72,6 +72,19 @@ pub enum Request {
         /// Who asks (shown to the next one that finds the lock taken).
         holder: String,
     },
+    /// Decodes stored files and returns their raw size and blake3 (to tell
+    /// a differently compressed copy from different content).
+    Digest {
+        /// Archive directory.
+        dir: String,
+        /// Names.
+        names: Vec<String>,
+    },
+    /// START WAL of the oldest complete backup in `backup_dir`.
+    OldestBackup {
+        /// Backup directory on the server.
+        backup_dir: String,
+    },
     /// Delivers the files this server owes `peer` for `dir`.
     DeliverOwed {
         /// Archive directory.
@@ -112,6 +125,15 @@ pub struct ListEntry {
     pub size: u64,
     /// Modification time, Unix seconds.
     pub mtime: i64,
+}
+
+/// Raw (decompressed) identity of a stored file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RawDigest {
+    /// Decompressed size.
+    pub raw_size: u64,
+    /// Hex blake3 of the decompressed bytes.
+    pub blake3: String,
 }
 
 /// How a put ended on the server that received it.
@@ -198,6 +220,16 @@ pub enum Reply {
         removed: u64,
         /// Files that were already gone.
         missing: u64,
+    },
+    /// Answer to [`Request::Digest`].
+    Digests {
+        /// One per name, in order; `None` for a missing file.
+        files: Vec<Option<RawDigest>>,
+    },
+    /// Answer to [`Request::OldestBackup`].
+    OldestBackup {
+        /// START WAL segment of the oldest complete backup; `None`: no backup.
+        start_wal: Option<String>,
     },
     /// Answer to [`Request::Lock`]: held until the channel closes.
     Locked,

@@ -209,11 +209,30 @@ impl Server {
                     };
                     protocol::write_frame(&mut output, &reply, t).await?;
                 }
+                Request::Digest { dir, names } => {
+                    let reply = match self.store.digests(&dir, &names) {
+                        Ok(files) => Reply::Digests { files },
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
+                Request::OldestBackup { backup_dir } => {
+                    let reply = match self.oldest_backup(&backup_dir) {
+                        Ok(start_wal) => Reply::OldestBackup { start_wal },
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
                 Request::End { .. } => {
                     return Err(Error::Protocol("checksum without a file".into()));
                 }
             }
         }
+    }
+
+    fn oldest_backup(&self, backup_dir: &str) -> Result<Option<String>> {
+        let dir = self.store.backup_dir(backup_dir)?;
+        Ok(crate::backups::oldest_start_wal(&dir)?.map(|l| l.start_wal))
     }
 
     /// Streams a stored file: header reply, bytes, checksum reply.

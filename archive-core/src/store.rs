@@ -140,6 +140,49 @@ impl Store {
         }
     }
 
+    /// Resolves a backup directory argument: same rules as archive
+    /// directories (backups live under the archive roots too).
+    pub fn backup_dir(&self, dir: &str) -> Result<PathBuf> {
+        self.archive_dir(dir)
+    }
+
+    /// Raw size and blake3 of stored files (`None` when missing).
+    pub fn digests(&self, dir: &str, names: &[String]) -> Result<Vec<Option<protocol::RawDigest>>> {
+        let path = self.archive_dir(dir)?;
+        names
+            .iter()
+            .map(|n| {
+                wal::validate_file_name(n)?;
+                let p = path.join(n);
+                if !p.exists() {
+                    return Ok(None);
+                }
+                let (raw_size, hash, _, _) = raw_digest(&p)?;
+                Ok(Some(protocol::RawDigest {
+                    raw_size,
+                    blake3: hash.to_hex().to_string(),
+                }))
+            })
+            .collect()
+    }
+
+    /// Stores a local file as if it had been received in a put (the same
+    /// checks: name, header, system identifier, no overwrite), e.g. a copy
+    /// wal-sync fetched from the peer.
+    pub async fn put_file(&self, req: &PutRequest, path: &Path, checksum: &str) -> Result<Stored> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io("cannot open", path, e))?;
+        let end = serde_json::to_vec(&Request::End {
+            checksum: checksum.to_string(),
+        })
+        .expect("serializable");
+        let mut framed = (end.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&end);
+        let mut reader = tokio::io::AsyncReadExt::chain(file, std::io::Cursor::new(framed));
+        self.put(req, &mut reader).await
+    }
+
     /// Opens a stored file for sending: (file, size, mtime).
     pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64)> {
         wal::validate_file_name(name)?;

@@ -481,6 +481,35 @@ impl Channel {
         }
     }
 
+    /// Raw sizes and checksums of stored files (`None` for missing ones).
+    pub async fn digests(
+        &mut self,
+        dir: &str,
+        names: &[String],
+    ) -> Result<Vec<Option<protocol::RawDigest>>> {
+        self.send(&Request::Digest {
+            dir: dir.to_string(),
+            names: names.to_vec(),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::Digests { files } if files.len() == names.len() => Ok(files),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// START WAL of the oldest complete backup in the server's `backup_dir`.
+    pub async fn oldest_backup(&mut self, backup_dir: &str) -> Result<Option<String>> {
+        self.send(&Request::OldestBackup {
+            backup_dir: backup_dir.to_string(),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::OldestBackup { start_wal } => Ok(start_wal),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     /// Takes the lock `name` on `dir` for as long as this channel lives.
     pub async fn lock(&mut self, dir: &str, name: &str, holder: &str) -> Result<()> {
         self.send(&Request::Lock {

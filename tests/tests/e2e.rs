@@ -6,5 +6,6 @@
 
 mod e2e {
     mod archiving;
+    mod sync_cleanup;
     mod lab_smoke;
 }

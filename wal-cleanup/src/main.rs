@@ -1,1 +1,81 @@
-fn main() {}
+//! wal-cleanup: run on an archive server (by base-backup, or by hand) to
+//! remove, on both servers, the WAL no kept backup needs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use archive_core::cleanup::{self, CleanupOptions};
+use archive_core::config::Config;
+use archive_core::{log, Error};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Reads the START WAL of the oldest complete backup (data.master.N with a
+SUCCESS marker) in BACKUP-DIR here and on the peer, takes the older of the
+two, and removes on both servers only files strictly older by log/segment
+number (any timeline); .history files stay. A server without a backup yet
+means: keep everything. It aborts without deleting anything when a label is
+missing or unreadable, the peer cannot be read, or the needed segment is on
+neither server.
+
+Exit codes:
+  0  done (or nothing to do)
+  1  the peer could not be reached (after one retry): nothing or only part removed, run again
+  2  bad usage or configuration
+  3  refused: unreadable label, needed segment missing, or paths not under archive_roots
+  4  another wal-cleanup holds the lock (its holder is named)";
+
+/// Removes WAL older than the oldest backup on either archive server.
+#[derive(Parser, Debug)]
+#[command(name = "wal-cleanup", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Only report what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Backup directory of the cluster (the same path on both servers).
+    backup_dir: PathBuf,
+    /// Archive directory of the cluster's WAL (the same path on both).
+    wals_dir: PathBuf,
+    /// The peer archive server (ssh alias).
+    remote_archive: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("wal-cleanup", false);
+    let code = match run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(e.to_string());
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    let cfg = Config::load(args.config.as_deref(), &args.set)?;
+    log::set_quiet(cfg.quiet);
+    archive_core::health::validate_host_name(&args.remote_archive)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let opts = CleanupOptions {
+        dry_run: args.dry_run,
+    };
+    rt.block_on(cleanup::wal_cleanup(
+        &cfg,
+        &args.backup_dir,
+        &args.wals_dir,
+        &args.remote_archive,
+        &opts,
+    ))
+    .map(drop)
+}

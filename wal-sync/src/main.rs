@@ -1,1 +1,88 @@
-fn main() {}
+//! wal-sync: run on an archive server (by base-backup, or by hand after an
+//! outage) to make it and its peer hold the same WAL, both directions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use archive_core::config::Config;
+use archive_core::error::{EXIT_CONFLICT, EXIT_RETRY};
+use archive_core::sync::{self, SyncOptions};
+use archive_core::{log, Error};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Runs on an archive server, with that server's config (archive_roots,
+ssh_config to reach the peer, server_name). Files are copied as stored (no
+recompression); the receiving side verifies each copy (size, checksum,
+decoding, WAL header, system identifier) before it becomes visible.
+Same-named files with different content are reported and never overwritten.
+
+Exit codes:
+  0  both sides hold the same files
+  1  some copies failed, or the peer could not be reached: run again
+  2  bad usage or configuration
+  3  refused (e.g. WALS-DIR not under archive_roots)
+  4  divergent files found (same name, different content), or another
+     wal-sync holds the lock";
+
+/// Bidirectional WAL sync between this archive server and its peer.
+#[derive(Parser, Debug)]
+#[command(name = "wal-sync", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Only report what would be copied.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also compare same-named files of equal size by content (reads all).
+    #[arg(long)]
+    checksum: bool,
+    /// Archive directory of the cluster (the same path on both servers).
+    wals_dir: PathBuf,
+    /// The peer archive server (ssh alias).
+    remote_archive: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("wal-sync", false);
+    let code = match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error(e.to_string());
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run(args: &Args) -> Result<i32, Error> {
+    let cfg = Config::load(args.config.as_deref(), &args.set)?;
+    log::set_quiet(cfg.quiet);
+    archive_core::health::validate_host_name(&args.remote_archive)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let opts = SyncOptions {
+        dry_run: args.dry_run,
+        checksum: args.checksum,
+    };
+    let report = rt.block_on(sync::wal_sync(
+        &cfg,
+        &args.wals_dir,
+        &args.remote_archive,
+        &opts,
+    ))?;
+    Ok(if !report.divergent.is_empty() {
+        EXIT_CONFLICT
+    } else if !report.failed.is_empty() {
+        EXIT_RETRY
+    } else {
+        0
+    })
+}
