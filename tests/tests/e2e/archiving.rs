@@ -148,6 +148,30 @@ fn host1_down_calls_go_through_host2_then_cooldown_then_host1_gets_its_copies() 
 }
 
 #[test]
+fn frozen_host1_stalls_are_cut_by_timeouts_and_the_call_falls_through_to_host2() {
+    // A black-holed server (processes stopped, connections hang) must cost
+    // a timeout, not a hang.
+    let lab = lab();
+    let dst = lab.dst("main");
+    let (wal, names) = lab.wal_segments("frozen", 3, 1);
+    assert_archived_ok(&archive(&lab, &dst, &wal, &names[0]), &names[0]);
+    lab.freeze_server(1);
+    for name in &names[1..] {
+        let t = Instant::now();
+        let out = archive(&lab, &dst, &wal, name);
+        assert_archived_ok(&out, name);
+        assert!(stderr(&out).contains("to arch1 failed"), "{}", stderr(&out));
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the call must end within its timeouts ({:?})",
+            t.elapsed()
+        );
+    }
+    assert_eq!(lab.stored_names(2, &dst), names);
+    lab.thaw_server(1);
+}
+
+#[test]
 fn host2_down_forward_is_owed_then_delivered_without_wal_sync() {
     let lab = lab();
     let dst = lab.dst("main");
