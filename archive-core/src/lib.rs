@@ -23,6 +23,7 @@ pub mod lock;
 pub mod log;
 pub mod owed;
 pub mod page_header;
+pub mod pitr;
 pub mod protocol;
 pub mod push;
 pub mod restore;

@@ -85,6 +85,21 @@ pub enum Request {
         /// Backup directory on the server.
         backup_dir: String,
     },
+    /// The backups in `backup_dir`, with what their labels say.
+    ListBackups {
+        /// Backup directory on the server.
+        backup_dir: String,
+    },
+    /// Sends one file of backup `index` (e.g. `base.tar.zst`) like
+    /// [`Request::Get`].
+    GetBackupFile {
+        /// Backup directory on the server.
+        backup_dir: String,
+        /// N of data.master.N.
+        index: u32,
+        /// File name inside the backup.
+        name: String,
+    },
     /// Delivers the files this server owes `peer` for `dir`.
     DeliverOwed {
         /// Archive directory.
@@ -125,6 +140,23 @@ pub struct ListEntry {
     pub size: u64,
     /// Modification time, Unix seconds.
     pub mtime: i64,
+}
+
+/// One backup of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupEntry {
+    /// N of data.master.N.
+    pub index: u32,
+    /// SUCCESS marker present (verified, complete).
+    pub complete: bool,
+    /// START WAL segment, when the label is readable.
+    pub start_wal: Option<String>,
+    /// START WAL LOCATION as an LSN.
+    pub start_lsn: Option<u64>,
+    /// START TIME as written in the label.
+    pub start_time: Option<String>,
+    /// Files of the backup directory with their sizes.
+    pub files: Vec<ListEntry>,
 }
 
 /// Raw (decompressed) identity of a stored file.
@@ -230,6 +262,11 @@ pub enum Reply {
     OldestBackup {
         /// START WAL segment of the oldest complete backup; `None`: no backup.
         start_wal: Option<String>,
+    },
+    /// Answer to [`Request::ListBackups`].
+    Backups {
+        /// Oldest first.
+        backups: Vec<BackupEntry>,
     },
     /// Answer to [`Request::Lock`]: held until the channel closes.
     Locked,

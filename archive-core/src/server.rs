@@ -223,6 +223,21 @@ impl Server {
                     };
                     protocol::write_frame(&mut output, &reply, t).await?;
                 }
+                Request::ListBackups { backup_dir } => {
+                    let reply = match self.list_backups(&backup_dir) {
+                        Ok(backups) => Reply::Backups { backups },
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
+                Request::GetBackupFile {
+                    backup_dir,
+                    index,
+                    name,
+                } => {
+                    self.send_backup_file(&mut output, &backup_dir, index, &name)
+                        .await?;
+                }
                 Request::End { .. } => {
                     return Err(Error::Protocol("checksum without a file".into()));
                 }
@@ -235,6 +250,70 @@ impl Server {
         Ok(crate::backups::oldest_start_wal(&dir)?.map(|l| l.start_wal))
     }
 
+    fn list_backups(&self, backup_dir: &str) -> Result<Vec<protocol::BackupEntry>> {
+        let dir = self.store.backup_dir(backup_dir)?;
+        let mut out = Vec::new();
+        for b in crate::backups::list(&dir)? {
+            let label = b.label().ok();
+            let mut files: Vec<protocol::ListEntry> = std::fs::read_dir(&b.path)
+                .map_err(|e| Error::io("cannot list", &b.path, e))?
+                .flatten()
+                .filter_map(|e| {
+                    let meta = e.metadata().ok()?;
+                    meta.is_file().then(|| protocol::ListEntry {
+                        name: e.file_name().to_string_lossy().into_owned(),
+                        size: meta.len(),
+                        mtime: 0,
+                    })
+                })
+                .collect();
+            files.sort_by(|a, b| a.name.cmp(&b.name));
+            out.push(protocol::BackupEntry {
+                index: b.index,
+                complete: b.complete,
+                start_wal: label.as_ref().map(|l| l.start_wal.clone()),
+                start_lsn: label.as_ref().map(|l| l.start_lsn),
+                start_time: label.as_ref().map(|l| l.start_time.clone()),
+                files,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn send_backup_file<W: AsyncWrite + Unpin>(
+        &mut self,
+        output: &mut W,
+        backup_dir: &str,
+        index: u32,
+        name: &str,
+    ) -> Result<()> {
+        let t = self.cfg.io_timeout();
+        let simple = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let opened = if !simple {
+            Err(Error::Refused(format!("{name:?} is not a backup file name")))
+        } else {
+            self.store.backup_dir(backup_dir).and_then(|dir| {
+                let path = crate::backups::slot(&dir, index).join(name);
+                let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        Error::NotFound(format!("{} does not exist", path.display()))
+                    }
+                    _ => Error::io("cannot open", &path, e),
+                })?;
+                let len = file
+                    .metadata()
+                    .map_err(|e| Error::io("cannot stat", &path, e))?
+                    .len();
+                Ok((file, len, 0))
+            })
+        };
+        self.stream(output, name, opened, t).await
+    }
+
     /// Streams a stored file: header reply, bytes, checksum reply.
     async fn send_file<W: AsyncWrite + Unpin>(
         &mut self,
@@ -244,6 +323,16 @@ impl Server {
     ) -> Result<()> {
         let t = self.cfg.io_timeout();
         let opened = self.store.open(dir, name);
+        self.stream(output, name, opened, t).await
+    }
+
+    async fn stream<W: AsyncWrite + Unpin>(
+        &mut self,
+        output: &mut W,
+        name: &str,
+        opened: Result<(File, u64, i64)>,
+        t: Duration,
+    ) -> Result<()> {
         let (mut file, size, mtime) = match opened {
             Ok(v) => v,
             Err(e) => return protocol::write_frame(output, &Reply::from_error(&e), t).await,

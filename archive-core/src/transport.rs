@@ -430,6 +430,11 @@ impl Channel {
             name: name.to_string(),
         })
         .await?;
+        self.receive_file(name, sink).await
+    }
+
+    /// Reads a [`Reply::File`], its bytes into `sink`, and the checksum.
+    async fn receive_file(&mut self, name: &str, sink: &mut impl std::io::Write) -> Result<(u64, i64)> {
         let (size, mtime) = match self.reply().await? {
             Reply::File { size, mtime } => (size, mtime),
             other => return Err(self.unexpected(other)),
@@ -454,6 +459,35 @@ impl Channel {
             )),
             other => Err(self.unexpected(other)),
         }
+    }
+
+    /// Lists the backups in the server's `backup_dir`.
+    pub async fn list_backups(&mut self, backup_dir: &str) -> Result<Vec<protocol::BackupEntry>> {
+        self.send(&Request::ListBackups {
+            backup_dir: backup_dir.to_string(),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::Backups { backups } => Ok(backups),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Downloads file `name` of backup `index` into `sink`, verified.
+    pub async fn get_backup_file(
+        &mut self,
+        backup_dir: &str,
+        index: u32,
+        name: &str,
+        sink: &mut impl std::io::Write,
+    ) -> Result<u64> {
+        self.send(&Request::GetBackupFile {
+            backup_dir: backup_dir.to_string(),
+            index,
+            name: name.to_string(),
+        })
+        .await?;
+        self.receive_file(name, sink).await.map(|(size, _)| size)
     }
 
     /// Lists the archive files of `dir`.

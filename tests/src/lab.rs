@@ -409,6 +409,12 @@ impl Lab {
         PgCluster::init(&self.dir, self.clusters.clone(), name, &opts)
     }
 
+    /// A cluster whose data directory `fill` creates (it must not exist
+    /// yet when `fill` runs), then configured for the lab like any other.
+    pub fn adopt_cluster(&self, name: &str, fill: impl FnOnce(&std::path::Path)) -> PgCluster {
+        PgCluster::adopt(&self.dir, self.clusters.clone(), name, fill)
+    }
+
     /// `pg_basebackup -X none` of `primary` into a new cluster `name` with its
     /// own port (not started; WAL must come from the archive).
     pub fn base_backup(&self, primary: &PgCluster, name: &str) -> PgCluster {

@@ -100,6 +100,20 @@ impl PgCluster {
         cluster
     }
 
+    /// A cluster whose data directory `fill` creates (e.g. a restore tool),
+    /// then gets the lab's port, sockets and logging.
+    pub(crate) fn adopt(
+        lab_dir: &Path,
+        registry: ClusterRegistry,
+        name: &str,
+        fill: impl FnOnce(&Path),
+    ) -> PgCluster {
+        let cluster = PgCluster::new(lab_dir, registry, name);
+        fill(&cluster.data_dir);
+        cluster.write_lab_conf();
+        cluster
+    }
+
     fn new(lab_dir: &Path, registry: ClusterRegistry, name: &str) -> PgCluster {
         assert!(
             !name.is_empty()

@@ -1,0 +1,133 @@
+//! restore-backup: the DBA's restore. Unpacks a base backup from an archive
+//! server into an empty data directory and sets it up to recover, from both
+//! archive servers, to a point in time (or to the end, or as a standby).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use archive_core::config::Config;
+use archive_core::pitr::{self, PitrRequest, Target};
+use archive_core::push::parse_hosts;
+use archive_core::{log, Error};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Examples:
+  restore-backup --from arch1 --backup-dir /var/lib/pgarchive/backups/main \\
+      --wals-dir /var/lib/pgarchive/main --hosts 'arch1 arch2' \\
+      --target \"time:2026-11-25 10:00:00+00\" /var/lib/postgresql/15/restore
+  restore-backup ... --target latest --standby /var/lib/postgresql/15/standby
+
+The backup is the newest complete one whose START is at or before the target
+(--backup N picks data.master.N). The data directory gets restore_command =
+restore-cmd reading from both hosts, the recovery target, recovery_target_action
+(--action, default pause), recovery.signal (standby.signal with --standby) and
+archive_mode = off unless --keep-archiving, so a test restore never writes into
+the production archive. Nothing is started: the last line says what to run.
+
+Exit codes: 0 restored; 1 archive server unreachable; 2 bad usage;
+3 refused (directory not empty, target older than every backup, unsupported
+backup); 5 no such backup.";
+
+/// Restore a base backup for point-in-time recovery.
+#[derive(Parser, Debug)]
+#[command(name = "restore-backup", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file (ssh settings to reach the archive servers).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Archive server to take the backup from.
+    #[arg(long)]
+    from: String,
+    /// Backup directory on the archive server.
+    #[arg(long)]
+    backup_dir: String,
+    /// WAL archive directory (DST-DIR) on the archive servers.
+    #[arg(long)]
+    wals_dir: String,
+    /// Archive hosts for restore_command, e.g. 'arch1 arch2' (default: --from).
+    #[arg(long)]
+    hosts: Option<String>,
+    /// latest | time:<timestamp with zone> | lsn:<X/Y> | name:<restore point>.
+    #[arg(long, default_value = "latest")]
+    target: String,
+    /// Restore data.master.N instead of choosing by target.
+    #[arg(long, value_name = "N")]
+    backup: Option<u32>,
+    /// Set up a log-shipping standby (standby.signal) instead of a recovery.
+    #[arg(long)]
+    standby: bool,
+    /// recovery_target_action: pause, promote or shutdown.
+    #[arg(long, default_value = "pause")]
+    action: String,
+    /// Keep the backup's archive_mode/archive_command.
+    #[arg(long)]
+    keep_archiving: bool,
+    /// restore_command program (and options) to write.
+    #[arg(long, default_value = "restore-cmd")]
+    restore_cmd: String,
+    /// Extra postgresql.auto.conf line, e.g. --conf "port = 5433" (repeatable).
+    #[arg(long = "conf", value_name = "LINE")]
+    conf: Vec<String>,
+    /// Empty (or missing) data directory to restore into.
+    data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("restore-backup", false);
+    let code = match run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(e.to_string());
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    let cfg = Config::load(args.config.as_deref(), &args.set)?;
+    if !["pause", "promote", "shutdown"].contains(&args.action.as_str()) {
+        return Err(Error::Usage(format!(
+            "--action {:?}: use pause, promote or shutdown",
+            args.action
+        )));
+    }
+    let req = PitrRequest {
+        hosts: parse_hosts(args.hosts.as_deref().unwrap_or(&args.from))?,
+        from: parse_hosts(&args.from)?.remove(0),
+        backup_dir: args.backup_dir.clone(),
+        wals_dir: args.wals_dir.clone(),
+        target: Target::parse(&args.target)?,
+        backup: args.backup,
+        standby: args.standby,
+        data_dir: args.data_dir.clone(),
+        restore_cmd: args.restore_cmd.clone(),
+        action: args.action.clone(),
+        keep_archiving: args.keep_archiving,
+        extra_conf: args.conf.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let chosen = rt.block_on(pitr::restore(&cfg, &req))?;
+    log::info(format!(
+        "restored data.master.{} (START WAL {}, started {}) into {}",
+        chosen.index,
+        chosen.start_wal.as_deref().unwrap_or("?"),
+        chosen.start_time.as_deref().unwrap_or("?"),
+        args.data_dir.display()
+    ));
+    println!(
+        "Start it with: pg_ctl -D {} start   (it recovers from {} until {})",
+        args.data_dir.display(),
+        req.hosts.join(" and "),
+        if args.standby { "promoted".to_string() } else { args.target.clone() }
+    );
+    Ok(())
+}
