@@ -1,13 +1,44 @@
 //! Base backups as stored on an archive server.
 //!
 //! Layout: `<backup_dir>/data.master.<N>/` with N = 0 the oldest. Each holds
-//! pg_basebackup's tar output (`base.tar[.zst|.gz]`, `backup_manifest`), the
-//! extracted `backup_label`, and a `SUCCESS` marker written last, after the
-//! backup verified: a directory without it is not a backup.
+//! pg_basebackup's tar output (`base.tar[.zst|.gz|.lz4]`, `backup_manifest`),
+//! the extracted `backup_label`, and a `SUCCESS` marker written last, after
+//! the backup verified: a directory without it is not a backup.
+//!
+//! ## Rotation ([`install`], [`repair`])
+//!
+//! A new backup is built and verified in `data.master.new.<pid>` (a name
+//! [`list`] ignores) and gets its SUCCESS marker there. It then joins the
+//! numbering by renames only, each followed by a directory fsync, in an order
+//! such that at every instant — so also after a crash at any point — the
+//! numbered backups are contiguous from `.0`, complete, and in chronological
+//! order, and no complete backup has been deleted except the oldest one being
+//! rotated out:
+//!
+//! - fewer than `keep` backups: the new one is renamed to the next number;
+//! - otherwise the new one is swapped (`renameat2(RENAME_EXCHANGE)`) with the
+//!   newest, which is swapped with the one below, and so on down to `.0`; the
+//!   temp name then holds the oldest, whose SUCCESS is removed before the
+//!   directory is. (`{0:A,1:B}+C` → `{0:A,1:C}+B` → `{0:B,1:C}+A` → drop A.)
+//!
+//! [`repair`] (run under the caller's lock before each rotation) puts a crash
+//! right: a leftover temp dir without SUCCESS is removed; one with SUCCESS is
+//! re-inserted at its chronological place (by the `finished=` time its SUCCESS
+//! records), or removed when it is older than every numbered backup (it was
+//! being rotated out); numbering gaps (someone deleted a directory) are
+//! closed by renaming downwards; a numbered directory without SUCCESS is not
+//! ours to delete: it is moved out of the numbering to
+//! `data.master.incomplete.<N>.<time>` and reported.
+//!
+//! Callers serialize: base-backup holds its single-instance lock around
+//! [`repair`] and [`install`].
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::wal::WalName;
 
@@ -17,6 +48,10 @@ pub const PREFIX: &str = "data.master.";
 pub const SUCCESS: &str = "SUCCESS";
 /// The extracted label.
 pub const LABEL: &str = "backup_label";
+/// Name prefix of a backup being built (or rotated out): not a backup.
+pub const TEMP_PREFIX: &str = "data.master.new.";
+/// Name prefix a numbered directory without SUCCESS is moved to.
+pub const INCOMPLETE_PREFIX: &str = "data.master.incomplete.";
 
 /// What a backup_label says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +167,261 @@ pub fn oldest_start_wal(backup_dir: &Path) -> Result<Option<Label>> {
     }
 }
 
+/// The newest complete backup, `None` when there is none.
+pub fn newest(backup_dir: &Path) -> Result<Option<Backup>> {
+    Ok(list(backup_dir)?.into_iter().rev().find(|b| b.complete))
+}
+
+/// Path of backup number `n` in `backup_dir`.
+pub fn slot(backup_dir: &Path, n: u32) -> PathBuf {
+    backup_dir.join(format!("{PREFIX}{n}"))
+}
+
+/// Where the backup made by process `pid` is built:
+/// `<backup_dir>/data.master.new.<pid>`.
+pub fn temp_dir(backup_dir: &Path, pid: u32) -> PathBuf {
+    backup_dir.join(format!("{TEMP_PREFIX}{pid}"))
+}
+
+/// Writes the SUCCESS marker of a verified backup durably: a first line
+/// `finished=<UTC RFC 3339 time>` (the order [`repair`] restores), then
+/// `key=value` lines from `fields`.
+pub fn write_success(backup: &Path, fields: &[(&str, String)]) -> Result<()> {
+    let mut text = format!(
+        "finished={}\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+    for (k, v) in fields {
+        text.push_str(&format!("{k}={}\n", v.replace(['\n', '\r'], " ")));
+    }
+    durable::write_replace(&backup.join(SUCCESS), text.as_bytes())
+}
+
+/// Chronological key of a complete backup: SUCCESS's `finished=` time, else
+/// SUCCESS's mtime (markers written by other tools), in microseconds.
+fn finished_key(backup: &Path) -> i64 {
+    let p = backup.join(SUCCESS);
+    let from_text = fs::read_to_string(&p).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("finished="))
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
+            .map(|d| d.timestamp_micros())
+    });
+    from_text.unwrap_or_else(|| {
+        fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Swaps two directory entries atomically (RENAME_EXCHANGE). File systems
+/// without it get three renames (a window in which `b` is missing).
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            let mut aside = a.as_os_str().to_owned();
+            aside.push(".swap");
+            let aside = PathBuf::from(aside);
+            fs::rename(a, &aside).map_err(|e| Error::io("cannot rename", a, e))?;
+            fs::rename(b, a).map_err(|e| Error::io("cannot rename", b, e))?;
+            fs::rename(&aside, b).map_err(|e| Error::io("cannot rename", &aside, e))?;
+        }
+        Err(e) => {
+            return Err(Error::io(
+                "cannot exchange",
+                a,
+                io::Error::from_raw_os_error(e.raw_os_error()),
+            ))
+        }
+    }
+    durable::sync_parent(a)
+}
+
+fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    durable::rename_noreplace(from, to).map_err(|e| Error::io("cannot rename", from, e))?;
+    durable::sync_parent(to)
+}
+
+/// Removes a backup directory that is no longer wanted: SUCCESS first (and
+/// fsynced), so a crash halfway never leaves a partial directory that looks
+/// complete.
+pub fn remove_backup_dir(dir: &Path) -> Result<()> {
+    match fs::remove_file(dir.join(SUCCESS)) {
+        Ok(()) => durable::sync_dir(dir)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot remove", dir.join(SUCCESS), e)),
+    }
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot remove", dir, e)),
+    }
+    durable::sync_parent(dir)
+}
+
+/// What [`repair`] changed (all empty when the directory was consistent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Leftover temp dirs removed (incomplete, or rotated-out oldest).
+    pub removed: Vec<PathBuf>,
+    /// Complete leftovers put back into the numbering, as (from, to).
+    pub reinserted: Vec<(PathBuf, PathBuf)>,
+    /// Numbered backups renumbered to close a gap, as (from, to).
+    pub renumbered: Vec<(PathBuf, PathBuf)>,
+    /// Numbered dirs without SUCCESS moved out of the numbering, as (from, to).
+    pub set_aside: Vec<(PathBuf, PathBuf)>,
+}
+
+impl RepairReport {
+    /// True when nothing had to be done.
+    pub fn is_clean(&self) -> bool {
+        *self == RepairReport::default()
+    }
+}
+
+/// Brings `backup_dir` back to the invariant after a crash (see the module
+/// docs). The caller holds the lock that serializes base-backup runs; a
+/// missing directory is consistent.
+pub fn repair(backup_dir: &Path) -> Result<RepairReport> {
+    repair_except(backup_dir, None)
+}
+
+fn repair_except(backup_dir: &Path, skip: Option<&Path>) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    let rd = match fs::read_dir(backup_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(Error::io("cannot list backups in", backup_dir, e)),
+    };
+    let mut leftovers = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TEMP_PREFIX) && e.path().is_dir() && Some(e.path().as_path()) != skip {
+            leftovers.push(e.path());
+        }
+    }
+    // Numbered dirs without SUCCESS leave the numbering.
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    for b in list(backup_dir)?.into_iter().filter(|b| !b.complete) {
+        let to = backup_dir.join(format!("{INCOMPLETE_PREFIX}{}.{stamp}", b.index));
+        rename_durable(&b.path, &to)?;
+        report.set_aside.push((b.path, to));
+    }
+    // Close gaps, lowest first, so the order is kept.
+    for (pos, b) in list(backup_dir)?.into_iter().enumerate() {
+        if b.index != pos as u32 {
+            let to = slot(backup_dir, pos as u32);
+            rename_durable(&b.path, &to)?;
+            report.renumbered.push((b.path, to));
+        }
+    }
+    // Leftovers: incomplete ones go, complete ones go back in order (or go
+    // when older than everything: they were being rotated out).
+    let (mut complete, incomplete): (Vec<PathBuf>, Vec<PathBuf>) = leftovers
+        .into_iter()
+        .partition(|p| p.join(SUCCESS).is_file());
+    for p in incomplete {
+        remove_backup_dir(&p)?;
+        report.removed.push(p);
+    }
+    complete.sort_by_key(|p| finished_key(p));
+    for x in complete {
+        let numbered = list(backup_dir)?;
+        let key = finished_key(&x);
+        let pos = numbered
+            .iter()
+            .position(|b| finished_key(&b.path) > key)
+            .unwrap_or(numbered.len());
+        if pos == 0 && !numbered.is_empty() {
+            remove_backup_dir(&x)?;
+            report.removed.push(x);
+            continue;
+        }
+        // Swap it upwards through the newer ones, then append the newest.
+        for b in &numbered[pos..] {
+            exchange(&x, &b.path)?;
+        }
+        let to = slot(backup_dir, numbered.len() as u32);
+        rename_durable(&x, &to)?;
+        report.reinserted.push((x, to));
+    }
+    Ok(report)
+}
+
+/// What [`install`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Where the new backup is now (`data.master.<keep-1>` once full).
+    pub path: PathBuf,
+    /// Backups rotated out (their former paths).
+    pub dropped: Vec<PathBuf>,
+}
+
+/// Makes the complete backup at `new` (a dir in `backup_dir`, normally
+/// [`temp_dir`], with its SUCCESS marker) the newest numbered backup, keeping
+/// `keep` backups with the oldest as `.0`. Crash-safe: see the module docs.
+/// Runs [`repair`] first (leaving `new` alone).
+pub fn install(backup_dir: &Path, new: &Path, keep: u32) -> Result<Installed> {
+    if keep == 0 {
+        return Err(Error::Usage("keep_backups_cnt must be at least 1".into()));
+    }
+    if new.parent() != Some(backup_dir) || !new.join(SUCCESS).is_file() {
+        return Err(Error::Usage(format!(
+            "{} is not a complete backup in {}",
+            new.display(),
+            backup_dir.display()
+        )));
+    }
+    let name = new.file_name().map(|n| n.to_string_lossy().into_owned());
+    if name
+        .as_deref()
+        .and_then(|n| n.strip_prefix(PREFIX))
+        .is_some_and(|n| n.parse::<u32>().is_ok())
+    {
+        return Err(Error::Usage(format!(
+            "{} is already numbered",
+            new.display()
+        )));
+    }
+    repair_except(backup_dir, Some(new))?;
+
+    let mut dropped = Vec::new();
+    let mut numbered = list(backup_dir)?;
+    let aside = backup_dir.join(format!("{TEMP_PREFIX}{}.drop", std::process::id()));
+    // More than keep-1 old ones: drop the oldest until keep remain, each time
+    // moving the newest aside and swapping it down to .0.
+    while numbered.len() > keep as usize {
+        let (top, rest) = numbered.split_last().expect("not empty");
+        rename_durable(&top.path, &aside)?;
+        for b in rest.iter().rev() {
+            exchange(&aside, &b.path)?;
+        }
+        remove_backup_dir(&aside)?;
+        dropped.push(slot(backup_dir, 0));
+        numbered = list(backup_dir)?;
+    }
+    if numbered.len() < keep as usize {
+        let to = slot(backup_dir, numbered.len() as u32);
+        rename_durable(new, &to)?;
+        return Ok(Installed { path: to, dropped });
+    }
+    // Full: the new one goes in at the top and the oldest comes out at .0.
+    for b in numbered.iter().rev() {
+        exchange(new, &b.path)?;
+    }
+    remove_backup_dir(new)?;
+    dropped.push(slot(backup_dir, 0));
+    Ok(Installed {
+        path: slot(backup_dir, keep - 1),
+        dropped,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +458,183 @@ START TIME: 2026-11-25 01:02:03 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
         let l = oldest_start_wal(d.path()).unwrap().unwrap();
         assert_eq!(l.start_wal, "000000010000000000000001");
         assert!(oldest_start_wal(&d.path().join("none")).unwrap().is_none());
+    }
+
+    /// A complete backup named `id` at `path` (its id in a file, for checks).
+    fn make(path: &Path, id: &str) {
+        fs::create_dir_all(path).unwrap();
+        fs::write(path.join("id"), id).unwrap();
+        write_success(path, &[("task", id.to_string())]).unwrap();
+        // Distinct finished= times.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+
+    /// Ids of the numbered backups, in index order, with their indexes.
+    fn ids(dir: &Path) -> Vec<(u32, String)> {
+        list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.index, fs::read_to_string(b.path.join("id")).unwrap()))
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn ordered(v: &[(u32, &str)]) -> Vec<(u32, String)> {
+        v.iter().map(|(n, s)| (*n, s.to_string())).collect()
+    }
+
+    #[test]
+    fn install_fills_then_rotates_keeping_the_oldest_at_0() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        for (i, id) in ["A", "B", "C", "D"].iter().enumerate() {
+            let t = temp_dir(dir, 100 + i as u32);
+            make(&t, id);
+            let got = install(dir, &t, 2).unwrap();
+            assert!(!t.exists());
+            assert_eq!(got.path, slot(dir, (i as u32).min(1)));
+            assert_eq!(got.dropped.len(), usize::from(i >= 2));
+        }
+        assert_eq!(ids(dir), ordered(&[(0, "C"), (1, "D")]));
+        assert_eq!(names(dir), vec!["data.master.0", "data.master.1"]);
+        for b in list(dir).unwrap() {
+            assert!(b.complete);
+        }
+    }
+
+    #[test]
+    fn install_with_keep_lowered_drops_the_oldest_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        for (i, id) in ["A", "B", "C", "D"].iter().enumerate() {
+            make(&slot(dir, i as u32), id);
+        }
+        let t = temp_dir(dir, 7);
+        make(&t, "E");
+        let got = install(dir, &t, 2).unwrap();
+        assert_eq!(got.dropped.len(), 3);
+        assert_eq!(ids(dir), ordered(&[(0, "D"), (1, "E")]));
+        assert_eq!(names(dir), vec!["data.master.0", "data.master.1"]);
+
+        let t = temp_dir(dir, 8);
+        make(&t, "F");
+        install(dir, &t, 1).unwrap();
+        assert_eq!(ids(dir), ordered(&[(0, "F")]));
+    }
+
+    #[test]
+    fn install_refuses_an_incomplete_backup() {
+        let d = tempfile::tempdir().unwrap();
+        let t = temp_dir(d.path(), 1);
+        fs::create_dir(&t).unwrap();
+        assert!(install(d.path(), &t, 2).is_err());
+        make(&t, "A");
+        assert!(install(d.path(), &t, 0).is_err());
+    }
+
+    #[test]
+    fn repair_removes_unfinished_leftovers_and_keeps_backups() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        make(&slot(dir, 0), "A");
+        let partial = temp_dir(dir, 55);
+        fs::create_dir(&partial).unwrap();
+        fs::write(partial.join("base.tar"), b"half").unwrap();
+        let r = repair(dir).unwrap();
+        assert_eq!(r.removed, vec![partial.clone()]);
+        assert!(!partial.exists());
+        assert_eq!(ids(dir), ordered(&[(0, "A")]));
+        assert!(repair(dir).unwrap().is_clean());
+    }
+
+    #[test]
+    fn every_crash_point_of_a_rotation_repairs_to_an_ordered_set() {
+        // The states a crash can leave during `install` of D with keep 3 over
+        // A,B,C, as (numbered, temp), and what repair must make of them.
+        let cases: &[(&[&str], Option<&str>, &[&str])] = &[
+            // New backup complete, not yet swapped in.
+            (&["A", "B", "C"], Some("D"), &["A", "B", "C", "D"]),
+            // After the first swap: C is out of the numbering.
+            (&["A", "B", "D"], Some("C"), &["A", "B", "C", "D"]),
+            // After the second.
+            (&["A", "C", "D"], Some("B"), &["A", "B", "C", "D"]),
+            // After the last: the temp holds the oldest, being rotated out.
+            (&["B", "C", "D"], Some("A"), &["B", "C", "D"]),
+            // Done.
+            (&["B", "C", "D"], None, &["B", "C", "D"]),
+        ];
+        for (numbered, temp, want) in cases {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path();
+            // Create them in chronological order (A oldest).
+            let mut all: Vec<&str> = numbered.to_vec();
+            all.extend(temp.iter());
+            all.sort();
+            for id in all {
+                if Some(id) == *temp {
+                    make(&temp_dir(dir, 9), id);
+                } else {
+                    let n = numbered.iter().position(|x| *x == id).unwrap();
+                    make(&slot(dir, n as u32), id);
+                }
+            }
+            repair(dir).unwrap();
+            let got: Vec<String> = ids(dir).into_iter().map(|(_, s)| s).collect();
+            assert_eq!(&got, want, "from {numbered:?} + {temp:?}");
+            assert_eq!(
+                ids(dir).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                (0..want.len() as u32).collect::<Vec<_>>()
+            );
+            assert!(!names(dir).iter().any(|n| n.starts_with(TEMP_PREFIX)));
+        }
+    }
+
+    #[test]
+    fn repair_closes_gaps_and_sets_aside_foreign_incomplete_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        make(&slot(dir, 1), "A");
+        fs::create_dir(slot(dir, 2)).unwrap(); // no SUCCESS: not a backup
+        make(&slot(dir, 4), "B");
+        let r = repair(dir).unwrap();
+        assert_eq!(ids(dir), ordered(&[(0, "A"), (1, "B")]));
+        assert_eq!(r.set_aside.len(), 1);
+        assert!(r.set_aside[0]
+            .1
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(INCOMPLETE_PREFIX));
+        assert!(r.set_aside[0].1.is_dir(), "never deleted");
+        assert_eq!(r.renumbered.len(), 2);
+    }
+
+    #[test]
+    fn removing_a_backup_drops_its_marker_first() {
+        let d = tempfile::tempdir().unwrap();
+        let p = temp_dir(d.path(), 3);
+        make(&p, "A");
+        remove_backup_dir(&p).unwrap();
+        assert!(!p.exists());
+        remove_backup_dir(&p).unwrap();
+    }
+
+    #[test]
+    fn exchange_swaps_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        make(&a, "A");
+        make(&b, "B");
+        exchange(&a, &b).unwrap();
+        assert_eq!(fs::read_to_string(a.join("id")).unwrap(), "B");
+        assert_eq!(fs::read_to_string(b.join("id")).unwrap(), "A");
     }
 }

@@ -73,6 +73,63 @@ pub struct Config {
     pub owed_batch: usize,
     /// Only log warnings and errors.
     pub quiet: bool,
+    /// base-backup / backup-queue: libpq connection string of the
+    /// backup_queue database ("host=q.example port=5432 dbname=backup_queue
+    /// user=backup", or a postgresql:// URL). No default: base-backup
+    /// refuses to run without it.
+    pub queue_dsn: Option<String>,
+    /// base-backup: directory of pg_basebackup (and pg_verifybackup).
+    /// Default: /usr/lib/postgresql/15/bin when it holds pg_basebackup,
+    /// else the PATH.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// base-backup: pg_basebackup's `--compress` value,
+    /// `[client-|server-]{none,gzip,lz4,zstd}[:DETAIL]`, e.g. "server-zstd:3"
+    /// (compress on the standby) or "client-zstd:level=1,workers=4".
+    pub backup_compress: String,
+    /// base-backup: pg_basebackup's `--checkpoint`: "spread" (PostgreSQL's
+    /// default; on a standby the backup waits for the next restartpoint) or
+    /// "fast".
+    pub backup_checkpoint: String,
+    /// base-backup: pg_basebackup's `--max-rate` ("100M", "32k"); unset
+    /// means no limit.
+    pub backup_max_rate: Option<String>,
+    /// base-backup: how a new backup is verified before it replaces an old
+    /// one. "manifest": every file of the tar archives is read back
+    /// (decompressed) and checked against backup_manifest (size, CRC32C or
+    /// SHA checksum, no file missing or extra, the manifest's own SHA-256).
+    /// "pg_verifybackup": the archives are extracted into a temp dir next to
+    /// the backup and `pg_verifybackup --no-parse-wal` checks it (PostgreSQL
+    /// 15's pg_verifybackup cannot read tar format itself); needs the
+    /// backup's size again in free space.
+    pub backup_verify: String,
+    /// base-backup: seconds between two pg_basebackup progress lines in the log.
+    pub backup_progress_interval: u64,
+    /// base-backup: after each backup, run wal-cleanup and wal-sync with the
+    /// peer (the task only counts as done when both succeed). Turn off only
+    /// when they run on their own schedule.
+    pub backup_wal_maintenance: bool,
+    /// restore-cmd: a local directory searched first for the requested file
+    /// (plain or compressed), e.g. segments an operator copied by hand.
+    /// Unset: no manual directory.
+    pub restore_manual_dir: Option<PathBuf>,
+    /// restore-cmd: prefetch (fetch the segments after the requested one in
+    /// the background into a per-standby buffer).
+    pub restore_prefetch: bool,
+    /// restore-cmd: most bytes of WAL the prefetch buffer holds, complete
+    /// and in flight ("256MiB"). Below one segment, nothing is prefetched.
+    pub restore_queue_max: ByteSize,
+    /// restore-cmd: concurrent transfers of the prefetch worker (channels
+    /// over the one ssh master connection of a host).
+    pub restore_parallel: usize,
+    /// restore-cmd: seconds without a request after which the prefetch
+    /// worker empties the buffer and exits.
+    pub restore_prefetch_idle: u64,
+    /// restore-cmd: where prefetch buffers live. Unset: inside the data
+    /// directory, `pg_wal/.restore-prefetch` (same file system as pg_wal, so
+    /// a buffered segment is handed over by a rename). Set: a subdirectory
+    /// per data directory (named by a hash of its path), so two standbys
+    /// never share a buffer.
+    pub restore_buffer_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -98,6 +155,20 @@ impl Default for Config {
             forward_cooldown: 30,
             owed_batch: 256,
             quiet: false,
+            queue_dsn: None,
+            pg_bin_dir: None,
+            backup_compress: "client-zstd:1".to_string(),
+            backup_checkpoint: "spread".to_string(),
+            backup_max_rate: None,
+            backup_verify: "manifest".to_string(),
+            backup_progress_interval: 60,
+            backup_wal_maintenance: true,
+            restore_manual_dir: None,
+            restore_prefetch: true,
+            restore_queue_max: ByteSize(256 << 20),
+            restore_parallel: 2,
+            restore_prefetch_idle: 60,
+            restore_buffer_dir: None,
         }
     }
 }
@@ -215,7 +286,57 @@ impl Config {
                 "parallel and lookahead_max must be at least 1".into(),
             ));
         }
+        self.validate_backup()
+    }
+
+    fn validate_backup(&self) -> Result<()> {
+        self.backup_compression()?;
+        if !matches!(self.backup_checkpoint.as_str(), "fast" | "spread") {
+            return Err(Error::Usage(format!(
+                "backup_checkpoint must be \"fast\" or \"spread\", not {:?}",
+                self.backup_checkpoint
+            )));
+        }
+        if !matches!(self.backup_verify.as_str(), "manifest" | "pg_verifybackup") {
+            return Err(Error::Usage(format!(
+                "backup_verify must be \"manifest\" or \"pg_verifybackup\", not {:?}",
+                self.backup_verify
+            )));
+        }
+        if let Some(rate) = &self.backup_max_rate {
+            let t = rate.trim();
+            let digits = t.trim_end_matches(['k', 'K', 'm', 'M']);
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                return Err(Error::Usage(format!(
+                    "backup_max_rate {rate:?}: use a number of kB/s, optionally with k or M (\"100M\")"
+                )));
+            }
+        }
+        if self.backup_progress_interval == 0 {
+            return Err(Error::Usage(
+                "backup_progress_interval must be at least 1 second".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// `backup_compress` split into where ("client" or "server") and the
+    /// method ("none", "gzip", "lz4", "zstd").
+    pub fn backup_compression(&self) -> Result<(&str, &str)> {
+        let spec = self.backup_compress.trim();
+        let head = spec.split(':').next().unwrap_or_default();
+        let (place, method) = match head.split_once('-') {
+            Some((p, m)) => (p, m),
+            None => ("client", head),
+        };
+        if !matches!(place, "client" | "server")
+            || !matches!(method, "none" | "gzip" | "lz4" | "zstd")
+        {
+            return Err(Error::Usage(format!(
+                "backup_compress {spec:?}: expected [client-|server-]{{none,gzip,lz4,zstd}}[:DETAIL], e.g. \"client-zstd:1\""
+            )));
+        }
+        Ok((place, method))
     }
 
     /// Stall timeout.
@@ -293,6 +414,28 @@ mod tests {
         std::fs::write(&p, "retry_cuont = 3\n").unwrap();
         let e = Config::load(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("retry_cuont"), "{e}");
+    }
+
+    #[test]
+    fn backup_keys_are_checked() {
+        let c = Config::load(
+            None,
+            &["backup_compress=server-zstd:level=3,workers=2".into()],
+        )
+        .unwrap();
+        assert_eq!(c.backup_compression().unwrap(), ("server", "zstd"));
+        let c = Config::load(None, &["backup_compress=gzip".into()]).unwrap();
+        assert_eq!(c.backup_compression().unwrap(), ("client", "gzip"));
+        for bad in [
+            "backup_compress=client-bzip2",
+            "backup_checkpoint=slow",
+            "backup_verify=maybe",
+            "backup_max_rate=fast",
+        ] {
+            let e = Config::load(None, &[bad.into()]).unwrap_err().to_string();
+            let key = bad.split('=').next().unwrap();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

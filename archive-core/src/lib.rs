@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod push;
 pub mod restore;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod transport;

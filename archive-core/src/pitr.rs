@@ -82,7 +82,11 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f %z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f %z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, f) {
             return Some(t.with_timezone(&Utc));
         }
@@ -124,14 +128,22 @@ pub struct PitrRequest {
 }
 
 /// Choose the backup for `target` among `backups` (oldest first).
-pub fn choose(backups: &[BackupEntry], target: &Target, wanted: Option<u32>) -> Result<BackupEntry> {
+pub fn choose(
+    backups: &[BackupEntry],
+    target: &Target,
+    wanted: Option<u32>,
+) -> Result<BackupEntry> {
     let complete: Vec<&BackupEntry> = backups.iter().filter(|b| b.complete).collect();
     if let Some(n) = wanted {
         return complete
             .iter()
             .find(|b| b.index == n)
             .map(|b| (*b).clone())
-            .ok_or_else(|| Error::NotFound(format!("backup data.master.{n} does not exist or is not complete")));
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "backup data.master.{n} does not exist or is not complete"
+                ))
+            });
     }
     if complete.is_empty() {
         return Err(Error::NotFound("no complete backup to restore".into()));
@@ -178,11 +190,17 @@ pub async fn restore(cfg: &Config, req: &PitrRequest) -> Result<BackupEntry> {
     }
     let base = archives
         .first()
-        .ok_or_else(|| Error::Refused(format!("backup data.master.{} has no base.tar", chosen.index)))?
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "backup data.master.{} has no base.tar",
+                chosen.index
+            ))
+        })?
         .clone();
     durable::create_dir_all(&req.data_dir)?;
     // Stream: channel → pipe → decoder → tar, so nothing is stored twice.
-    let (reader, mut writer) = std::io::pipe().map_err(|e| Error::io("cannot make a pipe for", &req.data_dir, e))?;
+    let (reader, mut writer) =
+        std::io::pipe().map_err(|e| Error::io("cannot make a pipe for", &req.data_dir, e))?;
     let data_dir = req.data_dir.clone();
     let name = base.clone();
     let unpack = std::thread::spawn(move || unpack(reader, &name, &data_dir));
@@ -224,7 +242,10 @@ fn check_empty(dir: &Path) -> Result<()> {
 
 fn unpack(reader: impl Read, name: &str, dir: &Path) -> Result<()> {
     let decoded: Box<dyn Read> = if name.ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(reader).map_err(|e| Error::io("cannot decode", name, e))?)
+        Box::new(
+            zstd::stream::read::Decoder::new(reader)
+                .map_err(|e| Error::io("cannot decode", name, e))?,
+        )
     } else if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
     } else if name.ends_with(".tar") {
@@ -279,7 +300,11 @@ fn write_recovery_conf(req: &PitrRequest, chosen: &BackupEntry) -> Result<()> {
     f.write_all((lines.join("\n") + "\n").as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io("cannot write", &auto, e))?;
-    let signal = if req.standby { "standby.signal" } else { "recovery.signal" };
+    let signal = if req.standby {
+        "standby.signal"
+    } else {
+        "recovery.signal"
+    };
     let p = req.data_dir.join(signal);
     fs::write(&p, b"").map_err(|e| Error::io("cannot create", &p, e))?;
     // PostgreSQL refuses a data directory others can read.
@@ -307,9 +332,18 @@ mod tests {
     #[test]
     fn targets_parse() {
         assert_eq!(Target::parse("latest").unwrap(), Target::Latest);
-        assert_eq!(Target::parse("lsn:0/3000000").unwrap(), Target::Lsn(0x3000000));
-        assert!(matches!(Target::parse("time:2026-11-25 10:00:00+00").unwrap(), Target::Time(..)));
-        assert!(matches!(Target::parse("time:2026-11-25T10:00:00Z").unwrap(), Target::Time(..)));
+        assert_eq!(
+            Target::parse("lsn:0/3000000").unwrap(),
+            Target::Lsn(0x3000000)
+        );
+        assert!(matches!(
+            Target::parse("time:2026-11-25 10:00:00+00").unwrap(),
+            Target::Time(..)
+        ));
+        assert!(matches!(
+            Target::parse("time:2026-11-25T10:00:00Z").unwrap(),
+            Target::Time(..)
+        ));
         assert!(Target::parse("time:yesterday").is_err());
         assert!(Target::parse("name:a'b").is_err());
         assert!(Target::parse("sometime").is_err());
@@ -323,14 +357,24 @@ mod tests {
             b(2, true, 0x8000028, "2026-11-25 03:00:00 UTC"),
         ];
         let t = Target::parse("time:2026-11-25 02:30:00+00").unwrap();
-        assert_eq!(choose(&list, &t, None).unwrap().index, 0, "incomplete skipped");
+        assert_eq!(
+            choose(&list, &t, None).unwrap().index,
+            0,
+            "incomplete skipped"
+        );
         let t = Target::parse("time:2026-11-25 03:30:00+00").unwrap();
         assert_eq!(choose(&list, &t, None).unwrap().index, 2);
         assert_eq!(choose(&list, &Target::Latest, None).unwrap().index, 2);
-        assert_eq!(choose(&list, &Target::Lsn(0x7000000), None).unwrap().index, 0);
+        assert_eq!(
+            choose(&list, &Target::Lsn(0x7000000), None).unwrap().index,
+            0
+        );
         let early = Target::parse("time:2026-11-25 00:30:00+00").unwrap();
         let e = choose(&list, &early, None).unwrap_err();
         assert!(e.to_string().contains("older than every backup"), "{e}");
-        assert!(choose(&list, &Target::Latest, Some(1)).is_err(), "incomplete");
+        assert!(
+            choose(&list, &Target::Latest, Some(1)).is_err(),
+            "incomplete"
+        );
     }
 }

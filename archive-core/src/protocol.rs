@@ -107,6 +107,17 @@ pub enum Request {
         /// Peer host alias.
         peer: String,
     },
+    /// What monitoring needs beyond a listing (`archive-status`): files
+    /// owed per peer, conflicts parked per peer, rejected copies, the
+    /// server's clock and, with `backup_dir`, when each backup finished.
+    /// Answered by [`Reply::DirStatus`]; reads only.
+    DirStatus {
+        /// Archive directory.
+        dir: String,
+        /// Backup directory on the server, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup_dir: Option<String>,
+    },
 }
 
 /// A file to store.
@@ -158,6 +169,50 @@ pub struct BackupEntry {
     /// Files of the backup directory with their sizes.
     pub files: Vec<ListEntry>,
 }
+
+/// Files of an archive directory recorded toward one peer (owed to it,
+/// or parked as conflicting with its copy).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerFiles {
+    /// Peer host alias.
+    pub peer: String,
+    /// How many files.
+    pub count: u64,
+    /// The first names, oldest WAL first (at most [`DIR_STATUS_NAMES`]).
+    pub names: Vec<String>,
+}
+
+/// When a backup of a [`Request::DirStatus`] finished.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupFinished {
+    /// N of data.master.N.
+    pub index: u32,
+    /// Unix time from its SUCCESS marker (`finished=`, else the marker's
+    /// mtime); `None` without a marker.
+    pub finished: Option<i64>,
+}
+
+/// Answer to [`Request::DirStatus`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirStatus {
+    /// The server's clock, Unix seconds (to spot clock skew).
+    pub now: i64,
+    /// Files owed per peer (`.pgarchive/owed/<peer>/`).
+    pub owed: Vec<PeerFiles>,
+    /// Owed files the peer holds with other content, parked
+    /// (`.pgarchive/conflicts/<peer>/`).
+    pub conflicts: Vec<PeerFiles>,
+    /// Number of incoming copies refused as conflicting and kept aside
+    /// (`.pgarchive/rejected/`).
+    pub rejected: u64,
+    /// The first of their names (`<name>.<hash>`), at most [`DIR_STATUS_NAMES`].
+    pub rejected_names: Vec<String>,
+    /// Backups of `backup_dir`, oldest first.
+    pub backups: Vec<BackupFinished>,
+}
+
+/// Most names a [`DirStatus`] lists per kind (counts are complete).
+pub const DIR_STATUS_NAMES: usize = 100;
 
 /// Raw (decompressed) identity of a stored file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -270,6 +325,8 @@ pub enum Reply {
     },
     /// Answer to [`Request::Lock`]: held until the channel closes.
     Locked,
+    /// Answer to [`Request::DirStatus`].
+    DirStatus(DirStatus),
     /// Owed files delivered.
     Delivered {
         /// Files now on the peer.

@@ -238,11 +238,24 @@ impl Server {
                     self.send_backup_file(&mut output, &backup_dir, index, &name)
                         .await?;
                 }
+                Request::DirStatus { dir, backup_dir } => {
+                    let reply = match self.dir_status(&dir, backup_dir.as_deref()) {
+                        Ok(st) => Reply::DirStatus(st),
+                        Err(e) => Reply::from_error(&e),
+                    };
+                    protocol::write_frame(&mut output, &reply, t).await?;
+                }
                 Request::End { .. } => {
                     return Err(Error::Protocol("checksum without a file".into()));
                 }
             }
         }
+    }
+
+    fn dir_status(&self, dir: &str, backup_dir: Option<&str>) -> Result<protocol::DirStatus> {
+        let path = self.store.archive_dir(dir)?;
+        let backups = backup_dir.map(|b| self.store.backup_dir(b)).transpose()?;
+        crate::status::dir_status(&path, backups.as_deref())
     }
 
     fn oldest_backup(&self, backup_dir: &str) -> Result<Option<String>> {
@@ -294,7 +307,9 @@ impl Server {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         let opened = if !simple {
-            Err(Error::Refused(format!("{name:?} is not a backup file name")))
+            Err(Error::Refused(format!(
+                "{name:?} is not a backup file name"
+            )))
         } else {
             self.store.backup_dir(backup_dir).and_then(|dir| {
                 let path = crate::backups::slot(&dir, index).join(name);

@@ -434,7 +434,11 @@ impl Channel {
     }
 
     /// Reads a [`Reply::File`], its bytes into `sink`, and the checksum.
-    async fn receive_file(&mut self, name: &str, sink: &mut impl std::io::Write) -> Result<(u64, i64)> {
+    async fn receive_file(
+        &mut self,
+        name: &str,
+        sink: &mut impl std::io::Write,
+    ) -> Result<(u64, i64)> {
         let (size, mtime) = match self.reply().await? {
             Reply::File { size, mtime } => (size, mtime),
             other => return Err(self.unexpected(other)),
@@ -540,6 +544,24 @@ impl Channel {
         .await?;
         match self.reply().await? {
             Reply::OldestBackup { start_wal } => Ok(start_wal),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Owed, parked and rejected files of `dir`, the server's clock and
+    /// when the backups of `backup_dir` finished (for monitoring).
+    pub async fn dir_status(
+        &mut self,
+        dir: &str,
+        backup_dir: Option<&str>,
+    ) -> Result<protocol::DirStatus> {
+        self.send(&Request::DirStatus {
+            dir: dir.to_string(),
+            backup_dir: backup_dir.map(str::to_string),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::DirStatus(st) => Ok(st),
             other => Err(self.unexpected(other)),
         }
     }

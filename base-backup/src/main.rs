@@ -1,1 +1,103 @@
-fn main() {}
+//! base-backup: the cron job of each archive server. Takes this server's
+//! next task from the backup_queue, backs the cluster up with pg_basebackup
+//! (tar format, WAL from the archive), verifies it against its manifest,
+//! rotates `<directory>/data.master.<N>` (oldest .0), runs wal-cleanup and
+//! wal-sync with the peer, and marks the task done.
+
+mod job;
+mod pgbb;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use archive_core::config::Config;
+use archive_core::log;
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+cron on each archive server (as the archive's owner, e.g. postgres):
+  */10 * * * *  base-backup >> /var/log/pgarchive/base-backup.log 2>&1
+
+Each run: takes a lock (one run per server), asks backups.get_next(server_name);
+with a task: pg_basebackup --format=tar --wal-method=none from the task's
+host:port into <directory>/data.master.new.<pid>, reading the archives back as
+they are written and checking them against backup_manifest (size, CRC32C,
+nothing missing or extra, the manifest's checksum), extracts backup_label,
+writes SUCCESS, rotates so that keep_backups_cnt backups remain (oldest is
+data.master.0; crash-safe renames), runs wal-cleanup and wal-sync with the
+task's other archive server, then backups.stop(task). Any failure leaves the
+task unfinished: the next get_next on this server marks it failed, and this
+server makes no more backups of that cluster until it is cleared
+(select backups.clear(<task id>);).
+
+Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
+  file from --config, else $PGARCHIVE_CONFIG, else /etc/pgarchive.toml.
+  Needed: server_name, queue_dsn, archive_roots (directory and wals_dir of
+  every task must be under one), state_dir (the lock), ssh_config (the peer).
+  Backup keys: backup_compress (client-zstd:1), backup_checkpoint (spread),
+  backup_max_rate (none), backup_verify (manifest | pg_verifybackup),
+  backup_progress_interval (60), backup_wal_maintenance (true), pg_bin_dir.
+
+base-backup --verify DIR checks a stored backup the same way (no queue, no lock).
+
+Exit codes:
+  0  backup made and task stopped, or no backup due on this server
+  1  the backup failed and may succeed later (pg_basebackup, the queue, the
+     peer or the disk failed); the task stays unfinished
+  2  bad usage or configuration (no server_name or queue_dsn, bad key)
+  3  refused: the backup did not verify, or the task is invalid (directory
+     outside archive_roots, bad cluster name, keep_backups_cnt < 1)
+  4  another base-backup is running on this server (the message names it);
+     nothing was done";
+
+/// Scheduled base backups on an archive server (cron job).
+#[derive(Parser, Debug)]
+#[command(name = "base-backup", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set backup_checkpoint=fast (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Do not back up: verify the stored backup in DIR (a data.master.<N>
+    /// directory) against its manifest, print its label, exit 0 or 3.
+    #[arg(long, value_name = "DIR")]
+    verify: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("base-backup", false);
+    if let Some(dir) = &args.verify {
+        return match verify::scan_dir(dir).and_then(|s| verify::check_against_manifest(dir, s)) {
+            Ok(v) => {
+                log::info(format!(
+                    "{}: verified: {} files, {} bytes of data; backup_label: {}",
+                    dir.display(),
+                    v.files,
+                    v.data_bytes,
+                    v.label.trim()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                log::error(e.to_string());
+                ExitCode::from(e.exit_code() as u8)
+            }
+        };
+    }
+    let cfg = match Config::load(args.config.as_deref(), &args.set) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error(e.to_string());
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    log::set_quiet(cfg.quiet);
+    match job::run(&cfg) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(job::Failed(code)) => ExitCode::from(code as u8),
+    }
+}

@@ -127,7 +127,11 @@ fn run(args: &Args) -> Result<(), Error> {
         "Start it with: pg_ctl -D {} start   (it recovers from {} until {})",
         args.data_dir.display(),
         req.hosts.join(" and "),
-        if args.standby { "promoted".to_string() } else { args.target.clone() }
+        if args.standby {
+            "promoted".to_string()
+        } else {
+            args.target.clone()
+        }
     );
     Ok(())
 }

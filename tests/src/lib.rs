@@ -23,9 +23,13 @@
 //! ```
 
 mod archive;
+pub mod bench;
+pub mod bench_sync;
 mod lab;
 mod pg;
 mod proc;
+mod queue;
+mod restore;
 mod sshd;
 
 pub use archive::{decode, wait_archived};
@@ -37,4 +41,6 @@ pub use proc::{
     postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, wait_until,
     write_postgres_file, PostgresUser, PG_BIN_DIR,
 };
+pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
+pub use restore::{prefetch_dir, prefetch_wal_bytes, prefetch_workers, RECOVERYXLOG};
 pub use sshd::ArchiveServer;

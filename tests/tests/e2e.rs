@@ -6,6 +6,11 @@
 
 mod e2e {
     mod archiving;
-    mod sync_cleanup;
+    mod backup_queue;
+    mod base_backup;
+    mod drill;
     mod lab_smoke;
+    mod restore;
+    mod status;
+    mod sync_cleanup;
 }

@@ -1,0 +1,212 @@
+//! bench-backup: base-backup against plain pg_basebackup (issue 4, item 4).
+//! Not a test: it asserts no timing; it prints figures and compares them
+//! with the target (base-backup within 10% of pg_basebackup's wall time).
+//!
+//! In one lab run: a PostgreSQL 15 cluster filled by `pgbench -i -s SCALE`,
+//! a backup_queue database, and for each compression, ROUNDS alternating
+//! pairs of
+//!
+//! - `pg_basebackup`: the same command base-backup runs (`--format=tar
+//!   --wal-method=none --manifest-checksums=CRC32C --checkpoint=fast
+//!   --compress=C`, into a directory under the archive root), run as postgres
+//!   in archive server 1's namespace, like base-backup; its output removed
+//!   after each round, outside the measured window;
+//! - `base-backup`: the whole cron job on server 1 (lock, get_next,
+//!   pg_basebackup, verification against the manifest, backup_label,
+//!   SUCCESS, rotation with keep_backups_cnt = 1 — which removes the
+//!   previous round's backup — and backups.stop), with
+//!   `backup_wal_maintenance = false` (wal-cleanup and wal-sync measure
+//!   something else: the WAL archive).
+//!
+//! A first, unmeasured pair warms the caches. Figures: median wall time of
+//! each, throughput (database bytes / wall time), base-backup / plain.
+//!
+//! Run as root after `cargo build --release --workspace --bins` (or use
+//! `scripts/bench-backup.sh`). Environment:
+//!
+//! - `BENCH_SCALE` (100): `pgbench -i -s` (about 15 MiB per unit);
+//! - `BENCH_ROUNDS` (3): measured pairs per compression;
+//! - `BENCH_COMPRESS` (`client-zstd:1,none`): comma-separated `--compress`
+//!   values;
+//! - `KEEP_LAB=1`: keep the lab dir.
+//!
+//! Exit status: 0 when every run succeeded (target met or not), 1 when a run
+//! failed.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use e2e::{bin, describe_output, run, Lab, PgOptions};
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Bytes of the regular files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn timed(cmd: &mut Command, what: &str) -> Result<f64, String> {
+    let t = Instant::now();
+    let out = run(cmd);
+    let secs = t.elapsed().as_secs_f64();
+    if out.status.success() {
+        Ok(secs)
+    } else {
+        Err(format!("{what} failed\n{}", describe_output(cmd, &out)))
+    }
+}
+
+fn main() -> ExitCode {
+    let scale: u32 = env_or("BENCH_SCALE", "100").parse().expect("BENCH_SCALE");
+    let rounds: usize = env_or("BENCH_ROUNDS", "3").parse().expect("BENCH_ROUNDS");
+    let compressions: Vec<String> = env_or("BENCH_COMPRESS", "client-zstd:1,none")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    match bench(scale, rounds, &compressions) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-backup: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench(scale: u32, rounds: usize, compressions: &[String]) -> Result<(), String> {
+    let lab = Lab::new();
+    let q = lab.queue_db();
+    let pg = lab.init_cluster(
+        "bench",
+        PgOptions {
+            conf: "checkpoint_timeout = '30min'\nmax_wal_size = '4GB'\n".into(),
+            ..Default::default()
+        },
+    );
+    pg.start();
+    let t = Instant::now();
+    pg.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
+    pg.psql("checkpoint");
+    let db_bytes: u64 = pg
+        .psql("select sum(pg_database_size(oid)) from pg_database")
+        .trim()
+        .parse()
+        .map_err(|e| format!("database size: {e}"))?;
+    eprintln!(
+        "bench-backup: cluster ready (pgbench scale {scale}, {:.1} MiB) in {:.0}s",
+        db_bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    lab.set_server_config_extra(&format!(
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nbackup_wal_maintenance = false\nbackup_progress_interval = 3600\nquiet = true\n",
+        q.dsn()
+    ));
+    let mut row = lab.host_row("bench", &pg, "bench");
+    row.keep_backups_cnt = 1;
+    q.add(&row);
+    let plain_dir = lab.archive_root().join("plain");
+    let plain_host = lab.server(1).stored("plain");
+
+    let pg_basebackup = |c: &str| {
+        let mut cmd = lab.server_cmd(1, e2e::pg_bin("pg_basebackup"));
+        cmd.arg("--dbname")
+            .arg(format!(
+                "host={} port={} user=postgres",
+                pg.socket_dir().display(),
+                pg.port()
+            ))
+            .arg("--pgdata")
+            .arg(&plain_dir)
+            .args([
+                "--format=tar",
+                "--wal-method=none",
+                "--manifest-checksums=CRC32C",
+                "--checkpoint=fast",
+                "--no-password",
+            ])
+            .arg(format!("--compress={c}"));
+        cmd
+    };
+    let base_backup = |c: &str| {
+        let mut cmd = lab.server_cmd(1, bin("base-backup"));
+        cmd.arg("--set").arg(format!("backup_compress={c}"));
+        cmd
+    };
+
+    let mut report = String::new();
+    let mut all_ok = true;
+    for c in compressions {
+        let mut plain = Vec::new();
+        let mut ours = Vec::new();
+        let mut stored = 0u64;
+        for round in 0..=rounds {
+            let p = timed(&mut pg_basebackup(c), "pg_basebackup")?;
+            stored = dir_bytes(&plain_host);
+            std::fs::remove_dir_all(&plain_host).map_err(|e| format!("remove plain: {e}"))?;
+            q.age_history(2);
+            let b = timed(&mut base_backup(c), "base-backup")?;
+            if round > 0 {
+                plain.push(p);
+                ours.push(b);
+            }
+            let own = q.sql(
+                "select format('pg_basebackup %ss, then verification %ss, rotation %ss; job %ss', \
+                 details->>'pg_basebackup_seconds', details->>'verify_extra_seconds', \
+                 details->>'rotate_seconds', details->>'total_seconds') \
+                 from backups.tasks where status = 'done' order by id desc limit 1",
+            );
+            eprintln!(
+                "bench-backup: {c} round {round}{}: pg_basebackup {p:.2}s, base-backup {b:.2}s (its {own})",
+                if round == 0 { " (warm-up)" } else { "" }
+            );
+        }
+        let (mp, mb) = (median(&plain), median(&ours));
+        let ratio = mb / mp;
+        let ok = ratio <= 1.10;
+        all_ok &= ok;
+        let details = q.sql(
+            "select details->>'pg_basebackup_seconds' || ' / ' || (details->>'total_seconds') \
+             from backups.tasks where status = 'done' order by id desc limit 1",
+        );
+        report.push_str(&format!(
+            "{c:<16} pg_basebackup {mp:6.2}s {:7.1} MiB/s | base-backup {mb:6.2}s {:7.1} MiB/s | ratio {ratio:.3} ({}) | stored {:.1} MiB | base-backup's own pg_basebackup/total {details}s\n",
+            db_bytes as f64 / 1048576.0 / mp,
+            db_bytes as f64 / 1048576.0 / mb,
+            if ok { "within 10%" } else { "MISSED the 10% target" },
+            stored as f64 / 1048576.0,
+        ));
+    }
+    let status = q.sql("select count(*) filter (where status = 'done') || ' done, ' || count(*) filter (where status <> 'done') || ' not' from backups.tasks");
+    println!(
+        "bench-backup: database {:.1} MiB (pgbench scale {scale}), {rounds} measured rounds per compression, medians; tasks: {status}\n{report}target (base-backup within 10% of pg_basebackup): {}",
+        db_bytes as f64 / 1048576.0,
+        if all_ok { "met" } else { "missed" }
+    );
+    Ok(())
+}

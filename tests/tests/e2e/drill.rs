@@ -1,0 +1,210 @@
+//! The full-system drill, the way a DBA would prove the suite before
+//! trusting it: a primary archiving under pgbench, a log-shipping standby,
+//! base backups alternating between the servers from the backup_queue, one
+//! server down for a while, wal-sync and wal-cleanup, then point-in-time
+//! restores started for real.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use e2e::{bin, run, wait_archived, wait_until, Lab, LabOptions, PgCluster, PgOptions};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+/// A checksum of the data a restore must reproduce.
+fn fingerprint(pg: &PgCluster) -> String {
+    pg.psql(
+        "select (select count(*) || ':' || sum(abalance) from pgbench_accounts) || '/' || \
+         (select count(*) || ':' || coalesce(max(i), 0) from drill)",
+    )
+}
+
+/// Restores with restore-backup into a new lab cluster and starts it.
+fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> PgCluster {
+    let restore_cmd = format!(
+        "{} --config {}",
+        bin("restore-cmd").display(),
+        config.display()
+    );
+    let pg = lab.adopt_cluster(name, |dir| {
+        let mut cmd = lab.postgres_cmd(bin("restore-backup"));
+        cmd.arg("--config")
+            .arg(lab.primary_config())
+            .args(["--from", &format!("arch{from}")])
+            .args(["--backup-dir", &lab.backup_dir("main")])
+            .args(["--wals-dir", &lab.dst("main")])
+            .args(["--hosts", "arch1 arch2"])
+            .args(["--target", target])
+            .args(["--action", "promote"])
+            .args(["--restore-cmd", &restore_cmd])
+            .arg(dir);
+        let out = run(&mut cmd);
+        let said = ok(out, "restore-backup");
+        assert!(said.contains("restored data.master."), "{said}");
+    });
+    pg.start_no_wait();
+    wait_until(
+        Duration::from_secs(180),
+        &format!("{name} to finish recovery"),
+        || pg.try_psql("select pg_is_in_recovery()").ok().as_deref() == Some("f"),
+    );
+    pg
+}
+
+fn drill(failing: usize) {
+    let other = 3 - failing;
+    let lab = Lab::with(LabOptions {
+        extra_client_config: "retry_count = 3\ncooldown = 5\n".into(),
+        ..Default::default()
+    });
+    let dst = lab.dst("main");
+    let q = lab.queue_db();
+    let primary = lab.init_cluster(
+        "primary",
+        PgOptions {
+            wal_segsize_mb: 1,
+            ..Default::default()
+        },
+    );
+    primary.set_conf(&format!(
+        "archive_mode = on\narchive_command = '{}'\nwal_keep_size = '1GB'\n",
+        lab.archive_command(&dst, "main")
+    ));
+    primary.start();
+    primary.pgbench(&["-i", "-s", "2", "-q"]);
+    primary.psql(
+        "create table drill(i int primary key, at timestamptz not null default clock_timestamp())",
+    );
+    let w = primary.switch_wal();
+    wait_archived(&primary, &w, Duration::from_secs(120));
+
+    // A log-shipping standby: restore_command only, no primary_conninfo.
+    let restore_cfg = lab.restore_config("restore", "");
+    let standby = lab.base_backup(&primary, "standby");
+    standby.set_conf(&format!(
+        "restore_command = '{}'\n",
+        lab.restore_command(&restore_cfg, &dst, None)
+    ));
+    standby.create_standby_signal();
+    standby.start();
+
+    // Backups from the queue: arch1 first, then arch2 (they alternate).
+    lab.set_server_config_extra(&format!(
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nforward_cooldown = 2\n",
+        q.dsn()
+    ));
+    q.add(&lab.host_row("main", &primary, "main"));
+    ok(run(&mut lab.base_backup_cmd(1)), "base-backup on arch1");
+    assert!(lab
+        .stored_backup_dir(1, "main")
+        .join("data.master.0/SUCCESS")
+        .exists());
+    ok(
+        run(&mut lab.base_backup_cmd(2)),
+        "base-backup on arch2 (not due yet)",
+    );
+    assert!(
+        !lab.stored_backup_dir(2, "main")
+            .join("data.master.0")
+            .exists(),
+        "arch2 is not due half a period after arch1"
+    );
+    q.age_history(1);
+    ok(run(&mut lab.base_backup_cmd(2)), "base-backup on arch2");
+    assert!(lab
+        .stored_backup_dir(2, "main")
+        .join("data.master.0/SUCCESS")
+        .exists());
+
+    // One server down for a while, WAL flowing.
+    lab.stop_server(failing);
+    primary.pgbench(&["-c", "2", "-T", "4", "-n"]);
+    for i in 1..=5 {
+        primary.psql(&format!("insert into drill(i) values ({i})"));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let target = primary.psql("select now()::text");
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 6..=10 {
+        primary.psql(&format!("insert into drill(i) values ({i})"));
+    }
+    let w = primary.switch_wal();
+    wait_archived(&primary, &w, Duration::from_secs(180));
+    assert!(lab.stored_names(failing, &dst).len() < lab.stored_names(other, &dst).len());
+    lab.start_server(failing);
+
+    // wal-sync heals the gap, wal-cleanup runs, the standby catches up.
+    let peer = format!("arch{failing}");
+    let mut sync = lab.server_cmd(other, bin("wal-sync"));
+    sync.arg(&dst).arg(&peer);
+    ok(run(&mut sync), "wal-sync");
+    assert_eq!(
+        lab.stored_names(1, &dst),
+        lab.stored_names(2, &dst),
+        "wal-sync healed the gap"
+    );
+    let mut cleanup = lab.server_cmd(other, bin("wal-cleanup"));
+    cleanup.arg(lab.backup_dir("main")).arg(&dst).arg(&peer);
+    ok(run(&mut cleanup), "wal-cleanup");
+    let want = fingerprint(&primary);
+    wait_until(
+        Duration::from_secs(180),
+        "the standby to replay everything",
+        || {
+            standby
+                .try_psql("select count(*) from drill")
+                .ok()
+                .as_deref()
+                == Some("10")
+        },
+    );
+    assert_eq!(fingerprint(&standby), want, "standby equals the primary");
+
+    // PITR to the recorded time: exactly the rows committed before it.
+    let pitr = restore(
+        &lab,
+        "pitr",
+        failing,
+        &format!("time:{target}"),
+        &restore_cfg,
+    );
+    assert_eq!(
+        pitr.psql("select count(*) || ' ' || max(i) from drill"),
+        "5 5"
+    );
+    assert_eq!(
+        pitr.psql(&format!("select count(*) from drill where at > '{target}'")),
+        "0"
+    );
+    pitr.stop();
+    // Restore to the end equals the primary.
+    let latest = restore(&lab, "latest", other, "latest", &restore_cfg);
+    assert_eq!(
+        fingerprint(&latest),
+        want,
+        "restore to latest equals the primary"
+    );
+}
+
+#[test]
+fn full_drill_with_host1_failing() {
+    drill(1);
+}
+
+#[test]
+fn full_drill_with_host2_failing() {
+    drill(2);
+}
