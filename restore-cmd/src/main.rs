@@ -1,1 +1,224 @@
-fn main() {}
+//! restore-cmd: PostgreSQL's restore_command. Fetches a WAL file from one of
+//! the two archive servers (or the local prefetch buffer), verifies it, and
+//! puts it at %p; exits 0 only when %p holds the exact original file.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use archive_core::config::Config;
+use archive_core::restore::{
+    self, prefetch, Attempt, RecoveryMode, RestoreRequest, Source, Unavailable, EXIT_STOP_RECOVERY,
+};
+use archive_core::{log, push, Error};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+postgresql.conf of a log-shipping standby (with standby.signal):
+  restore_command = 'restore-cmd \"arch1 arch2\" /var/lib/pgarchive/main %f %p'
+  delayed by an hour:
+  restore_command = 'restore-cmd \"arch1 arch2\" /var/lib/pgarchive/main %f %p 3600'
+
+Behaviour:
+  Looks in restore_manual_dir (if set), then in the prefetch buffer, then on
+  the hosts: healthy ones first; a host that failed retry_count times in a row
+  is tried last for cooldown seconds (skipped when another host answered);
+  \"not found\" is not a failure; when every host is in cooldown the counters
+  are reset. The copy is decompressed by sniffing its content (zstd, gzip,
+  bzip2 including pbzip2's multi-stream files, plain) and verified (segments:
+  WAL page header matching the name, system identifier of this data directory,
+  exact segment size; history files: decode and not empty); a bad copy means
+  the other host's copy. %p is written to a temp file next to it, fsynced and
+  renamed: it is complete or absent, also if this process is killed.
+  DELAY-SECONDS: only files archived at least that long ago are handed over
+  (one log line per waiting file).
+  Prefetch: serving segment N starts a background worker (one per data
+  directory) that fetches N+1, N+2, ... in parallel into
+  pg_wal/.restore-prefetch (or restore_buffer_dir), bounded by
+  restore_queue_max; later calls take the file from there after checking it
+  again (blake3 against the worker's record, header, system identifier). A
+  restored history file or a segment of another timeline empties the buffer.
+  The worker leaves after restore_prefetch_idle seconds without a request.
+
+Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
+  file from --config, else $PGARCHIVE_CONFIG, else /etc/pgarchive.toml.
+  Keys: ssh_config, runtime_dir, state_dir, remote_command, connect_timeout,
+  io_timeout, control_persist, retry_count (6), cooldown (600), quiet,
+  restore_manual_dir (unset), restore_prefetch (true),
+  restore_queue_max (256MiB), restore_parallel (2), restore_prefetch_idle (60),
+  restore_buffer_dir (unset: <data dir>/pg_wal/.restore-prefetch).
+
+Exit codes:
+  0    %p holds the file, verified
+  1    not available (not archived yet, too recent for DELAY-SECONDS, or hosts
+       failed while this is a standby): PostgreSQL retries, or ends recovery
+  2    bad usage or configuration (standby)
+  3    refused: invalid file name (standby)
+  200  archive recovery (recovery.signal without standby.signal) and a host
+       FAILED (unreachable, bad copy) while no host had the file, or a local
+       error: answering 'not available' would end the point-in-time recovery
+       early and promote with WAL possibly missing, so PostgreSQL is told to
+       stop instead (any code above 125 is fatal to its startup process).
+       Bring the host back, or name only the hosts you trust in
+       restore_command, then start PostgreSQL again. A standby in the same
+       situation gets 1 and simply retries.";
+
+/// PostgreSQL restore_command fetching WAL from two archive servers over ssh.
+#[derive(Parser, Debug)]
+#[command(name = "restore-cmd", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set restore_prefetch=false (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Internal: run as the prefetch worker of this buffer directory.
+    #[arg(long = "prefetch-worker", value_name = "DIR", hide = true)]
+    prefetch_worker: Option<PathBuf>,
+    /// Archive hosts in one argument: 'HOST1 HOST2' (or a single host).
+    #[arg(required_unless_present = "prefetch_worker")]
+    hosts: Option<String>,
+    /// Archive directory on the servers (SRC-DIR).
+    #[arg(required_unless_present = "prefetch_worker")]
+    src_dir: Option<String>,
+    /// %f: the file PostgreSQL wants.
+    #[arg(required_unless_present = "prefetch_worker")]
+    wal_name: Option<String>,
+    /// %p: where to put it (relative to the data directory).
+    #[arg(required_unless_present = "prefetch_worker")]
+    wal_path: Option<PathBuf>,
+    /// Hand over only files archived at least this many seconds ago.
+    #[arg(value_name = "DELAY-SECONDS")]
+    delay: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    // PostgreSQL runs restore_command in the data directory.
+    let data_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mode = RecoveryMode::detect(&data_dir);
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            let code = if !e.use_stderr() {
+                0 // --help, --version
+            } else if mode == RecoveryMode::ArchiveRecovery {
+                EXIT_STOP_RECOVERY
+            } else {
+                archive_core::error::EXIT_USAGE
+            };
+            return ExitCode::from(code as u8);
+        }
+    };
+    if let Some(dir) = args.prefetch_worker.clone() {
+        return ExitCode::from(worker(&args, &dir) as u8);
+    }
+    log::init("restore-cmd", false);
+    ExitCode::from(run(args, data_dir, mode) as u8)
+}
+
+fn config(args: &Args) -> Result<Config, Error> {
+    let cfg = Config::load(args.config.as_deref(), &args.set)?;
+    log::set_quiet(cfg.quiet);
+    Ok(cfg)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))
+}
+
+fn worker(args: &Args, dir: &Path) -> i32 {
+    log::init("restore-cmd prefetch", false);
+    let result = config(args).and_then(|cfg| {
+        let rt = runtime()?;
+        rt.block_on(prefetch::run_worker(&cfg, dir))
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(format!("prefetch worker: {e}"));
+            e.exit_code()
+        }
+    }
+}
+
+fn run(args: Args, data_dir: PathBuf, mode: RecoveryMode) -> i32 {
+    let started = Instant::now();
+    let name = args.wal_name.clone().unwrap_or_default();
+    let result = (|| -> Result<restore::Restored, Unavailable> {
+        let cfg = config(&args)?;
+        let mut worker_args: Vec<OsString> = Vec::new();
+        if let Some(c) = &args.config {
+            worker_args.push("--config".into());
+            worker_args.push(c.into());
+        }
+        for s in &args.set {
+            worker_args.push("--set".into());
+            worker_args.push(s.into());
+        }
+        let req = RestoreRequest {
+            hosts: push::parse_hosts(args.hosts.as_deref().unwrap_or_default())?,
+            src_dir: args.src_dir.clone().unwrap_or_default(),
+            name: name.clone(),
+            dest: args.wal_path.clone().unwrap_or_default(),
+            delay: args.delay.filter(|d| *d > 0),
+            data_dir,
+            worker_args,
+        };
+        let rt = runtime()?;
+        rt.block_on(restore::restore(&cfg, &req))
+    })();
+    let ms = started.elapsed().as_millis();
+    match result {
+        Ok(r) => {
+            let from = match &r.source {
+                Source::Manual(d) => format!("the manual directory {}", d.display()),
+                Source::Buffer { host, waited: None } => {
+                    format!("the prefetch buffer (fetched from {host})")
+                }
+                Source::Buffer {
+                    host,
+                    waited: Some(w),
+                } => format!(
+                    "the prefetch buffer (fetched from {host}, waited {} ms for the transfer)",
+                    w.as_millis()
+                ),
+                Source::Host(h) => h.clone(),
+            };
+            log::info(format!(
+                "restored {name} from {from} ({}, {} bytes, {ms} ms)",
+                r.codec, r.size
+            ));
+            0
+        }
+        Err(u) => {
+            let code = restore::exit_code(mode, &u);
+            match &u {
+                // Quiet: PostgreSQL asks for the next file until it exists.
+                Unavailable::NotFound => {}
+                // Logged once per file by the library.
+                Unavailable::TooYoung { .. } => {}
+                // A standby retries: each host failure was logged when it
+                // happened (and a host in cooldown is not asked at all).
+                // Bad copies get the line naming every host.
+                Unavailable::Failed(attempts)
+                    if code != EXIT_STOP_RECOVERY
+                        && !attempts.iter().any(|(_, a)| matches!(a, Attempt::Bad(_))) => {}
+                _ if code == EXIT_STOP_RECOVERY => log::error(format!(
+                    "{name}: {u}. This is archive recovery (recovery.signal without standby.signal): \
+                     answering \"not available\" would end recovery here and promote with WAL \
+                     possibly missing, so restore-cmd exits {EXIT_STOP_RECOVERY} and PostgreSQL \
+                     stops. Bring the failed host back (or name only the hosts you trust in \
+                     restore_command) and start PostgreSQL again"
+                )),
+                _ => log::error(format!("{name}: not restored: {u}")),
+            }
+            code
+        }
+    }
+}

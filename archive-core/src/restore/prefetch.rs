@@ -1,0 +1,431 @@
+//! The prefetch worker (pgBackRest's asynchronous archive-get, per standby).
+//!
+//! A restore-cmd call that served segment N writes the request to the
+//! buffer's `want` file and, when no worker holds the buffer's lock, starts
+//! one: restore-cmd itself with the hidden `--prefetch-worker DIR` flag,
+//! detached (own session, stdin and stdout on /dev/null, stderr to
+//! `worker.log` in the buffer, no descriptor inherited from PostgreSQL).
+//!
+//! The worker keeps the window N+1 … N+k buffered, k = queue size / segment
+//! size: it fetches the lowest missing segments, `restore_parallel` at a time
+//! over channels of the one ssh master per host, healthy host first (another
+//! host when one lacks a segment, fails, or has a bad copy), decodes and
+//! verifies each as it streams in, records its blake3 next to it, and
+//! commits it durably. Each transfer counts as a whole segment from its
+//! start, so the buffer never holds more than the queue size. Segments
+//! older than the request or beyond the window are removed; a change of
+//! timeline, SRC-DIR or hosts empties the buffer. A segment the archive does
+//! not have yet is asked for again every half second, and nothing beyond it
+//! is fetched meanwhile.
+//!
+//! It leaves when nothing was requested for `restore_prefetch_idle`
+//! seconds, or at once when the request is withdrawn (a history file was
+//! restored), emptying the buffer first, so it never outlives its use.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::buffer::{self, Buffer, Plan, Want};
+use super::fetch::{self, FetchError};
+use super::verify::Check;
+use super::{order_hosts, Settings};
+use crate::config::Config;
+use crate::durable::{self, AtomicFile};
+use crate::error::{Error, Result};
+use crate::health::HealthBook;
+use crate::log;
+use crate::transport::{self, Channel, SshSettings};
+
+/// The hidden command-line flag that makes restore-cmd a worker.
+pub const WORKER_FLAG: &str = "--prefetch-worker";
+
+/// How often the worker looks at the request and the buffer.
+const TICK: Duration = Duration::from_millis(20);
+/// A segment the archive does not have yet is asked for again after this.
+const RETRY_NOT_FOUND: Duration = Duration::from_millis(500);
+/// After a failure (all hosts) or a bad copy everywhere.
+const RETRY_FAILED: Duration = Duration::from_secs(2);
+const RETRY_BAD: Duration = Duration::from_secs(10);
+/// The worker's log is truncated beyond this size.
+const LOG_MAX: u64 = 8 << 20;
+
+/// Starts a detached worker for buffer `b`, passing `args` (the caller's
+/// `--config`/`--set`) so that it reads the same configuration. Does not
+/// wait for it.
+pub fn spawn_worker(b: &Buffer, args: &[OsString]) -> Result<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Usage(format!("cannot find restore-cmd's own path: {e}")))?;
+    let log_path = b.log_path();
+    if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_MAX) {
+        let _ = std::fs::remove_file(&log_path);
+    }
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(durable::FILE_MODE)
+        .open(&log_path)
+        .map_err(|e| Error::io("cannot open", &log_path, e))?;
+    close_inherited_on_exec();
+    Command::new(exe)
+        .args(args)
+        .arg(WORKER_FLAG)
+        .arg(b.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        .current_dir("/")
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot start the prefetch worker: {e}")))?;
+    // Not waited for: it outlives this call, and init (or the nearest
+    // subreaper) reaps it.
+    Ok(())
+}
+
+/// Marks every descriptor above stderr close-on-exec, so the detached
+/// worker does not keep open what PostgreSQL's startup process handed
+/// down to restore_command (WAL and relation files, pipes).
+#[allow(unsafe_code)]
+fn close_inherited_on_exec() {
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: `fd` was listed as open in this process a moment ago; the
+        // borrow lives only for this fcntl. If it was closed meanwhile the
+        // call fails with EBADF; if the number was reused, the new
+        // descriptor becomes close-on-exec, which is harmless here (this
+        // process is about to exit).
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(flags) = rustix::io::fcntl_getfd(bfd) {
+            let _ = rustix::io::fcntl_setfd(bfd, flags | rustix::io::FdFlags::CLOEXEC);
+        }
+    }
+}
+
+/// Shared by the worker's transfers.
+struct Ctx {
+    cfg: Config,
+    ssh: SshSettings,
+    health: HealthBook,
+    buffer: Buffer,
+    /// Idle channels per host.
+    pool: Mutex<HashMap<String, Vec<Channel>>>,
+}
+
+impl Ctx {
+    async fn channel(&self, host: &str) -> Result<Channel> {
+        let idle = self
+            .pool
+            .lock()
+            .expect("not poisoned")
+            .get_mut(host)
+            .and_then(Vec::pop);
+        match idle {
+            Some(c) => Ok(c),
+            None => {
+                let session = transport::session(&self.ssh, host).await?;
+                Channel::open(&self.ssh, session, host).await
+            }
+        }
+    }
+
+    fn give_back(&self, ch: Channel) {
+        self.pool
+            .lock()
+            .expect("not poisoned")
+            .entry(ch.host().to_string())
+            .or_default()
+            .push(ch);
+    }
+}
+
+/// How one transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    NotFound,
+    Bad,
+    Failed,
+}
+
+/// Runs the worker of buffer `dir` until it is idle (see the module docs).
+pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
+    // Detached from PostgreSQL's session: its shutdown signals are not ours.
+    let _ = rustix::process::setsid();
+    let settings = Settings::from_config(cfg)?;
+    let b = Buffer::at(dir);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let Some(lock) = b.lock_worker(Duration::from_secs(2))? else {
+        return Ok(());
+    };
+    let mut lock = Some(lock);
+    log::info(format!(
+        "prefetch worker started for {} (queue {} MiB, {} transfers)",
+        dir.display(),
+        settings.queue_max >> 20,
+        settings.parallel
+    ));
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        ssh: SshSettings::from_config(cfg),
+        health: HealthBook::open(&cfg.state_dir().join("health"))?,
+        buffer: b.clone(),
+        pool: Mutex::new(HashMap::new()),
+    });
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Outcome)>();
+    let mut inflight: BTreeSet<u64> = BTreeSet::new();
+    let mut waiting: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut current: Option<Want> = None;
+    let mut stored = 0u64;
+    let mut ticks = 0u64;
+    let idle_ms = settings.idle.as_millis() as i64;
+    loop {
+        while let Ok((segno, outcome)) = done_rx.try_recv() {
+            note_done(&mut inflight, &mut waiting, &mut stored, segno, outcome);
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(1000) {
+            truncate_log(&b);
+        }
+        if !dir.is_dir() {
+            break;
+        }
+        let want = b.read_want();
+        let fresh = |w: &Option<Want>| {
+            w.as_ref()
+                .is_some_and(|w| buffer::now_ms() - w.at_ms <= idle_ms)
+        };
+        if !fresh(&want) {
+            // Idle or withdrawn: empty the buffer and leave, unless a
+            // request arrived while the lock was being released (the caller
+            // saw the lock held and started no worker).
+            b.clear();
+            drop(lock.take());
+            if fresh(&b.read_want()) {
+                if let Some(l) = b.lock_worker(Duration::ZERO)? {
+                    lock = Some(l);
+                    continue;
+                }
+            }
+            break;
+        }
+        let want = want.expect("fresh");
+        if current.as_ref().is_some_and(|c| !c.same_stream(&want)) {
+            b.clear();
+            waiting.clear();
+        }
+        if current.as_ref() != Some(&want) {
+            // Forget retry times outside the new window.
+            if let Some((first, last)) = want.window(settings.queue_max) {
+                waiting.retain(|s, _| (first..=last).contains(s));
+            }
+            current = Some(want.clone());
+        }
+        let scan = b.scan();
+        for d in &scan.dead {
+            let _ = std::fs::remove_file(d);
+        }
+        let stale = buffer::stale(Some(&want), settings.queue_max, &scan.entries);
+        for e in &stale {
+            b.remove_entry(e.name.as_str());
+        }
+        let kept: Vec<_> = scan
+            .entries
+            .iter()
+            .filter(|e| !stale.iter().any(|s| s.name == e.name))
+            .collect();
+        let present: BTreeSet<u64> = kept
+            .iter()
+            .map(|e| e.name.segment_number(want.seg_size))
+            .collect();
+        let bytes_used = kept.iter().map(|e| e.size).sum::<u64>() + scan.claim_bytes;
+        let plan = Plan {
+            want: &want,
+            present: &present,
+            bytes_used,
+            inflight: &inflight,
+            waiting: &waiting,
+            now: Instant::now(),
+            queue_max: settings.queue_max,
+            parallel: settings.parallel,
+        };
+        for segno in plan.next() {
+            inflight.insert(segno);
+            let ctx = ctx.clone();
+            let want = want.clone();
+            let tx = done_tx.clone();
+            tokio::spawn(async move {
+                let outcome = transfer(&ctx, &want, segno).await;
+                let _ = tx.send((segno, outcome));
+            });
+        }
+        tokio::select! {
+            Some((segno, outcome)) = done_rx.recv() => {
+                note_done(&mut inflight, &mut waiting, &mut stored, segno, outcome);
+            }
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+    b.clear();
+    log::info(format!(
+        "prefetch worker for {} leaves: no request for {} s ({stored} segments prefetched)",
+        dir.display(),
+        settings.idle.as_secs()
+    ));
+    Ok(())
+}
+
+fn note_done(
+    inflight: &mut BTreeSet<u64>,
+    waiting: &mut BTreeMap<u64, Instant>,
+    stored: &mut u64,
+    segno: u64,
+    outcome: Outcome,
+) {
+    inflight.remove(&segno);
+    let retry = match outcome {
+        Outcome::Stored => {
+            *stored += 1;
+            waiting.remove(&segno);
+            return;
+        }
+        Outcome::NotFound => RETRY_NOT_FOUND,
+        Outcome::Bad => RETRY_BAD,
+        Outcome::Failed => RETRY_FAILED,
+    };
+    waiting.insert(segno, Instant::now() + retry);
+}
+
+fn truncate_log(b: &Buffer) {
+    if std::fs::metadata(b.log_path()).is_ok_and(|m| m.len() > LOG_MAX) {
+        let _ = rustix::fs::ftruncate(std::io::stderr(), 0);
+        log::info("log truncated");
+    }
+}
+
+/// Fetches segment `segno` into the buffer from the first host that has a
+/// good copy.
+async fn transfer(ctx: &Ctx, want: &Want, segno: u64) -> Outcome {
+    let name = want.name(segno);
+    let n = name.as_str().to_string();
+    let check = Check {
+        name,
+        sysid: want.sysid,
+        hash: true,
+    };
+    let dest = ctx.buffer.data_path(&n);
+    let mut outcome = Outcome::NotFound;
+    let mut answered = false;
+    for (host, cooling) in order_hosts(&ctx.health, &want.hosts) {
+        if cooling.is_some() && answered {
+            continue;
+        }
+        // The temp exists from the start of the transfer: a restore-cmd call
+        // for this segment sees it in flight and waits for it.
+        let out = match AtomicFile::create(&dest) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error(format!("prefetch of {n}: {e}"));
+                return Outcome::Failed;
+            }
+        };
+        let mut ch = match ctx.channel(&host).await {
+            Ok(c) => c,
+            Err(e) => {
+                failed(ctx, &host, &n, &e);
+                outcome = Outcome::Failed;
+                continue;
+            }
+        };
+        let res = fetch::fetch(&mut ch, &want.src_dir, &check, out).await;
+        if res
+            .as_ref()
+            .map_or_else(FetchError::channel_usable, |_| true)
+        {
+            ctx.give_back(ch);
+        }
+        match res {
+            Ok((out, fetched)) => {
+                let _ = ctx.health.record_success(&host);
+                let Some(meta) = super::meta_for(&fetched, &host, &want.src_dir) else {
+                    return Outcome::Failed;
+                };
+                if let Err(e) = ctx.buffer.write_meta(&n, &meta) {
+                    log::error(format!("prefetch of {n}: {e}"));
+                    return Outcome::Failed;
+                }
+                return match commit(out, &dest) {
+                    Ok(()) => {
+                        log::info(format!(
+                            "prefetched {n} from {host} ({}, {} bytes stored)",
+                            fetched.verified.codec, fetched.stored_size
+                        ));
+                        Outcome::Stored
+                    }
+                    Err(e) => {
+                        log::error(format!("prefetch of {n}: {e}"));
+                        Outcome::Failed
+                    }
+                };
+            }
+            Err(FetchError::NotFound) => {
+                let _ = ctx.health.record_success(&host);
+                answered = true;
+            }
+            Err(FetchError::Bad(m)) => {
+                log::error(format!("the copy of {n} on {host} is bad: {m}"));
+                answered = true;
+                outcome = Outcome::Bad;
+            }
+            Err(FetchError::Host(e)) => {
+                failed(ctx, &host, &n, &e);
+                outcome = Outcome::Failed;
+            }
+            Err(e @ (FetchError::Refused(_) | FetchError::Local(_))) => {
+                log::error(format!("prefetch of {n} from {host}: {e}"));
+                outcome = Outcome::Failed;
+            }
+        }
+    }
+    outcome
+}
+
+/// Makes a fetched segment visible in the buffer as `dest`: its bytes are
+/// fsynced (a restore-cmd call hands them over by a rename, so %p is durable
+/// once that rename is), then the temp is renamed into place. The buffer
+/// directory itself is not fsynced: an entry lost in a crash is only
+/// fetched again.
+fn commit(mut out: AtomicFile, dest: &Path) -> Result<()> {
+    let temp = out.temp_path().to_path_buf();
+    out.file()
+        .sync_all()
+        .map_err(|e| Error::io("cannot fsync", &temp, e))?;
+    match durable::rename_noreplace(&temp, dest) {
+        // The AtomicFile's drop finds nothing left to remove.
+        Ok(()) => Ok(()),
+        // Already there (cannot happen with one worker): keep that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("cannot rename into", dest, e)),
+    }
+}
+
+fn failed(ctx: &Ctx, host: &str, name: &str, e: &Error) {
+    let msg = e.to_string();
+    let _ = ctx
+        .health
+        .record_failure(host, ctx.cfg.retry_count, ctx.cfg.cooldown, &msg);
+    log::warn(format!("prefetch of {name} from {host} failed: {msg}"));
+}

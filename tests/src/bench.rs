@@ -1,0 +1,619 @@
+//! Helpers for the archiving benchmark (`src/bin/bench-archive.rs`): a corpus
+//! of real pgbench WAL, `bzip2 -1` as a yardstick, whole-machine CPU from
+//! `/proc/stat`, and a `/proc` sampler for the peak RSS of the suite's
+//! processes. Measurement only: nothing here asserts a timing.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{chown_postgres, list_files, mkdir_postgres, wait_archived, Lab, PgOptions};
+
+/// Size of the corpus' WAL segments (PostgreSQL's default).
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// Clock ticks per second of `/proc/stat` and `/proc/PID/stat` (USER_HZ).
+pub const CLK_TCK: f64 = 100.0;
+
+/// A pg_wal-like directory holding real WAL segments, `<root>/pg_wal`, with
+/// an `archive_status/` subdirectory, all owned by postgres. Run
+/// archive-cmd with cwd `<root>` and `%p = pg_wal/<name>`, as PostgreSQL does
+/// from its data directory.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// The directory standing in for the data directory.
+    pub root: PathBuf,
+    /// Segment names, oldest first.
+    pub names: Vec<String>,
+    /// `pgbench -i -s` scale used to make them.
+    pub scale: u32,
+    /// Seconds spent making it (0 when an existing corpus was reused).
+    pub generated_secs: f64,
+}
+
+impl Corpus {
+    /// `<root>/pg_wal`.
+    pub fn pg_wal(&self) -> PathBuf {
+        self.root.join("pg_wal")
+    }
+    /// `<root>/pg_wal/archive_status`.
+    pub fn archive_status(&self) -> PathBuf {
+        self.pg_wal().join("archive_status")
+    }
+    /// `<root>/pg_wal/<name>`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.pg_wal().join(name)
+    }
+    /// Raw bytes of the corpus.
+    pub fn raw_bytes(&self) -> u64 {
+        self.names
+            .iter()
+            .map(|n| std::fs::metadata(self.path(n)).map_or(0, |m| m.len()))
+            .sum()
+    }
+}
+
+const CORPUS_INFO: &str = "corpus.txt";
+
+fn is_segment_name(n: &str) -> bool {
+    n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Reuses the corpus in `root` when it was made with `scale` and holds at
+/// least `count` full segments; otherwise makes one: a fresh 16 MiB-segment
+/// cluster with `archive_command = 'cp %p <root>/pg_wal/%f'`, `pgbench -i -s
+/// scale`, a checkpoint, then `pgbench -c 2 -j 2 -T 5` rounds until `count`
+/// segments past the initialisation are complete (`synchronous_commit = off`
+/// only makes that faster: the WAL records are the same). The corpus is the first
+/// `count` segments written after the checkpoint; the initialisation's WAL
+/// and the last segment (cut short by `pg_switch_wal()`, zero padded) are
+/// left out, so every segment is filled with real WAL.
+pub fn pgbench_corpus(lab: &Lab, root: &Path, count: usize, scale: u32) -> Corpus {
+    if let Some(c) = existing_corpus(root, count, scale) {
+        return c;
+    }
+    let started = Instant::now();
+    let pg_wal = root.join("pg_wal");
+    if pg_wal.exists() {
+        for f in list_files(&pg_wal) {
+            let _ = std::fs::remove_file(pg_wal.join(f));
+        }
+        let _ = std::fs::remove_dir_all(pg_wal.join("archive_status"));
+    }
+    mkdir_postgres(root, 0o755);
+    mkdir_postgres(&pg_wal, 0o755);
+    mkdir_postgres(pg_wal.join("archive_status"), 0o755);
+
+    let pg = lab.init_cluster(
+        "bench-src",
+        PgOptions {
+            conf: format!(
+                "archive_mode = on\narchive_command = 'cp %p {}/%f'\nsynchronous_commit = off\n",
+                pg_wal.display()
+            ),
+            ..Default::default()
+        },
+    );
+    pg.start();
+    let s = scale.to_string();
+    pg.pgbench(&["-i", "-s", &s, "-q"]);
+    pg.psql("checkpoint");
+    let start_lsn = pg.psql("select pg_current_wal_lsn()");
+    let init_last = pg.psql(&format!("select pg_walfile_name('{start_lsn}')"));
+    // One segment for the tail of the initialisation, `count` full ones,
+    // and the one that the switch cuts short.
+    let need = (count as u64 + 2) * SEGMENT_BYTES;
+    while pg.psql(&format!(
+        "select pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}') >= {need}"
+    )) != "t"
+    {
+        pg.pgbench(&["-c", "2", "-j", "2", "-T", "5", "-n"]);
+    }
+    let cut_short = pg.switch_wal();
+    wait_archived(&pg, &cut_short, Duration::from_secs(600));
+    pg.stop();
+    drop(pg);
+
+    let names: Vec<String> = list_files(&pg_wal)
+        .into_iter()
+        .filter(|n| is_segment_name(n) && *n > init_last && *n < cut_short)
+        .take(count)
+        .collect();
+    assert_eq!(
+        names.len(),
+        count,
+        "pgbench produced only {} full segments between {init_last} and {cut_short}",
+        names.len()
+    );
+    for f in list_files(&pg_wal) {
+        if !names.contains(&f) {
+            let _ = std::fs::remove_file(pg_wal.join(f));
+        }
+    }
+    for n in &names {
+        let len = std::fs::metadata(pg_wal.join(n)).map_or(0, |m| m.len());
+        assert_eq!(len, SEGMENT_BYTES, "{n} is {len} bytes, not 16 MiB");
+        chown_postgres(pg_wal.join(n));
+    }
+    let mut info = format!("scale={scale}\n");
+    for n in &names {
+        writeln!(info, "{n}").unwrap();
+    }
+    std::fs::write(root.join(CORPUS_INFO), info).expect("write corpus.txt");
+    Corpus {
+        root: root.to_path_buf(),
+        names,
+        scale,
+        generated_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn existing_corpus(root: &Path, count: usize, scale: u32) -> Option<Corpus> {
+    let text = std::fs::read_to_string(root.join(CORPUS_INFO)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != format!("scale={scale}") {
+        return None;
+    }
+    let names: Vec<String> = lines.take(count).map(str::to_string).collect();
+    let ok = names.len() == count
+        && names.iter().all(|n| {
+            std::fs::metadata(root.join("pg_wal").join(n))
+                .is_ok_and(|m| m.is_file() && m.len() == SEGMENT_BYTES)
+        });
+    ok.then(|| Corpus {
+        root: root.to_path_buf(),
+        names,
+        scale,
+        generated_secs: 0.0,
+    })
+}
+
+/// Sizes of `bzip2 -1 -c` of each segment, two at a time, remembered in
+/// `<root>/bzip2-1.sizes` for reruns on the same corpus.
+pub fn bzip2_sizes(corpus: &Corpus) -> Vec<u64> {
+    let cache = corpus.root.join("bzip2-1.sizes");
+    let cached: Vec<(String, u64)> = std::fs::read_to_string(&cache)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (n, s) = l.split_once(' ')?;
+            Some((n.to_string(), s.parse().ok()?))
+        })
+        .collect();
+    let lookup = |n: &str| cached.iter().find(|(c, _)| c == n).map(|(_, s)| *s);
+    if corpus.names.iter().all(|n| lookup(n).is_some()) {
+        return corpus.names.iter().map(|n| lookup(n).unwrap()).collect();
+    }
+    let todo: Arc<Mutex<Vec<(usize, PathBuf)>>> = Arc::new(Mutex::new(
+        corpus
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, corpus.path(n)))
+            .collect(),
+    ));
+    let sizes = Arc::new(Mutex::new(vec![0u64; corpus.names.len()]));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let todo = todo.clone();
+            let sizes = sizes.clone();
+            thread::spawn(move || loop {
+                let Some((i, path)) = todo.lock().unwrap().pop() else {
+                    return;
+                };
+                let size = bzip2_size(&path);
+                sizes.lock().unwrap()[i] = size;
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("bzip2 worker");
+    }
+    let sizes = sizes.lock().unwrap().clone();
+    let mut text = String::new();
+    for (n, s) in corpus.names.iter().zip(&sizes) {
+        writeln!(text, "{n} {s}").unwrap();
+    }
+    let _ = std::fs::write(cache, text);
+    sizes
+}
+
+fn bzip2_size(path: &Path) -> u64 {
+    let mut child = Command::new("bzip2")
+        .args(["-1", "-c"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run bzip2 (scripts/install-deps.sh installs it)");
+    let mut out = child.stdout.take().expect("piped");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) => panic!("reading bzip2 output of {}: {e}", path.display()),
+        }
+    }
+    let status = child.wait().expect("wait for bzip2");
+    assert!(status.success(), "bzip2 -1 {} failed", path.display());
+    total
+}
+
+/// Sum of the sizes of all regular files below `dir` (0 if missing).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                total += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
+/// Whole-machine CPU time counters from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    /// user + nice + system + irq + softirq + steal, in ticks.
+    pub busy: u64,
+    /// idle + iowait, in ticks.
+    pub idle: u64,
+}
+
+impl CpuTimes {
+    /// Reads `/proc/stat` now.
+    pub fn now() -> CpuTimes {
+        let text = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+        let line = text.lines().next().expect("cpu line");
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest is in user)
+        CpuTimes {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7),
+            idle: at(3) + at(4),
+        }
+    }
+
+    /// Busy CPU-seconds since `earlier`.
+    pub fn busy_secs_since(&self, earlier: &CpuTimes) -> f64 {
+        self.busy.saturating_sub(earlier.busy) as f64 / CLK_TCK
+    }
+
+    /// Fraction of all CPUs busy since `earlier` (0..=1).
+    pub fn busy_fraction_since(&self, earlier: &CpuTimes) -> f64 {
+        let busy = self.busy.saturating_sub(earlier.busy) as f64;
+        let idle = self.idle.saturating_sub(earlier.idle) as f64;
+        if busy + idle == 0.0 {
+            0.0
+        } else {
+            busy / (busy + idle)
+        }
+    }
+}
+
+/// A cgroup holding this process and everything it starts from now on
+/// (children inherit it, daemons included), to measure the lab's own CPU
+/// time apart from whatever else runs on the machine. cgroup v1 `cpuacct`
+/// when mounted, else cgroup v2 `cpu.stat`. On drop this process moves
+/// back to the parent group and the group is removed (once empty).
+#[derive(Debug)]
+pub struct CpuCgroup {
+    dir: PathBuf,
+    parent: PathBuf,
+    v1: bool,
+}
+
+impl CpuCgroup {
+    /// Creates `bench-archive-<pid>` and moves this process into it; `None`
+    /// when no usable hierarchy is writable.
+    pub fn enter() -> Option<CpuCgroup> {
+        let name = format!("bench-archive-{}", std::process::id());
+        let candidates = [
+            ("/sys/fs/cgroup/cpuacct", true),
+            ("/sys/fs/cgroup/unified", false),
+            ("/sys/fs/cgroup", false),
+        ];
+        for (root, v1) in candidates {
+            let root = Path::new(root);
+            let marker = if v1 {
+                "cpuacct.usage"
+            } else {
+                "cgroup.controllers"
+            };
+            if !root.join(marker).exists() {
+                continue;
+            }
+            let dir = root.join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let cg = CpuCgroup {
+                dir,
+                parent: root.to_path_buf(),
+                v1,
+            };
+            let joined =
+                std::fs::write(cg.dir.join("cgroup.procs"), std::process::id().to_string()).is_ok();
+            if joined && cg.usage_secs().is_some() {
+                return Some(cg);
+            }
+            drop(cg);
+        }
+        None
+    }
+
+    /// CPU-seconds used so far by the processes that were or are in it.
+    pub fn usage_secs(&self) -> Option<f64> {
+        if self.v1 {
+            let ns: u64 = std::fs::read_to_string(self.dir.join("cpuacct.usage"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(ns as f64 / 1e9)
+        } else {
+            let text = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+            let us: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(us as f64 / 1e6)
+        }
+    }
+
+    /// The group's directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.parent.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "bench: cannot remove cgroup {} (processes left in it?)",
+            self.dir.display()
+        );
+    }
+}
+
+/// Number of online CPUs.
+pub fn cpu_count() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The process name (`/proc/PID/comm`, at most 15 bytes).
+pub fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// `archive-cmd`'s comm.
+pub const COMM_ARCHIVE_CMD: &str = "archive-cmd";
+/// `archive-remote-cmd`'s comm (truncated to 15 bytes by the kernel).
+pub const COMM_REMOTE: &str = "archive-remote-";
+
+/// Living PIDs whose comm is `name`.
+pub fn pids_named(name: &str) -> Vec<i32> {
+    crate::proc::all_pids()
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some(name) && crate::pid_alive(p))
+        .collect()
+}
+
+/// Waits until no process named `name` is alive; false after `timeout`.
+pub fn wait_no_process(name: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pids_named(name).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn vm_hwm_kib(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// This thread's CPU ticks (utime + stime from `/proc/thread-self/stat`).
+fn thread_cpu_ticks() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0;
+    };
+    let Some(close) = text.rfind(')') else {
+        return 0;
+    };
+    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // Fields after comm start at field 3 (state): utime is field 14, stime 15.
+    let at = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(14) + at(15)
+}
+
+/// What a [`PeakSampler`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct Peaks {
+    /// Largest VmHWM of any archive-cmd process, KiB.
+    pub archive_cmd_kib: u64,
+    /// Largest VmHWM of any archive-remote-cmd process, KiB.
+    pub remote_kib: u64,
+    /// Distinct archive-cmd processes seen.
+    pub archive_cmd_procs: usize,
+    /// Distinct archive-remote-cmd processes seen.
+    pub remote_procs: usize,
+    /// Most archive-remote-cmd processes alive at one sample.
+    pub remote_concurrent: usize,
+    /// CPU-seconds the sampler thread itself used (to subtract).
+    pub own_cpu_secs: f64,
+    /// Samples taken.
+    pub samples: u64,
+}
+
+/// Polls `/proc` every `interval` from a background thread, keeping the
+/// largest VmHWM (peak resident set) of archive-cmd and archive-remote-cmd
+/// processes. VmHWM is the process' own high-water mark, so a sample at any
+/// moment of its life sees its peak so far; only growth in its last
+/// `interval` before exiting can be missed.
+pub struct PeakSampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<Peaks>>,
+}
+
+impl PeakSampler {
+    /// Starts sampling.
+    pub fn start(interval: Duration) -> PeakSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::Builder::new()
+            .name("bench-sampler".into())
+            .spawn(move || sample_loop(&flag, interval))
+            .expect("spawn sampler");
+        PeakSampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling (after one last sample) and returns the peaks.
+    pub fn finish(mut self) -> Peaks {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .take()
+            .expect("running")
+            .join()
+            .expect("sampler thread")
+    }
+}
+
+impl Drop for PeakSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn sample_loop(stop: &AtomicBool, interval: Duration) -> Peaks {
+    let cpu0 = thread_cpu_ticks();
+    let mut peaks = Peaks::default();
+    let mut seen_cmd = HashSet::new();
+    let mut seen_remote = HashSet::new();
+    loop {
+        let last = stop.load(Ordering::SeqCst);
+        let mut alive_remote = 0;
+        for pid in crate::proc::all_pids() {
+            let Some(c) = comm(pid) else { continue };
+            let is_cmd = c == COMM_ARCHIVE_CMD;
+            let is_remote = c == COMM_REMOTE;
+            if !is_cmd && !is_remote {
+                continue;
+            }
+            let Some(hwm) = vm_hwm_kib(pid) else { continue };
+            if is_cmd {
+                peaks.archive_cmd_kib = peaks.archive_cmd_kib.max(hwm);
+                seen_cmd.insert(pid);
+            } else {
+                peaks.remote_kib = peaks.remote_kib.max(hwm);
+                seen_remote.insert(pid);
+                alive_remote += 1;
+            }
+        }
+        peaks.remote_concurrent = peaks.remote_concurrent.max(alive_remote);
+        peaks.samples += 1;
+        if last {
+            break;
+        }
+        thread::sleep(interval);
+    }
+    peaks.archive_cmd_procs = seen_cmd.len();
+    peaks.remote_procs = seen_remote.len();
+    peaks.own_cpu_secs = thread_cpu_ticks().saturating_sub(cpu0) as f64 / CLK_TCK;
+    peaks
+}
+
+/// The `q` quantile (0..=1) of `values` (nearest rank); 0 when empty.
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = values.to_vec();
+    v.sort();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(5));
+        assert_eq!(quantile(&v, 0.9), Duration::from_millis(9));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(10));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn proc_stat_counters_move_forward() {
+        let a = CpuTimes::now();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        let b = CpuTimes::now();
+        assert!(b.busy >= a.busy && b.idle >= a.idle);
+    }
+
+    #[test]
+    fn segment_names() {
+        assert!(is_segment_name("000000010000000000000001"));
+        assert!(!is_segment_name("00000001.history"));
+        assert!(!is_segment_name("000000010000000000000001.partial"));
+    }
+}

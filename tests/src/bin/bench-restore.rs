@@ -1,0 +1,483 @@
+//! bench-restore: the restore benchmark (issue 3, item 8). Not a test: it
+//! asserts no timing; it prints figures next to the issue's targets for a
+//! 2-core machine.
+//!
+//! It archives N real 16 MiB pgbench segments to the lab's two sshd archive
+//! servers through archive-cmd, then restores them in order, one
+//! `restore-cmd` process at a time, exactly as PostgreSQL's startup process
+//! calls it (as `postgres`, in the data directory, `%p =
+//! pg_wal/RECOVERYXLOG`, the file renamed to `pg_wal/<name>` after each
+//! call, as PostgreSQL keeps restored segments), in several scenarios:
+//!
+//! - `off`: `--set restore_prefetch=false`;
+//! - `on-<size>`: prefetch with `restore_queue_max = <size>`, for each size
+//!   in `BENCH_QUEUES`.
+//!
+//! For each it prints segments/s, MB/s (decoded WAL), the per-call latency
+//! (median, 99th percentile), the same for the calls served from the
+//! prefetch buffer, and the peak RSS of restore-cmd (each call, from
+//! `wait4`) and of the prefetch worker (VmHWM sampled from /proc). Every
+//! restored file is compared with the original afterwards (outside the
+//! measured window).
+//!
+//! Run as root after `cargo build --release --workspace --bins` (or use
+//! `scripts/bench-restore.sh`); the binaries next to this executable are
+//! the ones measured. Environment:
+//!
+//! - `BENCH_SEGMENTS` (64): segments restored per scenario;
+//! - `BENCH_SCALE` (20): `pgbench -i -s` of the corpus;
+//! - `BENCH_QUEUES` (`256MiB,1GiB`): queue sizes of the prefetch scenarios;
+//! - `BENCH_CORPUS_DIR`: keep the corpus there and reuse it on later runs
+//!   (the same corpus as bench-archive's);
+//! - `BENCH_RESTORE_CONFIG`: TOML lines (`;` separates lines) added to
+//!   restore-cmd's config, e.g. `restore_parallel = 3`;
+//! - `KEEP_LAB=1`: keep the lab dir.
+//!
+//! Exit status: 0 when every scenario ran (targets met or not), 1 when the
+//! run itself broke (a call failed, a restored file differs).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2e::bench::{cpu_count, pgbench_corpus, quantile, Corpus, CpuTimes};
+use e2e::{
+    bin, bin_dir, lab_processes_matching, prefetch_dir, prefetch_workers, write_postgres_file, Lab,
+    LabOptions, RECOVERYXLOG,
+};
+
+const SEGMENT: f64 = (16u64 << 20) as f64;
+
+// Targets of issue 3, item 8 (this 2-core machine).
+const TARGET_OFF: f64 = 15.0;
+const TARGET_ON: f64 = 40.0;
+const TARGET_HIT_P99_MS: f64 = 20.0;
+const TARGET_RSS_MIB: f64 = 64.0;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// One restore-cmd call.
+struct Call {
+    latency: Duration,
+    maxrss_kib: u64,
+    /// user + system CPU of the process.
+    cpu: Duration,
+    /// Served from the prefetch buffer without waiting for a transfer.
+    hit: bool,
+    /// Served from the buffer after waiting for the worker's transfer.
+    waited: bool,
+}
+
+struct Scenario {
+    tag: String,
+    extra: String,
+}
+
+struct Report {
+    tag: String,
+    elapsed: Duration,
+    calls: Vec<Call>,
+    worker_hwm_kib: u64,
+    /// CPU-seconds of the prefetch worker(s).
+    worker_cpu: f64,
+    /// CPU-seconds the whole machine was busy during the scenario.
+    machine_busy: f64,
+}
+
+fn main() -> ExitCode {
+    let segments: usize = env_or("BENCH_SEGMENTS", 64);
+    let scale: u32 = env_or("BENCH_SCALE", 20);
+    let queues: String = env_or("BENCH_QUEUES", "256MiB,1GiB".to_string());
+    let extra_cfg = std::env::var("BENCH_RESTORE_CONFIG")
+        .unwrap_or_default()
+        .replace(';', "\n");
+    println!(
+        "bench-restore: {segments} segments of 16 MiB (pgbench -s {scale}), binaries in {}",
+        bin_dir().display()
+    );
+    let lab = Lab::with(LabOptions::default());
+    let corpus_root = std::env::var_os("BENCH_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab.dir().join("corpus"));
+    let t = Instant::now();
+    let corpus = pgbench_corpus(&lab, &corpus_root, segments, scale);
+    println!(
+        "corpus: {} segments in {} ({:.0} s)",
+        corpus.names.len(),
+        corpus.root.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let dst = lab.dst("bench");
+    if let Err(e) = archive(&lab, &dst, &corpus) {
+        eprintln!("bench-restore: {e}");
+        return ExitCode::from(1);
+    }
+
+    let mut scenarios = vec![Scenario {
+        tag: "off".into(),
+        extra: "restore_prefetch = false\n".into(),
+    }];
+    for q in queues.split(',').map(str::trim).filter(|q| !q.is_empty()) {
+        scenarios.push(Scenario {
+            tag: format!("on-{q}"),
+            extra: format!("restore_queue_max = \"{q}\"\n"),
+        });
+    }
+    // The ssh masters are up before the first measured call (they persist
+    // between calls, as on a standby).
+    warm_up(&lab, &dst, &corpus, &extra_cfg);
+
+    let mut reports = Vec::new();
+    for s in &scenarios {
+        match run_scenario(&lab, &dst, &corpus, s, &extra_cfg) {
+            Ok(r) => {
+                print_report(&r);
+                reports.push(r);
+            }
+            Err(e) => {
+                eprintln!("bench-restore: scenario {}: {e}", s.tag);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!();
+    println!("summary (targets on this 2-core machine):");
+    for r in &reports {
+        let rate = r.calls.len() as f64 / r.elapsed.as_secs_f64();
+        let target = if r.tag == "off" {
+            TARGET_OFF
+        } else {
+            TARGET_ON
+        };
+        let hits: Vec<Duration> = r
+            .calls
+            .iter()
+            .filter(|c| c.hit)
+            .map(|c| c.latency)
+            .collect();
+        let rss = r
+            .calls
+            .iter()
+            .map(|c| c.maxrss_kib)
+            .max()
+            .unwrap_or(0)
+            .max(r.worker_hwm_kib) as f64
+            / 1024.0;
+        let mut line = format!(
+            "  {:<12} {:6.1} seg/s (target >= {target}: {})",
+            r.tag,
+            rate,
+            verdict(rate >= target)
+        );
+        if !hits.is_empty() {
+            let p99 = ms(quantile(&hits, 0.99));
+            line += &format!(
+                "; buffer hit p99 {p99:.1} ms (target <= {TARGET_HIT_P99_MS}: {})",
+                verdict(p99 <= TARGET_HIT_P99_MS)
+            );
+        }
+        line += &format!(
+            "; peak RSS {rss:.1} MiB (target <= {TARGET_RSS_MIB}: {})",
+            verdict(rss <= TARGET_RSS_MIB)
+        );
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Archives the corpus through archive-cmd, one call per segment, and
+/// waits for both servers to hold every segment.
+fn archive(lab: &Lab, dst: &str, corpus: &Corpus) -> Result<(), String> {
+    let t = Instant::now();
+    for n in &corpus.names {
+        let mut cmd = lab.postgres_cmd(bin("archive-cmd"));
+        cmd.arg("--config")
+            .arg(lab.primary_config())
+            .arg(lab.hosts())
+            .arg(dst)
+            .arg(format!("pg_wal/{n}"))
+            .arg(n)
+            .arg("bench")
+            .current_dir(&corpus.root);
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "archive-cmd {n}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !corpus
+        .names
+        .iter()
+        .all(|n| lab.stored_path(1, dst, n).exists() && lab.stored_path(2, dst, n).exists())
+    {
+        if Instant::now() > deadline {
+            return Err("arch2 did not receive every segment".into());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let stored: u64 = corpus
+        .names
+        .iter()
+        .filter_map(|n| fs::metadata(lab.stored_path(1, dst, n)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "archived to arch1 and arch2 in {:.1} s; stored {:.1} MiB per server for {:.0} MiB of WAL ({:.2}x)",
+        t.elapsed().as_secs_f64(),
+        stored as f64 / SEGMENT * 16.0,
+        corpus.names.len() as f64 * 16.0,
+        corpus.names.len() as f64 * SEGMENT / stored.max(1) as f64
+    );
+    Ok(())
+}
+
+fn warm_up(lab: &Lab, dst: &str, corpus: &Corpus, extra: &str) {
+    let dd = lab.fake_data_dir("warm-up", true);
+    let cfg = lab.restore_config("warm-up", &format!("restore_prefetch = false\n{extra}"));
+    let _ = lab
+        .restore_cmd(&cfg, dst, &dd, &corpus.names[0])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn run_scenario(
+    lab: &Lab,
+    dst: &str,
+    corpus: &Corpus,
+    s: &Scenario,
+    extra: &str,
+) -> Result<Report, String> {
+    let dd = lab.fake_data_dir(&format!("sb-{}", s.tag), true);
+    let cfg = lab.restore_config(&format!("sb-{}", s.tag), &format!("{}{extra}", s.extra));
+    let buffer = prefetch_dir(&dd);
+    let errlog = lab.dir().join(format!("sb-{}.stderr", s.tag));
+    let worker_hwm = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (hwm, stop) = (worker_hwm.clone(), stop.clone());
+        thread::spawn(move || {
+            // CPU ticks last seen per worker pid.
+            let mut ticks: std::collections::HashMap<i32, u64> = Default::default();
+            while !stop.load(Ordering::SeqCst) {
+                for p in lab_processes_matching("--prefetch-worker") {
+                    if let Some(k) = vm_hwm_kib(p) {
+                        hwm.fetch_max(k, Ordering::SeqCst);
+                    }
+                    if let Some(t) = cpu_ticks(p) {
+                        ticks.insert(p, t);
+                    }
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            ticks.values().sum::<u64>()
+        })
+    };
+    let cpu0 = CpuTimes::now();
+    let mut calls = Vec::new();
+    let start = Instant::now();
+    for n in &corpus.names {
+        let f = File::create(&errlog).map_err(|e| e.to_string())?;
+        let mut cmd = lab.restore_cmd(&cfg, dst, &dd, n);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f));
+        let t = Instant::now();
+        let (code, maxrss_kib, cpu) = spawn_wait4(&mut cmd)?;
+        let latency = t.elapsed();
+        let said = fs::read_to_string(&errlog).unwrap_or_default();
+        if code != 0 {
+            stop.store(true, Ordering::SeqCst);
+            return Err(format!("restore-cmd {n} exited {code}: {said}"));
+        }
+        // PostgreSQL keeps a restored segment under its own name.
+        fs::rename(dd.join(RECOVERYXLOG), dd.join("pg_wal").join(n)).map_err(|e| e.to_string())?;
+        let from_buffer = said.contains("from the prefetch buffer");
+        let waited = said.contains("waited");
+        calls.push(Call {
+            latency,
+            maxrss_kib,
+            cpu,
+            hit: from_buffer && !waited,
+            waited: from_buffer && waited,
+        });
+    }
+    let elapsed = start.elapsed();
+    let machine_busy = CpuTimes::now().busy_secs_since(&cpu0);
+    // Let the worker be seen once more, then stop it (it would leave by
+    // itself after restore_prefetch_idle).
+    thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::SeqCst);
+    let worker_ticks = sampler.join().unwrap_or(0);
+    for p in prefetch_workers(&buffer) {
+        e2e::kill_tree(p, Duration::from_secs(5));
+    }
+    // Every restored file is the original (outside the measured window).
+    for n in &corpus.names {
+        let got = dd.join("pg_wal").join(n);
+        if blake3_file(&got)? != blake3_file(&corpus.path(n))? {
+            return Err(format!("{} differs from the original", got.display()));
+        }
+        let _ = fs::remove_file(&got);
+    }
+    let _ = fs::remove_dir_all(&buffer);
+    write_postgres_file(dd.join("done"), "", 0o600);
+    Ok(Report {
+        tag: s.tag.clone(),
+        elapsed,
+        calls,
+        worker_hwm_kib: worker_hwm.load(Ordering::SeqCst),
+        worker_cpu: worker_ticks as f64 / 100.0,
+        machine_busy,
+    })
+}
+
+fn print_report(r: &Report) {
+    let n = r.calls.len();
+    let secs = r.elapsed.as_secs_f64();
+    let all: Vec<Duration> = r.calls.iter().map(|c| c.latency).collect();
+    let hits: Vec<Duration> = r
+        .calls
+        .iter()
+        .filter(|c| c.hit)
+        .map(|c| c.latency)
+        .collect();
+    let waited: Vec<Duration> = r
+        .calls
+        .iter()
+        .filter(|c| c.waited)
+        .map(|c| c.latency)
+        .collect();
+    let misses: Vec<Duration> = r
+        .calls
+        .iter()
+        .filter(|c| !c.hit && !c.waited)
+        .map(|c| c.latency)
+        .collect();
+    let rss = r.calls.iter().map(|c| c.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
+    println!();
+    println!("scenario {}:", r.tag);
+    println!(
+        "  {n} segments in {secs:.2} s: {:.1} segments/s, {:.0} MB/s of WAL",
+        n as f64 / secs,
+        n as f64 * SEGMENT / secs / 1e6
+    );
+    let line = |what: &str, v: &[Duration]| {
+        if !v.is_empty() {
+            println!(
+                "  {what:<28} {:>3} calls: median {:6.1} ms, p99 {:6.1} ms, max {:6.1} ms",
+                v.len(),
+                ms(quantile(v, 0.5)),
+                ms(quantile(v, 0.99)),
+                ms(quantile(v, 1.0))
+            );
+        }
+    };
+    line("all calls", &all);
+    line("from the buffer", &hits);
+    line("buffer, waited for transfer", &waited);
+    line("from the hosts", &misses);
+    println!(
+        "  peak RSS: restore-cmd {rss:.1} MiB, prefetch worker {:.1} MiB",
+        r.worker_hwm_kib as f64 / 1024.0
+    );
+    let calls_cpu: f64 = r.calls.iter().map(|c| c.cpu.as_secs_f64()).sum();
+    let ours = calls_cpu + r.worker_cpu;
+    println!(
+        "  CPU: restore-cmd calls {calls_cpu:.2} s ({:.1} ms per call), prefetch worker {:.2} s; \
+         whole machine busy {:.2} of {:.2} CPU-s available",
+        calls_cpu * 1000.0 / n as f64,
+        r.worker_cpu,
+        r.machine_busy,
+        secs * cpu_count() as f64
+    );
+    // ssh, sshd and archive-remote-cmd also work for us; more than that
+    // (roughly) means other programs competed for the CPUs.
+    if r.machine_busy > 2.5 * ours + 0.5 * secs {
+        println!(
+            "  WARNING: other processes kept the CPUs busy during this scenario: the figures are pessimistic"
+        );
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn vm_hwm_kib(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn blake3_file(p: &Path) -> Result<blake3::Hash, String> {
+    let mut h = blake3::Hasher::new();
+    let mut f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(h.finalize())
+}
+
+/// Runs `cmd` and waits for it with wait4: (exit code, peak RSS in KiB).
+#[allow(unsafe_code)]
+fn spawn_wait4(cmd: &mut Command) -> Result<(i32, u64, Duration), String> {
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run restore-cmd: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: zeroed rusage is a valid value of a plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own child, not waited for elsewhere (the
+        // `Child` handle is dropped without waiting); both pointers point
+        // to live locals of the right types.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {err}"));
+        }
+    }
+    drop(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((
+        code,
+        usage.ru_maxrss as u64,
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+    ))
+}

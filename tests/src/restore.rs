@@ -1,0 +1,107 @@
+//! Helpers for the restore tests: restore-cmd configs, running restore-cmd
+//! the way PostgreSQL does (as postgres, in the data directory, %p =
+//! `pg_wal/RECOVERYXLOG`), stand-in data directories, and a look at the
+//! prefetch buffer and its worker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{bin, mkdir_postgres, write_postgres_file, Lab};
+
+/// `%p` as PostgreSQL passes it to restore_command.
+pub const RECOVERYXLOG: &str = "pg_wal/RECOVERYXLOG";
+
+/// The default prefetch buffer of a data directory.
+pub fn prefetch_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pg_wal").join(".restore-prefetch")
+}
+
+/// Bytes of WAL in a prefetch buffer (complete segments, claims, temps): what
+/// `restore_queue_max` bounds.
+pub fn prefetch_wal_bytes(buffer: &Path) -> u64 {
+    archive_core::restore::buffer::wal_bytes(buffer)
+}
+
+/// Living prefetch workers whose buffer is `buffer`.
+pub fn prefetch_workers(buffer: &Path) -> Vec<i32> {
+    let needle = buffer.to_string_lossy().into_owned();
+    crate::lab_processes_matching("--prefetch-worker")
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| {
+                    c.split(|b| *b == 0)
+                        .any(|a| String::from_utf8_lossy(a) == needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+impl Lab {
+    /// Writes `<lab>/<tag>/restore.toml`: the primary's ssh settings (same
+    /// ssh config and control sockets), its own state dir (host health),
+    /// the lab's timeouts, then `extra`. Returns its path.
+    pub fn restore_config(&self, tag: &str, extra: &str) -> PathBuf {
+        let dir = self.dir().join(tag);
+        mkdir_postgres(&dir, 0o755);
+        mkdir_postgres(dir.join("state"), 0o700);
+        let q = |p: &Path| format!("{:?}", p.to_string_lossy());
+        let text = format!(
+            "# restore-cmd config written by the e2e lab\n\
+             ssh_config = {}\n\
+             runtime_dir = {}\n\
+             state_dir = {}\n\
+             remote_command = {:?}\n\
+             connect_timeout = 5\n\
+             io_timeout = 20\n\
+             {extra}\n",
+            q(&self.primary_ssh_config()),
+            q(&self.primary_runtime_dir()),
+            q(&dir.join("state")),
+            self.remote_command(),
+        );
+        let path = dir.join("restore.toml");
+        write_postgres_file(&path, text, 0o600);
+        path
+    }
+
+    /// The `restore_command` setting using `config`, for SRC-DIR `src`.
+    pub fn restore_command(&self, config: &Path, src: &str, delay: Option<u64>) -> String {
+        format!(
+            "{} --config {} \"{}\" {src} %f %p{}",
+            bin("restore-cmd").display(),
+            config.display(),
+            self.hosts(),
+            delay.map(|d| format!(" {d}")).unwrap_or_default()
+        )
+    }
+
+    /// restore-cmd as PostgreSQL runs it: as postgres, in `data_dir`, with
+    /// `%p = pg_wal/RECOVERYXLOG`.
+    pub fn restore_cmd(&self, config: &Path, src: &str, data_dir: &Path, name: &str) -> Command {
+        let mut cmd = self.postgres_cmd(bin("restore-cmd"));
+        cmd.arg("--config")
+            .arg(config)
+            .arg(self.hosts())
+            .arg(src)
+            .arg(name)
+            .arg(RECOVERYXLOG)
+            .current_dir(data_dir);
+        cmd
+    }
+
+    /// `<lab>/<name>`: a directory restore-cmd takes for a data directory
+    /// (`PG_VERSION`, `pg_wal/`), owned by postgres, with `standby.signal`
+    /// when `standby`.
+    pub fn fake_data_dir(&self, name: &str, standby: bool) -> PathBuf {
+        let d = self.dir().join(name);
+        mkdir_postgres(&d, 0o700);
+        mkdir_postgres(d.join("pg_wal"), 0o700);
+        write_postgres_file(d.join("PG_VERSION"), "15\n", 0o600);
+        if standby {
+            write_postgres_file(d.join("standby.signal"), "", 0o600);
+        }
+        d
+    }
+}
