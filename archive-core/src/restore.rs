@@ -3,9 +3,9 @@
 //!
 //! - Sources, in order: the local manual directory (`restore_manual_dir`),
 //!   the prefetch buffer, then the hosts in health order
-//!   ([`order_hosts`]): a host in cooldown is tried last, and skipped when
-//!   another host already answered; "not found" is an answer, not a
-//!   failure; when every host is in cooldown the counters are reset rather
+//!   ([`order_hosts`]): a host in cooldown is tried last, and on a standby
+//!   skipped when another host already answered (archive recovery asks it
+//!   all the same); "not found" is an answer, not a failure; when every host is in cooldown the counters are reset rather
 //!   than waiting for them.
 //! - Every copy is decoded by sniffing and verified before it reaches %p
 //!   ([`verify`]); a bad copy on one host means the other host's copy.
@@ -94,6 +94,8 @@ pub struct RestoreRequest {
     pub delay: Option<u64>,
     /// The data directory (PostgreSQL runs restore_command in it).
     pub data_dir: PathBuf,
+    /// How the data directory is recovering ([`RecoveryMode::detect`]).
+    pub mode: RecoveryMode,
     /// Arguments that give a spawned prefetch worker the same configuration
     /// (`--config FILE`, `--set KEY=VALUE`).
     pub worker_args: Vec<OsString>,
@@ -642,7 +644,11 @@ async fn from_hosts(
             let answered = attempts
                 .iter()
                 .any(|(_, a)| matches!(a, Attempt::NotFound | Attempt::Bad(_)));
-            if answered {
+            // A standby retries anyway: a host in cooldown is not worth its
+            // timeout once another answered. Archive recovery asks it all
+            // the same: it may be back, and only its answer can tell "end
+            // of the archive" from "stop, WAL may be missing".
+            if answered && req.mode != RecoveryMode::ArchiveRecovery {
                 attempts.push((
                     host,
                     Attempt::Skipped(format!(
@@ -844,6 +850,7 @@ mod tests {
             dest: d.join("pg_wal/RECOVERYXLOG"),
             delay,
             data_dir: d.to_path_buf(),
+            mode: RecoveryMode::Standby,
             worker_args: Vec::new(),
         }
     }

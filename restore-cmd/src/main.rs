@@ -23,14 +23,15 @@ postgresql.conf of a log-shipping standby (with standby.signal):
 Behaviour:
   Looks in restore_manual_dir (if set), then in the prefetch buffer, then on
   the hosts: healthy ones first; a host that failed retry_count times in a row
-  is tried last for cooldown seconds (skipped when another host answered);
-  \"not found\" is not a failure; when every host is in cooldown the counters
-  are reset. The copy is decompressed by sniffing its content (zstd, gzip,
-  bzip2 including pbzip2's multi-stream files, plain) and verified (segments:
-  WAL page header matching the name, system identifier of this data directory,
-  exact segment size; history files: decode and not empty); a bad copy means
-  the other host's copy. %p is written to a temp file next to it, fsynced and
-  renamed: it is complete or absent, also if this process is killed.
+  is tried last for cooldown seconds (on a standby, skipped when another host
+  answered); \"not found\" is not a failure; when every host is in cooldown
+  the counters are reset. The copy is decompressed by sniffing its content
+  (zstd, gzip, bzip2 including pbzip2's multi-stream files, plain) and
+  verified (segments: WAL page header matching the name, system identifier of
+  this data directory, exact segment size; history files: decode and not
+  empty); a bad copy means the other host's copy. %p is written to a temp
+  file next to it, fsynced and renamed: it is complete or absent, also if this
+  process is killed.
   DELAY-SECONDS: only files archived at least that long ago are handed over
   (one log line per waiting file).
   Prefetch: serving segment N starts a background worker (one per data
@@ -168,6 +169,7 @@ fn run(args: Args, data_dir: PathBuf, mode: RecoveryMode) -> i32 {
             dest: args.wal_path.clone().unwrap_or_default(),
             delay: args.delay.filter(|d| *d > 0),
             data_dir,
+            mode,
             worker_args,
         };
         let rt = runtime()?;

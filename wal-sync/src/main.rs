@@ -64,7 +64,9 @@ fn run(args: &Args) -> Result<i32, Error> {
     let cfg = Config::load(args.config.as_deref(), &args.set)?;
     log::set_quiet(cfg.quiet);
     archive_core::health::validate_host_name(&args.remote_archive)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Copies decode and hash each file to verify it: use every core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .enable_all()
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;

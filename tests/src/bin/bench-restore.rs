@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use e2e::bench::{cpu_count, pgbench_corpus, quantile, Corpus, CpuTimes};
 use e2e::{
-    bin, bin_dir, lab_processes_matching, prefetch_dir, prefetch_workers, write_postgres_file, Lab,
-    LabOptions, RECOVERYXLOG,
+    bin, bin_dir, prefetch_dir, prefetch_workers, write_postgres_file, Lab, LabOptions,
+    RECOVERYXLOG,
 };
 
 const SEGMENT: f64 = (16u64 << 20) as f64;
@@ -110,6 +110,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| lab.dir().join("corpus"));
     let t = Instant::now();
     let corpus = pgbench_corpus(&lab, &corpus_root, segments, scale);
+    let mut distinct = corpus.names.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), corpus.names.len(), "corpus names repeat");
     println!(
         "corpus: {} segments in {} ({:.0} s)",
         corpus.names.len(),
@@ -280,11 +283,12 @@ fn run_scenario(
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (hwm, stop) = (worker_hwm.clone(), stop.clone());
+        let buffer = buffer.clone();
         thread::spawn(move || {
             // CPU ticks last seen per worker pid.
             let mut ticks: std::collections::HashMap<i32, u64> = Default::default();
             while !stop.load(Ordering::SeqCst) {
-                for p in lab_processes_matching("--prefetch-worker") {
+                for p in prefetch_workers(&buffer) {
                     if let Some(k) = vm_hwm_kib(p) {
                         hwm.fetch_max(k, Ordering::SeqCst);
                     }
@@ -315,7 +319,10 @@ fn run_scenario(
             return Err(format!("restore-cmd {n} exited {code}: {said}"));
         }
         // PostgreSQL keeps a restored segment under its own name.
-        fs::rename(dd.join(RECOVERYXLOG), dd.join("pg_wal").join(n)).map_err(|e| e.to_string())?;
+        let kept = dd.join("pg_wal").join(n);
+        fs::rename(dd.join(RECOVERYXLOG), &kept).map_err(|e| {
+            format!("restore-cmd {n} exited 0 but {RECOVERYXLOG}: {e}; it said: {said}")
+        })?;
         let from_buffer = said.contains("from the prefetch buffer");
         let waited = said.contains("waited");
         calls.push(Call {
@@ -339,10 +346,16 @@ fn run_scenario(
     // Every restored file is the original (outside the measured window).
     for n in &corpus.names {
         let got = dd.join("pg_wal").join(n);
-        if blake3_file(&got)? != blake3_file(&corpus.path(n))? {
+        let restored = blake3_file(&got).map_err(|e| {
+            let here: Vec<String> = e2e::list_files(dd.join("pg_wal"));
+            format!("{e} (pg_wal holds {} files: {here:?})", here.len())
+        })?;
+        if restored != blake3_file(&corpus.path(n))? {
             return Err(format!("{} differs from the original", got.display()));
         }
-        let _ = fs::remove_file(&got);
+    }
+    for n in &corpus.names {
+        let _ = fs::remove_file(dd.join("pg_wal").join(n));
     }
     let _ = fs::remove_dir_all(&buffer);
     write_postgres_file(dd.join("done"), "", 0o600);

@@ -762,7 +762,7 @@ fn where_time_goes(all: &[Figures], settings: &Settings, costs: &VerifyCosts) {
         let wall = f.elapsed.as_secs_f64();
         let detail = match s.kind {
             Kind::WalSync => format!(
-                "wal-sync {:.1} (one process, single-threaded runtime: {:.0}% of one core) + archive-remote-cmd on arch2 {:.1}",
+                "wal-sync on arch1 {:.1} = {:.0}% of one core + archive-remote-cmd on arch2 {:.1}",
                 f.cpu.of("wal-sync") + f.cpu.of("nsenter"),
                 (f.cpu.of("wal-sync") + f.cpu.of("nsenter")) / wall * 100.0,
                 f.cpu.of("archive-remote-"),
