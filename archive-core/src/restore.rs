@@ -640,7 +640,11 @@ async fn from_hosts(
     let name = check.name.as_str();
     let mut attempts: Vec<(String, Attempt)> = Vec::new();
     for (host, cooling) in order_hosts(&health, &req.hosts) {
-        if let Some(st) = &cooling {
+        // In archive recovery a "not available" ends recovery (and a
+        // promotion may follow with data missing): a host in cooldown is
+        // still asked, only later. A standby just asks again later.
+        let may_skip = req.mode != RecoveryMode::ArchiveRecovery;
+        if let Some(st) = cooling.as_ref().filter(|_| may_skip) {
             let answered = attempts
                 .iter()
                 .any(|(_, a)| matches!(a, Attempt::NotFound | Attempt::Bad(_)));
