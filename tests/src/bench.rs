@@ -425,15 +425,32 @@ pub const COMM_ARCHIVE_CMD: &str = "archive-cmd";
 /// `archive-remote-cmd`'s comm (truncated to 15 bytes by the kernel).
 pub const COMM_REMOTE: &str = "archive-remote-";
 
-/// Living PIDs whose comm is `name`.
+/// True when `pid` descends from this process (through the ppid links the
+/// host's `/proc` shows, across the servers' PID namespaces). Other labs
+/// running on the same machine at the same time are not ours.
+pub fn is_ours(pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    let mut p = pid;
+    for _ in 0..64 {
+        match crate::proc::proc_stat(p) {
+            Some(st) if st.ppid == me => return true,
+            Some(st) if st.ppid > 1 => p = st.ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Living PIDs of this process' tree whose comm is `name`.
 pub fn pids_named(name: &str) -> Vec<i32> {
     crate::proc::all_pids()
         .into_iter()
-        .filter(|&p| comm(p).as_deref() == Some(name) && crate::pid_alive(p))
+        .filter(|&p| comm(p).as_deref() == Some(name) && crate::pid_alive(p) && is_ours(p))
         .collect()
 }
 
-/// Waits until no process named `name` is alive; false after `timeout`.
+/// Waits until no process of this tree named `name` is alive; false after
+/// `timeout`.
 pub fn wait_no_process(name: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -492,8 +509,8 @@ pub struct Peaks {
 }
 
 /// Polls `/proc` every `interval` from a background thread, keeping the
-/// largest VmHWM (peak resident set) of archive-cmd and archive-remote-cmd
-/// processes. VmHWM is the process' own high-water mark, so a sample at any
+/// largest VmHWM (peak resident set) of the archive-cmd and
+/// archive-remote-cmd processes of this process' tree. VmHWM is the process' own high-water mark, so a sample at any
 /// moment of its life sees its peak so far; only growth in its last
 /// `interval` before exiting can be missed.
 pub struct PeakSampler {
@@ -548,7 +565,7 @@ fn sample_loop(stop: &AtomicBool, interval: Duration) -> Peaks {
             let Some(c) = comm(pid) else { continue };
             let is_cmd = c == COMM_ARCHIVE_CMD;
             let is_remote = c == COMM_REMOTE;
-            if !is_cmd && !is_remote {
+            if (!is_cmd && !is_remote) || !is_ours(pid) {
                 continue;
             }
             let Some(hwm) = vm_hwm_kib(pid) else { continue };

@@ -52,6 +52,8 @@ const RETRY_NOT_FOUND: Duration = Duration::from_millis(500);
 /// After a failure (all hosts) or a bad copy everywhere.
 const RETRY_FAILED: Duration = Duration::from_secs(2);
 const RETRY_BAD: Duration = Duration::from_secs(10);
+/// Niceness added to the worker (the calls it serves must not wait for it).
+const WORKER_NICE: i32 = 5;
 /// The worker's log is truncated beyond this size.
 const LOG_MAX: u64 = 8 << 20;
 
@@ -163,6 +165,10 @@ enum Outcome {
 pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     // Detached from PostgreSQL's session: its shutdown signals are not ours.
     let _ = rustix::process::setsid();
+    // Background work: a restore-cmd call (and PostgreSQL's replay) goes
+    // first when they compete for a CPU. Threads started from here on
+    // (transfers, decoders) inherit it.
+    let _ = rustix::process::nice(WORKER_NICE);
     let settings = Settings::from_config(cfg)?;
     let b = Buffer::at(dir);
     if !dir.is_dir() {

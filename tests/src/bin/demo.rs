@@ -1,6 +1,7 @@
 //! The quickstart demo: on one machine with nothing configured, two archive
 //! servers (local sshd), a primary archiving through archive-cmd under
-//! pgbench, and what each server holds at the end.
+//! pgbench, a log-shipping standby fed by restore-cmd, a backup_queue
+//! database and a base backup, an outage of one server and its healing.
 //!
 //! Run as root through `scripts/demo.sh` (it installs what is missing and
 //! builds the binaries). `--keep` leaves everything running and says how to
@@ -9,6 +10,9 @@
 use std::time::{Duration, Instant};
 
 use e2e::{decode, wait_archived, Lab, PgOptions};
+
+const FINGERPRINT: &str =
+    "select count(*) || ' accounts, balance ' || sum(abalance) from pgbench_accounts";
 
 fn step(t0: Instant, msg: &str) {
     println!("[{:>5.1}s] {msg}", t0.elapsed().as_secs_f64());
@@ -104,6 +108,47 @@ fn main() {
 
     step(
         t0,
+        "a log-shipping standby: restore_command = restore-cmd, no streaming replication",
+    );
+    let restore_cfg = lab.restore_config("standby-cfg", "");
+    let standby = lab.base_backup(&pg, "standby");
+    standby.set_conf(&format!(
+        "restore_command = '{}'\n",
+        lab.restore_command(&restore_cfg, &dst, None)
+    ));
+    standby.create_standby_signal();
+    standby.start();
+    let want = pg.psql(FINGERPRINT);
+    standby.wait_for(FINGERPRINT, &want, Duration::from_secs(120));
+    println!("         standby caught up from the archive: {want}");
+
+    step(
+        t0,
+        "a backup_queue database and base-backup, as cron runs it on arch1",
+    );
+    let q = lab.queue_db();
+    lab.set_server_config_extra(&format!(
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\n",
+        q.dsn()
+    ));
+    q.add(&lab.host_row("demo", &pg, "demo"));
+    let out = e2e::run(&mut lab.base_backup_cmd(1));
+    assert!(
+        out.status.success(),
+        "base-backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backup = lab.stored_backup_dir(1, "demo").join("data.master.0");
+    println!("         {}:", backup.display());
+    for f in e2e::list_files(&backup) {
+        let len = std::fs::metadata(backup.join(&f))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        println!("           {f} ({:.1} MB)", len as f64 / 1e6);
+    }
+
+    step(
+        t0,
         "archiving with arch1 down: the same calls go to arch2, which owes arch1 a copy",
     );
     lab.stop_server(1);
@@ -133,6 +178,10 @@ fn main() {
         lab.owed_names(2, &dst).len()
     );
 
+    let want = pg.psql(FINGERPRINT);
+    standby.wait_for(FINGERPRINT, &want, Duration::from_secs(120));
+    println!("         standby still equals the primary: {want}");
+
     step(t0, "done");
     if keep {
         println!(
@@ -142,6 +191,8 @@ fn main() {
             lab.dir().display()
         );
         std::mem::forget(pg);
+        std::mem::forget(standby);
+        std::mem::forget(q);
         std::mem::forget(lab);
     }
 }
