@@ -24,7 +24,7 @@ Behaviour:
 
 Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
   file from --config, else $PGARCHIVE_CONFIG, else /etc/pgarchive.toml.
-  Keys: ssh_config, runtime_dir, state_dir, remote_command, connect_timeout,
+  Keys: ssh_config, runtime_dir, state_dir, remote_command, ssh_ciphers, connect_timeout,
   io_timeout, control_persist, retry_count (6), cooldown (600),
   lookahead_threshold, lookahead_max, parallel, push_queue_max (off),
   compress_on_primary (false), compress_level, quiet.

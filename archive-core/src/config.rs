@@ -36,6 +36,10 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Command line run on archive servers (ignored by a forced command).
     pub remote_command: String,
+    /// Cipher preference for the ssh connections (`-o Ciphers=`): AES-GCM
+    /// first, which costs about half the CPU of chacha20 on CPUs with AES
+    /// instructions. Empty: ssh's own choice.
+    pub ssh_ciphers: String,
     /// Seconds to establish an ssh connection.
     pub connect_timeout: u64,
     /// Seconds without progress after which a transfer counts as stalled.
@@ -139,14 +143,17 @@ impl Default for Config {
             runtime_dir: None,
             state_dir: None,
             remote_command: "archive-remote-cmd serve".to_string(),
+            ssh_ciphers:
+                "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
+                    .to_string(),
             connect_timeout: 10,
             io_timeout: 60,
             control_persist: 300,
             retry_count: 6,
             cooldown: 600,
             lookahead_threshold: 4,
-            lookahead_max: 8,
-            parallel: 4,
+            lookahead_max: 16,
+            parallel: 2,
             push_queue_max: None,
             compress_on_primary: false,
             compress_level: 1,

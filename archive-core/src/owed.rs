@@ -8,7 +8,7 @@
 //! confirms, so a crash in between errs toward one extra, idempotent
 //! delivery, never toward a forgotten one.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -30,18 +30,34 @@ impl OwedList {
         }
     }
 
-    /// Records `name` as owed, durably.
-    pub fn add(&self, name: &str) -> Result<()> {
+    /// Records `name` as owed, durably, and claims it: the returned lock
+    /// keeps other processes' deliveries off it while this one forwards it.
+    pub fn add(&self, name: &str) -> Result<File> {
         durable::create_dir_all(&self.dir)?;
         let path = self.dir.join(name);
-        OpenOptions::new()
+        let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(durable::FILE_MODE)
             .open(&path)
             .map_err(|e| Error::io("cannot record owed file", &path, e))?;
-        durable::sync_dir(&self.dir)
+        durable::sync_dir(&self.dir)?;
+        // Best effort: without the lock the worst case is a redundant copy.
+        let _ = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        Ok(f)
+    }
+
+    /// Claims an owed file for delivery; `None` when another process is
+    /// forwarding or delivering it right now (or it is gone).
+    pub fn claim(&self, name: &str) -> Option<File> {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(self.dir.join(name))
+            .ok()?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .ok()
+            .map(|()| f)
     }
 
     /// Marks `name` delivered. Not fsynced: a marker that reappears after a
@@ -122,9 +138,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let list = OwedList::new(d.path(), "arch2");
         assert!(list.is_empty());
-        list.add("000000010000000000000002").unwrap();
-        list.add("000000010000000000000001").unwrap();
-        list.add("000000010000000000000001").unwrap();
+        drop(list.add("000000010000000000000002").unwrap());
+        drop(list.add("000000010000000000000001").unwrap());
+        let held = list.add("000000010000000000000001").unwrap();
+        assert!(
+            list.claim("000000010000000000000001").is_none(),
+            "claimed while held"
+        );
+        drop(held);
+        assert!(list.claim("000000010000000000000001").is_some());
         assert_eq!(
             list.names(),
             ["000000010000000000000001", "000000010000000000000002"]

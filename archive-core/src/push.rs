@@ -79,6 +79,9 @@ pub struct PushRecord {
     pub host: String,
     /// Unix time it was stored.
     pub stored_at: i64,
+    /// DST-DIR it was stored in: a record proves nothing for another one.
+    #[serde(default)]
+    pub dst_dir: String,
 }
 
 /// Splits Archive 2.0's 'HOST1 HOST2' argument and checks each name.
@@ -156,7 +159,7 @@ struct Item {
 pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> {
     req.validate()?;
     let state = State::open(cfg, &req.cluster)?;
-    if let Some(host) = check_record(&state, &req.name, &req.wal_path)? {
+    if let Some(host) = check_record(&state, &req.name, &req.wal_path, &req.dst_dir)? {
         return Ok(PushOutcome::AlreadyPushed { host });
     }
     let mut items = vec![Item {
@@ -178,7 +181,7 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
         let results = send_batch(cfg, &ssh, host, peer.as_deref(), req, &items).await;
         for (item, res) in items.iter().zip(&results).skip(1) {
             if let Ok((reply, hash, size)) = res {
-                write_record(&state, &item.name, host, hash, *size, reply);
+                write_record(&state, &item.name, host, &req.dst_dir, hash, *size, reply);
             }
         }
         match results.into_iter().next().expect("main item") {
@@ -262,7 +265,7 @@ fn describe_forward(f: &Option<ForwardOutcome>, peer: Option<&str>) -> String {
 
 /// Returns the host named by a record matching the file's current content,
 /// consuming the record.
-fn check_record(state: &State, name: &str, path: &Path) -> Result<Option<String>> {
+fn check_record(state: &State, name: &str, path: &Path, dst_dir: &str) -> Result<Option<String>> {
     let rec_path = state.pushed.join(name);
     let Ok(bytes) = fs::read(&rec_path) else {
         return Ok(None);
@@ -271,6 +274,9 @@ fn check_record(state: &State, name: &str, path: &Path) -> Result<Option<String>
     let Ok(rec) = serde_json::from_slice::<PushRecord>(&bytes) else {
         return Ok(None);
     };
+    if rec.dst_dir != dst_dir {
+        return Ok(None);
+    }
     let (hash, size) = hash_file(path)?;
     if size == rec.size && hash == rec.blake3 {
         log::info(format!(
@@ -304,12 +310,21 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
     Ok((h.finalize().to_hex().to_string(), total))
 }
 
-fn write_record(state: &State, name: &str, host: &str, hash: &str, size: u64, _r: &PutReply) {
+fn write_record(
+    state: &State,
+    name: &str,
+    host: &str,
+    dst_dir: &str,
+    hash: &str,
+    size: u64,
+    _r: &PutReply,
+) {
     let rec = PushRecord {
         size,
         blake3: hash.to_string(),
         host: host.to_string(),
         stored_at: health::now(),
+        dst_dir: dst_dir.to_string(),
     };
     let bytes = serde_json::to_vec(&rec).expect("serializable");
     if let Err(e) = durable::write_replace(&state.pushed.join(name), &bytes) {

@@ -127,10 +127,17 @@ impl Server {
                     if let Some(sender) = req.from.as_deref().filter(|p| self.forwards_to(p)) {
                         self.note_sender(&dir, &req, sender);
                     }
+                    // Held until the forward ends, so concurrent puts'
+                    // owed deliveries do not send this file a second time.
+                    let mut _claim = None;
                     if let Some(peer) = peer {
-                        if let Err(e) = OwedList::new(&dir, peer).add(&req.name) {
-                            protocol::write_frame(&mut output, &Reply::from_error(&e), t).await?;
-                            continue;
+                        match OwedList::new(&dir, peer).add(&req.name) {
+                            Ok(f) => _claim = Some(f),
+                            Err(e) => {
+                                protocol::write_frame(&mut output, &Reply::from_error(&e), t)
+                                    .await?;
+                                continue;
+                            }
                         }
                     }
                     let reply = Reply::Stored {
@@ -502,6 +509,10 @@ impl Server {
         let cluster = recorded.as_deref().unwrap_or(cluster);
         let mut delivered = 0u64;
         for name in names.iter().take(self.cfg.owed_batch) {
+            // Skip what another process is forwarding right now.
+            let Some(_claim) = list.claim(name) else {
+                continue;
+            };
             if !dir.join(name).exists() {
                 // Removed by retention since: nothing left to owe.
                 list.remove(name);

@@ -42,6 +42,8 @@ pub struct SshSettings {
     pub control_persist: Duration,
     /// Command run on the server.
     pub remote_command: String,
+    /// `-o Ciphers=` value, if any.
+    pub ciphers: String,
 }
 
 impl SshSettings {
@@ -54,6 +56,7 @@ impl SshSettings {
             io_timeout: cfg.io_timeout(),
             control_persist: Duration::from_secs(cfg.control_persist),
             remote_command: cfg.remote_command.clone(),
+            ciphers: cfg.ssh_ciphers.clone(),
         }
     }
 
@@ -138,6 +141,9 @@ async fn launch_master(settings: &SshSettings, host: &str, ctl: &Path) -> Result
         cmd.arg("-F").arg(cfg);
     }
     let alive_interval = (settings.io_timeout.as_secs() / 3).max(1);
+    if !settings.ciphers.is_empty() {
+        cmd.arg("-o").arg(format!("Ciphers={}", settings.ciphers));
+    }
     cmd.arg("-o")
         .arg("ControlMaster=yes")
         .arg("-o")

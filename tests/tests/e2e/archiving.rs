@@ -638,7 +638,10 @@ fn concurrent_calls_for_different_and_same_segments() {
 
 #[test]
 fn lookahead_sends_the_backlog_and_later_calls_return_from_records() {
-    let lab = lab();
+    let lab = Lab::with(LabOptions {
+        extra_client_config: "lookahead_max = 8\n".into(),
+        ..Default::default()
+    });
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("h", 10, 1);
     for n in &names {
