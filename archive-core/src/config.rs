@@ -173,7 +173,7 @@ impl Default for Config {
             restore_manual_dir: None,
             restore_prefetch: true,
             restore_queue_max: ByteSize(256 << 20),
-            restore_parallel: 2,
+            restore_parallel: 3,
             restore_prefetch_idle: 60,
             restore_buffer_dir: None,
         }

@@ -313,11 +313,21 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
 
     // 2. The prefetch buffer (segments only).
     if let Some(b) = buffer.as_ref().filter(|_| name.kind() == WalKind::Segment) {
-        match from_buffer(b, &check, &dest, &req.src_dir, not_after, cfg.io_timeout())? {
-            FromBuffer::Served(r) => {
-                after_served(&settings, Some(b), req, &name, r.size, sysid, false);
-                return Ok(r);
-            }
+        // The request is recorded before the segment leaves the buffer, so
+        // the worker never sees it missing while still wanted, and fetch it
+        // again.
+        let before_claim =
+            |seg_size: u64| after_served(&settings, Some(b), req, &name, seg_size, sysid, false);
+        match from_buffer(
+            b,
+            &check,
+            &dest,
+            &req.src_dir,
+            not_after,
+            cfg.io_timeout(),
+            &before_claim,
+        )? {
+            FromBuffer::Served(r) => return Ok(r),
             FromBuffer::TooYoung { mtime, seg_size } => {
                 after_served(&settings, Some(b), req, &name, seg_size, sysid, true);
                 return Err(too_young(b.dir(), &name, mtime, req.delay));
@@ -503,6 +513,7 @@ fn from_buffer(
     src_dir: &str,
     not_after: Option<i64>,
     io_timeout: Duration,
+    before_claim: &dyn Fn(u64),
 ) -> Result<FromBuffer> {
     let n = check.name.as_str();
     let mut waited = None;
@@ -528,6 +539,7 @@ fn from_buffer(
             seg_size: meta.size,
         });
     }
+    before_claim(meta.size);
     let Some(claim) = b.claim(n) else {
         return Ok(FromBuffer::Miss);
     };
@@ -555,9 +567,15 @@ fn from_buffer(
         Ok(_) => {}
         Err(e) => return fail(e.to_string()),
     }
-    // Hand over: the claim is fsynced (the worker committed it durably).
+    // Hand over. The bytes are on disk already (the worker fsynced them
+    // before they became visible in the buffer), so this is a rename. The
+    // directory is not fsynced here: PostgreSQL renames the restored file to
+    // its own name durably right away (durable_rename of RECOVERYXLOG, which
+    // fsyncs pg_wal), and a crash before that only makes it ask again. It
+    // would cost a journal commit (up to ~10 ms while the worker writes) on
+    // the fast path.
     match fs::rename(&claim, dest) {
-        Ok(()) => durable::sync_parent(dest)?,
+        Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let r = copy_into(&claim, dest);
             let _ = fs::remove_file(&claim);

@@ -47,7 +47,7 @@ Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
   Keys: ssh_config, runtime_dir, state_dir, remote_command, connect_timeout,
   io_timeout, control_persist, retry_count (6), cooldown (600), quiet,
   restore_manual_dir (unset), restore_prefetch (true),
-  restore_queue_max (256MiB), restore_parallel (2), restore_prefetch_idle (60),
+  restore_queue_max (256MiB), restore_parallel (3), restore_prefetch_idle (60),
   restore_buffer_dir (unset: <data dir>/pg_wal/.restore-prefetch).
 
 Exit codes:

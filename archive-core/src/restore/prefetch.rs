@@ -8,8 +8,8 @@
 //!
 //! The worker keeps the window N+1 … N+k buffered, k = queue size / segment
 //! size: it fetches the lowest missing segments, `restore_parallel` at a time
-//! over channels of the one ssh master per host, healthy host first (another
-//! host when one lacks a segment, fails, or has a bad copy), decodes and
+//! over channels of the one ssh master per host, spread over the healthy
+//! hosts (another host when one lacks a segment, fails, or has a bad copy), decodes and
 //! verifies each as it streams in, records its blake3 next to it, and
 //! commits it durably. Each transfer counts as a whole segment from its
 //! start, so the buffer never holds more than the queue size. Segments
@@ -335,7 +335,14 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64) -> Outcome {
     let dest = ctx.buffer.data_path(&n);
     let mut outcome = Outcome::NotFound;
     let mut answered = false;
-    for (host, cooling) in order_hosts(&ctx.health, &want.hosts) {
+    // Spread over the healthy hosts: each ssh connection carries half the
+    // transfers (one connection's ciphers run on one core at each end).
+    let mut order = order_hosts(&ctx.health, &want.hosts);
+    let healthy = order.iter().take_while(|(_, c)| c.is_none()).count();
+    if healthy > 1 {
+        order[..healthy].rotate_left((segno % healthy as u64) as usize);
+    }
+    for (host, cooling) in order {
         if cooling.is_some() && answered {
             continue;
         }

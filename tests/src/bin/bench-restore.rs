@@ -287,8 +287,17 @@ fn run_scenario(
         thread::spawn(move || {
             // CPU ticks last seen per worker pid.
             let mut ticks: std::collections::HashMap<i32, u64> = Default::default();
+            // Finding the worker walks all of /proc: not at every sample, or
+            // the sampler itself takes a good part of a CPU.
+            let mut pids = Vec::new();
+            let mut round = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                for p in prefetch_workers(&buffer) {
+                let every = if pids.is_empty() { 10 } else { 100 };
+                if round.is_multiple_of(every) {
+                    pids = prefetch_workers(&buffer);
+                }
+                round += 1;
+                for &p in &pids {
                     if let Some(k) = vm_hwm_kib(p) {
                         hwm.fetch_max(k, Ordering::SeqCst);
                     }
