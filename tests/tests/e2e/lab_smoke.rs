@@ -186,10 +186,13 @@ fn base_backup_replays_archived_wal() {
         "the segment to be archived",
         || list_files(&wal_archive).contains(&seg),
     );
-    assert!(!primary
-        .archive_status_dir()
-        .join(format!("{seg}.ready"))
-        .exists());
+    // The archiver renames .ready to .done just after the copy: wait, don't race it.
+    e2e::wait_until(Duration::from_secs(30), "the .ready file to go", || {
+        !primary
+            .archive_status_dir()
+            .join(format!("{seg}.ready"))
+            .exists()
+    });
 
     standby.start();
     standby.wait_for("select count(*) from t", "5000", Duration::from_secs(60));
