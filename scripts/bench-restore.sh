@@ -15,7 +15,8 @@
 # Knobs (environment, see tests/src/bin/bench-restore.rs):
 #   BENCH_SEGMENTS=64  BENCH_SCALE=20  BENCH_QUEUES=256MiB,1GiB
 #   BENCH_CORPUS_DIR=/var/tmp/bench-corpus   keep and reuse the corpus between runs
-#   BENCH_RESTORE_CONFIG='restore_parallel = 3'   restore-cmd settings
+#   BENCH_RESTORE_CONFIG='restore_parallel = 4'   restore-cmd settings
+#   BENCH_SSH_CONFIG='Ciphers aes128-gcm@openssh.com'   ssh client options (what-if)
 #   KEEP_LAB=1
 # The figures are only meaningful on an otherwise idle machine.
 set -euo pipefail

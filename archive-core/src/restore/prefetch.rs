@@ -380,7 +380,13 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64) -> Outcome {
                     log::error(format!("prefetch of {n}: {e}"));
                     return Outcome::Failed;
                 }
-                return match commit(out, &dest) {
+                // fsync off the runtime thread: the other transfers keep
+                // streaming meanwhile.
+                let target = dest.clone();
+                let committed = tokio::task::spawn_blocking(move || commit(out, &target))
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Usage(format!("commit task failed: {e}"))));
+                return match committed {
                     Ok(()) => {
                         log::info(format!(
                             "prefetched {n} from {host} ({}, {} bytes stored)",

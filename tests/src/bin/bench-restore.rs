@@ -30,7 +30,12 @@
 //! - `BENCH_CORPUS_DIR`: keep the corpus there and reuse it on later runs
 //!   (the same corpus as bench-archive's);
 //! - `BENCH_RESTORE_CONFIG`: TOML lines (`;` separates lines) added to
-//!   restore-cmd's config, e.g. `restore_parallel = 3`;
+//!   restore-cmd's config, e.g. `restore_parallel = 4`;
+//! - `BENCH_SSH_CONFIG`: ssh_config options (`;` separates lines) added as a
+//!   final `Host *` block to the lab's ssh client configs before anything
+//!   connects, e.g. `Ciphers aes128-gcm@openssh.com` (a what-if knob: with
+//!   OpenSSH's default chacha20-poly1305, ssh and sshd take about half a CPU
+//!   at these rates);
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (targets met or not), 1 when the
@@ -105,6 +110,16 @@ fn main() -> ExitCode {
         bin_dir().display()
     );
     let lab = Lab::with(LabOptions::default());
+    let ssh_options = std::env::var("BENCH_SSH_CONFIG")
+        .unwrap_or_default()
+        .replace(';', "\n");
+    if !ssh_options.trim().is_empty() {
+        add_ssh_options(&lab, &ssh_options);
+        println!(
+            "ssh options added: {}",
+            ssh_options.trim().replace('\n', "; ")
+        );
+    }
     let corpus_root = std::env::var_os("BENCH_CORPUS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| lab.dir().join("corpus"));
@@ -197,6 +212,26 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Appends `options` as a final `Host *` block to every ssh client config
+/// of the lab (ssh takes the first value it finds, so this only sets what
+/// the per-host blocks leave unset).
+fn add_ssh_options(lab: &Lab, options: &str) {
+    let mut block = String::from("Host *\n");
+    for l in options.lines().filter(|l| !l.trim().is_empty()) {
+        block.push_str(&format!("  {}\n", l.trim()));
+    }
+    let files = std::iter::once(lab.primary_ssh_config())
+        .chain(lab.servers().iter().map(|s| s.ssh_config_path()));
+    for f in files {
+        let mut text = fs::read_to_string(&f).expect("read ssh_config");
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&block);
+        write_postgres_file(&f, text, 0o644);
+    }
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -258,14 +293,26 @@ fn archive(lab: &Lab, dst: &str, corpus: &Corpus) -> Result<(), String> {
     Ok(())
 }
 
+/// One call per host (each alone in HOSTS), so both ssh masters run before
+/// the first measured call; a standby's masters persist between calls too.
 fn warm_up(lab: &Lab, dst: &str, corpus: &Corpus, extra: &str) {
     let dd = lab.fake_data_dir("warm-up", true);
     let cfg = lab.restore_config("warm-up", &format!("restore_prefetch = false\n{extra}"));
-    let _ = lab
-        .restore_cmd(&cfg, dst, &dd, &corpus.names[0])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    for host in ["arch1", "arch2"] {
+        let _ = lab
+            .postgres_cmd(bin("restore-cmd"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg(host)
+            .arg(dst)
+            .arg(&corpus.names[0])
+            .arg(RECOVERYXLOG)
+            .current_dir(&dd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_file(dd.join(RECOVERYXLOG));
+    }
 }
 
 fn run_scenario(
