@@ -476,10 +476,12 @@ pub fn ensure_reaper() {
 /// (ssh -f / ControlPersist, postmaster, sshd) has called setsid().
 pub fn reap_orphans() -> usize {
     let me = rustix::process::getpid().as_raw_nonzero().get();
-    let Ok(my_sid) = rustix::process::getsid(None) else {
+    // Read from /proc, not getsid(2): when the session leader lives outside
+    // our PID namespace (CI containers) the kernel reports session 0, which
+    // rustix's Pid cannot hold (it panics).
+    let Some(my_sid) = proc_stat(me).map(|st| st.sid) else {
         return 0;
     };
-    let my_sid = my_sid.as_raw_nonzero().get();
     let mut reaped = 0;
     for pid in all_pids() {
         let Some(st) = proc_stat(pid) else { continue };
