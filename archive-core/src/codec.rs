@@ -204,6 +204,64 @@ pub fn zstd_encoder<W: Write>(
     Ok(enc)
 }
 
+/// Length in bytes of the zstd frame at the start of `r`, found by walking
+/// its block headers without decompressing anything (RFC 8878 §3.1.1): a
+/// cheap proof that the frame is complete. `Ok(None)` when `r` does not
+/// start with a zstd frame or the frame is cut short.
+pub fn zstd_frame_len<R: Read + io::Seek>(r: &mut R) -> io::Result<Option<u64>> {
+    let mut head = [0u8; 5];
+    if read_full(r, &mut head)? < head.len() || head[..4] != [0x28, 0xB5, 0x2F, 0xFD] {
+        return Ok(None);
+    }
+    let fhd = head[4];
+    let single_segment = fhd & 0x20 != 0;
+    let checksum = fhd & 0x04 != 0;
+    let window = if single_segment { 0 } else { 1 };
+    let dict_id = [0, 1, 2, 4][usize::from(fhd & 0x03)];
+    let fcs = match fhd >> 6 {
+        0 => u64::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let mut pos = 5 + window + dict_id + fcs;
+    r.seek(io::SeekFrom::Start(pos))?;
+    loop {
+        let mut bh = [0u8; 3];
+        if read_full(r, &mut bh)? < 3 {
+            return Ok(None);
+        }
+        let v = u32::from(bh[0]) | u32::from(bh[1]) << 8 | u32::from(bh[2]) << 16;
+        let last = v & 1 != 0;
+        let size = u64::from(v >> 3);
+        let content = match (v >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => return Ok(None),
+        };
+        pos += 3 + content;
+        if last {
+            pos += if checksum { 4 } else { 0 };
+            // The frame ends inside the input only if its last byte exists.
+            let end = r.seek(io::SeekFrom::End(0))?;
+            return Ok((pos <= end).then_some(pos));
+        }
+        r.seek(io::SeekFrom::Start(pos))?;
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
+}
+
 /// Decompresses a whole buffer (small files and tests).
 pub fn decode_all(codec: Codec, bytes: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -214,6 +272,40 @@ pub fn decode_all(codec: Codec, bytes: &[u8]) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_frame_len_walks_blocks_and_sees_truncation() {
+        // Zeros (RLE blocks), text (compressed blocks), noise (raw blocks).
+        let mut raw = vec![0u8; 300_000];
+        raw.extend(sample());
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        raw.extend((0..200_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        for (level, pledge) in [(1, true), (3, false), (19, true)] {
+            let mut enc = zstd_encoder(Vec::new(), level).unwrap();
+            if pledge {
+                enc.set_pledged_src_size(Some(raw.len() as u64)).unwrap();
+            }
+            enc.write_all(&raw).unwrap();
+            let z = enc.finish().unwrap();
+            let len = |b: &[u8]| zstd_frame_len(&mut io::Cursor::new(b)).unwrap();
+            assert_eq!(len(&z), Some(z.len() as u64), "level {level}");
+            for cut in [z.len() - 1, z.len() - 5, z.len() / 2, 6] {
+                assert_eq!(len(&z[..cut]), None, "level {level} cut at {cut}");
+            }
+            let mut two = z.clone();
+            two.extend_from_slice(&z);
+            assert_eq!(len(&two), Some(z.len() as u64));
+        }
+        assert_eq!(
+            zstd_frame_len(&mut io::Cursor::new(b"BZh91AY&SY")).unwrap(),
+            None
+        );
+    }
 
     /// WAL-like content: a page header, some records, mostly zeros.
     fn wal_page() -> Vec<u8> {

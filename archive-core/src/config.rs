@@ -64,6 +64,11 @@ pub struct Config {
     pub push_queue_max: Option<ByteSize>,
     /// Compress on the primary before sending (costs the primary's CPU).
     pub compress_on_primary: bool,
+    /// archive-cmd waits until server 1 has forwarded the segment to server
+    /// 2 before it returns. Off (the default), it returns once server 1 has
+    /// it durably, with the forward recorded as owed until it is done, and
+    /// server 1 forwards while the next segment arrives.
+    pub wait_for_forward: bool,
     /// zstd level used by whoever compresses.
     pub compress_level: i32,
     /// Archive servers: directories under which DST-DIRs may live.
@@ -156,6 +161,7 @@ impl Default for Config {
             parallel: 2,
             push_queue_max: None,
             compress_on_primary: false,
+            wait_for_forward: false,
             compress_level: 1,
             archive_roots: vec![PathBuf::from("/var/lib/pgarchive")],
             server_name: None,

@@ -140,6 +140,11 @@ pub struct PutRequest {
     /// so the receiver hands it what it owes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Forward after answering `Stored`, without a `Forward` reply: the
+    /// client goes on while the server makes the second copy (the owed
+    /// marker is durable before `Stored`, so nothing is forgotten).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_in_background: bool,
 }
 
 /// One file of a listing.
@@ -405,6 +410,31 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     .await
 }
 
+/// The frame that follows a file's content and carries its checksum: a
+/// [`Request::End`] from a client, a [`Reply::End`] from a server.
+pub trait ClosingFrame: DeserializeOwned {
+    /// The checksum, when this is the closing frame.
+    fn into_checksum(self) -> Option<String>;
+}
+
+impl ClosingFrame for Request {
+    fn into_checksum(self) -> Option<String> {
+        match self {
+            Request::End { checksum } => Some(checksum),
+            _ => None,
+        }
+    }
+}
+
+impl ClosingFrame for Reply {
+    fn into_checksum(self) -> Option<String> {
+        match self {
+            Reply::End { checksum } => Some(checksum),
+            _ => None,
+        }
+    }
+}
+
 /// Reads one frame; `Ok(None)` on a clean end of stream before any byte.
 pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     r: &mut R,
@@ -477,6 +507,7 @@ mod tests {
             cluster: "main".into(),
             forward_to: Some("arch2".into()),
             from: None,
+            forward_in_background: false,
         });
         let t = Duration::from_secs(1);
         write_frame(&mut a, &req, t).await.unwrap();

@@ -259,7 +259,7 @@ fn describe_forward(f: &Option<ForwardOutcome>, peer: Option<&str>) -> String {
         (Some(ForwardOutcome::Owed { reason }), Some(p)) => {
             format!(", owed to {p}: {reason}")
         }
-        (None, Some(p)) => format!(", forward to {p} still running"),
+        (None, Some(p)) => format!(", forwarded to {p} in the background"),
     }
 }
 
@@ -470,6 +470,7 @@ async fn send_batch(
             cluster: req.cluster.clone(),
             compress: cfg.compress_on_primary.then_some(cfg.compress_level),
             forward_wait: cfg.io_timeout() + cfg.connect_timeout() * 2,
+            forward_in_background: !cfg.wait_for_forward,
         };
         set.spawn(async move { ctx.run(mine).await });
     }
@@ -511,6 +512,7 @@ struct Lane {
     cluster: String,
     compress: Option<i32>,
     forward_wait: Duration,
+    forward_in_background: bool,
 }
 
 impl Lane {
@@ -530,7 +532,11 @@ impl Lane {
             let ch = channel.as_mut().expect("open");
             let res = self.send_one(ch, &item).await;
             let broken = match &res {
-                Ok((r, _, _)) => r.forward.is_none() && self.peer.is_some(),
+                // A forward reply that did not come in time leaves one in
+                // flight: the channel cannot be reused.
+                Ok((r, _, _)) => {
+                    r.forward.is_none() && self.peer.is_some() && !self.forward_in_background
+                }
                 Err(e) => e.is_host_failure(),
             };
             if broken {
@@ -575,6 +581,7 @@ impl Lane {
             cluster: self.cluster.clone(),
             forward_to: self.peer.clone(),
             from: None,
+            forward_in_background: self.forward_in_background,
         };
         match content {
             Content::Memory(bytes) => {
@@ -582,9 +589,16 @@ impl Lane {
                 Ok((reply, raw_hash, raw_size))
             }
             Content::File(f) => {
-                let mut reader = HashingReader::new(BufReader::with_capacity(256 * 1024, f));
-                let reply = ch.put(&req, &mut reader, self.forward_wait).await?;
-                Ok((reply, reader.hex(), raw_size))
+                // Sent as is: the transfer checksum is the raw content's.
+                let reply = ch
+                    .put(
+                        &req,
+                        BufReader::with_capacity(256 * 1024, f),
+                        self.forward_wait,
+                    )
+                    .await?;
+                let hash = reply.checksum.clone();
+                Ok((reply, hash, raw_size))
             }
         }
     }
@@ -608,8 +622,16 @@ impl Content {
 /// compressed bytes and the raw content's blake3 and size.
 fn compress_file(path: &Path, level: i32) -> Result<(Vec<u8>, String, u64)> {
     let f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?
+        .len();
     let mut reader = HashingReader::new(BufReader::with_capacity(256 * 1024, f));
     let mut enc = codec::zstd_encoder(Vec::new(), level)
+        .map_err(|e| Error::io("cannot compress", path, e))?;
+    // The declared size lets the server check the segment without decoding
+    // it all (a file that changes size fails the encoder: never sent).
+    enc.set_pledged_src_size(Some(len))
         .map_err(|e| Error::io("cannot compress", path, e))?;
     std::io::copy(&mut reader, &mut enc).map_err(|e| Error::io("cannot compress", path, e))?;
     let out = enc

@@ -9,7 +9,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{mpsc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -50,9 +53,9 @@ pub fn check_forced_command(original: Option<&str>) -> Result<()> {
 pub struct Server {
     cfg: Config,
     store: Store,
-    ssh: SshSettings,
-    health: HealthBook,
-    peer: Option<Channel>,
+    /// Shared with the background forwarder: one peer channel, one at a time.
+    fwd: Arc<Mutex<Forwarder>>,
+    background: Option<Background>,
     /// Peers that proved to be up by sending us a copy, and the directories
     /// where we owe them files: delivered once the sender's channel closes
     /// (delivering earlier would stall the sender's next put).
@@ -69,20 +72,41 @@ impl Server {
             cfg.compress_level,
             cfg.io_timeout(),
         );
-        let health = HealthBook::open(&cfg.state_dir().join("health"))?;
-        Ok(Server {
+        let fwd = Forwarder {
             ssh: SshSettings::from_config(&cfg),
-            store,
-            health,
-            cfg,
+            health: HealthBook::open(&cfg.state_dir().join("health"))?,
+            cfg: cfg.clone(),
             peer: None,
+        };
+        Ok(Server {
+            store,
+            cfg,
+            fwd: Arc::new(Mutex::new(fwd)),
+            background: None,
             owed_to_senders: Vec::new(),
             locks: Vec::new(),
         })
     }
 
-    /// Serves requests until the client closes the stream.
-    pub async fn serve<R, W>(&mut self, mut input: R, mut output: W) -> Result<()>
+    /// Serves requests until the client closes the stream, then finishes
+    /// the forwards still running and hands the senders what they are owed.
+    pub async fn serve<R, W>(&mut self, input: R, output: W) -> Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let res = self.serve_requests(input, output).await;
+        if let Some(bg) = self.background.take() {
+            drop(bg.jobs);
+            let _ = bg.task.await;
+        }
+        if res.is_ok() {
+            self.deliver_to_senders().await;
+        }
+        res
+    }
+
+    async fn serve_requests<R, W>(&mut self, mut input: R, mut output: W) -> Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -94,10 +118,7 @@ impl Server {
         loop {
             let req: Request = match protocol::read_frame(&mut input, idle).await? {
                 Some(r) => r,
-                None => {
-                    self.deliver_to_senders().await;
-                    return Ok(());
-                }
+                None => return Ok(()),
             };
             match req {
                 Request::Hello { .. } => {
@@ -129,10 +150,10 @@ impl Server {
                     }
                     // Held until the forward ends, so concurrent puts'
                     // owed deliveries do not send this file a second time.
-                    let mut _claim = None;
+                    let mut claim = None;
                     if let Some(peer) = peer {
                         match OwedList::new(&dir, peer).add(&req.name) {
-                            Ok(f) => _claim = Some(f),
+                            Ok(f) => claim = Some(f),
                             Err(e) => {
                                 protocol::write_frame(&mut output, &Reply::from_error(&e), t)
                                     .await?;
@@ -158,8 +179,12 @@ impl Server {
                             ""
                         }
                     ));
-                    let Some(peer) = peer else {
-                        if let Some(p) = &req.forward_to {
+                    let (Some(peer), Some(claim)) = (peer, claim) else {
+                        if let Some(p) = req
+                            .forward_to
+                            .as_ref()
+                            .filter(|_| !req.forward_in_background)
+                        {
                             let reply = Reply::Forward(ForwardOutcome::Owed {
                                 reason: format!("{p} is this server; not forwarded"),
                             });
@@ -167,19 +192,29 @@ impl Server {
                         }
                         continue;
                     };
-                    let outcome = self.forward(&dir, &req, peer).await;
-                    // The client may have left already: that is fine.
-                    let _ = protocol::write_frame(&mut output, &Reply::Forward(outcome.clone()), t)
-                        .await;
-                    if outcome == ForwardOutcome::Forwarded {
-                        self.deliver_owed(&dir, &req.dir, &req.cluster, peer).await;
+                    let job = ForwardJob {
+                        peer: peer.to_string(),
+                        dir,
+                        req,
+                        _claim: claim,
+                    };
+                    if job.req.forward_in_background {
+                        self.forward_in_background(job);
+                        continue;
                     }
+                    let outcome = self.fwd.lock().await.forward_and_deliver(&job).await;
+                    // The client may have left already: that is fine.
+                    let _ = protocol::write_frame(&mut output, &Reply::Forward(outcome), t).await;
                 }
                 Request::DeliverOwed { dir, peer } => {
                     let reply = match self.store.archive_dir(&dir) {
                         Ok(path) => {
-                            let (delivered, remaining) =
-                                self.deliver_owed(&path, &dir, "unknown", &peer).await;
+                            let (delivered, remaining) = self
+                                .fwd
+                                .lock()
+                                .await
+                                .deliver_owed(&path, &dir, "unknown", &peer)
+                                .await;
                             Reply::Delivered {
                                 delivered,
                                 remaining,
@@ -397,9 +432,10 @@ impl Server {
     }
 
     async fn deliver_to_senders(&mut self) {
+        let mut fwd = self.fwd.lock().await;
         for (dir, dir_arg, cluster, peer) in std::mem::take(&mut self.owed_to_senders) {
-            let _ = self.health.record_success(&peer);
-            self.deliver_owed(&dir, &dir_arg, &cluster, &peer).await;
+            let _ = fwd.health.record_success(&peer);
+            fwd.deliver_owed(&dir, &dir_arg, &cluster, &peer).await;
         }
     }
 
@@ -407,8 +443,68 @@ impl Server {
         health::validate_host_name(peer).is_ok() && self.cfg.server_name.as_deref() != Some(peer)
     }
 
+    /// Queues a forward for the background task (started on first use),
+    /// which works while this loop receives the next put.
+    fn forward_in_background(&mut self, job: ForwardJob) {
+        let bg = self.background.get_or_insert_with(|| {
+            let (jobs, mut rx) = mpsc::unbounded_channel::<ForwardJob>();
+            let fwd = self.fwd.clone();
+            let task = tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let mut fwd = fwd.lock().await;
+                    let outcome = fwd.forward(&job).await;
+                    // Owed files wait until the queue is empty: the puts
+                    // being received come first.
+                    if outcome == ForwardOutcome::Forwarded && rx.is_empty() {
+                        fwd.deliver_owed(&job.dir, &job.req.dir, &job.req.cluster, &job.peer)
+                            .await;
+                    }
+                }
+            });
+            Background { jobs, task }
+        });
+        let _ = bg.jobs.send(job);
+    }
+}
+
+/// A put's forward to the peer. The owed marker's claim is held until the
+/// job ends, so no owed delivery sends the same file at the same time.
+struct ForwardJob {
+    peer: String,
+    /// Archive directory (resolved).
+    dir: PathBuf,
+    req: PutRequest,
+    _claim: File,
+}
+
+/// The background forwarder of a serve process.
+struct Background {
+    jobs: mpsc::UnboundedSender<ForwardJob>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Forwarding to the peer server: its channel and its health.
+struct Forwarder {
+    cfg: Config,
+    ssh: SshSettings,
+    health: HealthBook,
+    peer: Option<Channel>,
+}
+
+impl Forwarder {
+    /// Forwards a put and, when the peer took it, what else is owed to it.
+    async fn forward_and_deliver(&mut self, job: &ForwardJob) -> ForwardOutcome {
+        let outcome = self.forward(job).await;
+        if outcome == ForwardOutcome::Forwarded {
+            self.deliver_owed(&job.dir, &job.req.dir, &job.req.cluster, &job.peer)
+                .await;
+        }
+        outcome
+    }
+
     /// Sends the stored copy of `req.name` to `peer`.
-    async fn forward(&mut self, dir: &Path, req: &PutRequest, peer: &str) -> ForwardOutcome {
+    async fn forward(&mut self, job: &ForwardJob) -> ForwardOutcome {
+        let (dir, req, peer) = (&job.dir, &job.req, job.peer.as_str());
         let st = self.health.state(peer);
         if st.in_cooldown(health::now()) {
             return ForwardOutcome::Owed {
@@ -483,6 +579,7 @@ impl Server {
             cluster: cluster.to_string(),
             forward_to: None,
             from: self.cfg.server_name.clone(),
+            forward_in_background: false,
         };
         let t = self.cfg.io_timeout();
         let ch = self.peer_channel(peer).await?;
@@ -556,11 +653,12 @@ fn park_conflict(dir: &Path, peer: &str, name: &str) {
 /// sweep). Returns (delivered, still owed).
 pub async fn sweep(cfg: Config) -> Result<(u64, u64)> {
     let roots = cfg.archive_roots.clone();
-    let mut server = Server::new(cfg)?;
+    let server = Server::new(cfg)?;
+    let mut fwd = server.fwd.lock().await;
     let (mut delivered, mut remaining) = (0, 0);
     for (dir, peer, _) in owed::all_owed(&roots) {
         let dir_arg = dir.to_string_lossy().into_owned();
-        let (d, r) = server.deliver_owed(&dir, &dir_arg, "unknown", &peer).await;
+        let (d, r) = fwd.deliver_owed(&dir, &dir_arg, "unknown", &peer).await;
         delivered += d;
         remaining += r;
     }

@@ -166,23 +166,6 @@ impl Store {
             .collect()
     }
 
-    /// Stores a local file as if it had been received in a put (the same
-    /// checks: name, header, system identifier, no overwrite), e.g. a copy
-    /// wal-sync fetched from the peer.
-    pub async fn put_file(&self, req: &PutRequest, path: &Path, checksum: &str) -> Result<Stored> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::io("cannot open", path, e))?;
-        let end = serde_json::to_vec(&Request::End {
-            checksum: checksum.to_string(),
-        })
-        .expect("serializable");
-        let mut framed = (end.len() as u32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&end);
-        let mut reader = tokio::io::AsyncReadExt::chain(file, std::io::Cursor::new(framed));
-        self.put(req, &mut reader).await
-    }
-
     /// Opens a stored file for sending: (file, size, mtime).
     pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64)> {
         wal::validate_file_name(name)?;
@@ -272,6 +255,17 @@ impl Store {
         req: &PutRequest,
         body: &mut R,
     ) -> Result<Stored> {
+        self.put_closed_by::<Request, R>(req, body).await
+    }
+
+    /// [`Store::put`] for content closed by frame `E`: a client's upload
+    /// ([`Request`]) or a server's download ([`protocol::Reply`]), so a copy
+    /// fetched from the peer is stored as it streams in.
+    pub async fn put_closed_by<E: protocol::ClosingFrame, R: AsyncRead + Unpin>(
+        &self,
+        req: &PutRequest,
+        body: &mut R,
+    ) -> Result<Stored> {
         let checked = self.check_request(req);
         if req.size > MAX_FILE_SIZE {
             // Too big to drain: the channel is given up.
@@ -283,7 +277,7 @@ impl Store {
         let (dir, name) = match checked {
             Ok(v) => v,
             Err(e) => {
-                drain(body, req.size, self.io_timeout).await?;
+                drain::<E, R>(body, req.size, self.io_timeout).await?;
                 return Err(e);
             }
         };
@@ -296,10 +290,10 @@ impl Store {
             rx.push(&buf[..n]);
             remaining -= n as u64;
         }
-        let end: Option<Request> = protocol::read_frame(body, self.io_timeout).await?;
-        let checksum = match end {
-            Some(Request::End { checksum }) => checksum,
-            _ => {
+        let end: Option<E> = protocol::read_frame(body, self.io_timeout).await?;
+        let checksum = match end.and_then(E::into_checksum) {
+            Some(checksum) => checksum,
+            None => {
                 return Err(Error::Protocol(
                     "file content not followed by its checksum".into(),
                 ))
@@ -339,7 +333,11 @@ impl Store {
             }),
             Commit::Exists(temp) => {
                 let existing = raw_digest(&dest)?;
-                if existing.1 == rx.raw_hash {
+                let incoming = match rx.raw_hash {
+                    Some(h) => h,
+                    None => raw_digest(&temp)?.1,
+                };
+                if existing.1 == incoming {
                     let _ = fs::remove_file(&temp);
                     let stored_size = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
                     Ok(Stored {
@@ -349,7 +347,7 @@ impl Store {
                         path: dest,
                     })
                 } else {
-                    let aside = keep_aside(dir, name.as_str(), &temp, &rx.raw_hash)?;
+                    let aside = keep_aside(dir, name.as_str(), &temp, &incoming)?;
                     Err(Error::Conflict(format!(
                         "{} already exists in {} with different content; the stored copy is untouched, the incoming copy is kept at {} for analysis",
                         name,
@@ -371,13 +369,17 @@ fn unix_mtime(meta: &fs::Metadata) -> i64 {
 }
 
 /// Reads and discards `size` content bytes and the closing frame.
-async fn drain<R: AsyncRead + Unpin>(body: &mut R, size: u64, limit: Duration) -> Result<()> {
+async fn drain<E: protocol::ClosingFrame, R: AsyncRead + Unpin>(
+    body: &mut R,
+    size: u64,
+    limit: Duration,
+) -> Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut remaining = size;
     while remaining > 0 {
         remaining -= protocol::read_chunk(body, &mut buf, remaining, limit).await? as u64;
     }
-    let _: Option<Request> = protocol::read_frame(body, limit).await?;
+    let _: Option<E> = protocol::read_frame(body, limit).await?;
     Ok(())
 }
 
@@ -447,7 +449,7 @@ fn keep_aside(dir: &Path, name: &str, temp: &Path, raw_hash: &blake3::Hash) -> R
 pub fn raw_digest(path: &Path) -> Result<(u64, blake3::Hash, Codec, Vec<u8>)> {
     let mut f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let mut head = vec![0u8; codec::SNIFF_LEN];
-    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io("cannot read", path, e))?;
+    let n = codec::read_full(&mut f, &mut head).map_err(|e| Error::io("cannot read", path, e))?;
     head.truncate(n);
     let codec = codec::sniff(&head);
     let f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
@@ -477,15 +479,37 @@ pub fn raw_digest(path: &Path) -> Result<(u64, blake3::Hash, Codec, Vec<u8>)> {
     Ok((total, hasher.finalize(), codec, first))
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            m => n += m,
-        }
+/// Compressed bytes kept from the start of a compressed upload: a zstd block
+/// holds at most 128 KiB, so this always covers the first one.
+const FIRST_LEN: usize = 256 * 1024;
+
+/// For a zstd WAL segment in `file` whose first [`FIRST_LEN`] bytes are
+/// `first`: the raw size its frame header declares and its first raw bytes
+/// (the WAL page header), without decompressing the rest. `None` (decode it
+/// all) for other codecs and files, a file that is not exactly one complete
+/// frame, a frame that does not declare its size, a start that does not
+/// decode, or a declared size other than the header's segment size.
+fn light_zstd_check(
+    codec: Codec,
+    name: &WalName,
+    first: &[u8],
+    file: &Path,
+) -> Option<(u64, Vec<u8>)> {
+    if codec != Codec::Zstd || !name.has_page_header() {
+        return None;
     }
-    Ok(n)
+    // Structurally whole: the one frame ends exactly at the end of the file.
+    let mut f = File::open(file).ok()?;
+    let len = f.metadata().ok()?.len();
+    if codec::zstd_frame_len(&mut f).ok()?? != len {
+        return None;
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(first).ok()??;
+    let mut dec = zstd::stream::read::Decoder::new(first).ok()?;
+    let mut head = vec![0u8; page_header::LONG_HEADER_LEN.min(size as usize)];
+    dec.read_exact(&mut head).ok()?;
+    let hdr = page_header::validate_first_page(&head, name).ok()?;
+    (u64::from(hdr.seg_size) == size).then_some((size, head))
 }
 
 /// Incoming content being written to a temp file.
@@ -496,7 +520,8 @@ struct Receiver {
     head: Vec<u8>,
     sink: Option<Sink>,
     payload_hash: blake3::Hasher,
-    raw_hash: blake3::Hasher,
+    /// The first bytes (for the codec and header checks).
+    first: Vec<u8>,
     raw_size: u64,
     dest: PathBuf,
     error: Option<Error>,
@@ -513,7 +538,8 @@ struct Received {
     file: AtomicFile,
     codec: Codec,
     stored_size: u64,
-    raw_hash: blake3::Hash,
+    /// blake3 of the raw content, when known without a full decode.
+    raw_hash: Option<blake3::Hash>,
     system_identifier: Option<u64>,
 }
 
@@ -526,7 +552,7 @@ impl Receiver {
             head: Vec::new(),
             sink: None,
             payload_hash: blake3::Hasher::new(),
-            raw_hash: blake3::Hasher::new(),
+            first: Vec::new(),
             raw_size: 0,
             dest: dest.to_path_buf(),
             error: None,
@@ -592,11 +618,16 @@ impl Receiver {
         }
         let res = match self.sink.as_mut().expect("opened") {
             Sink::Compress(enc) => {
-                self.raw_hash.update(data);
                 self.raw_size += data.len() as u64;
                 enc.write_all(data)
             }
-            Sink::AsIs(f, _) => f.write_all(data),
+            Sink::AsIs(f, _) => {
+                if self.first.len() < FIRST_LEN {
+                    let take = (FIRST_LEN - self.first.len()).min(data.len());
+                    self.first.extend_from_slice(&data[..take]);
+                }
+                f.write_all(data)
+            }
         };
         if let Err(e) = res {
             self.error = Some(Error::io("cannot write", &self.dest, e));
@@ -607,7 +638,8 @@ impl Receiver {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        if self.payload_hash.finalize().to_hex().as_str() != checksum {
+        let payload_hash = self.payload_hash.finalize();
+        if payload_hash.to_hex().as_str() != checksum {
             return Err(Error::Refused(format!(
                 "{}: checksum of the received bytes does not match the sender's; nothing stored, retry",
                 self.name
@@ -636,17 +668,28 @@ impl Receiver {
             .map_err(|e| Error::io("cannot stat", file.temp_path().to_path_buf(), e))?
             .len();
         let (raw_size, raw_hash, head) = if codec == Codec::Zstd && self.raw_size > 0 {
-            (self.raw_size, self.raw_hash.finalize(), Vec::new())
+            // Compressed here: the payload is the raw content.
+            (self.raw_size, Some(payload_hash), Vec::new())
+        } else if let Some((size, head)) =
+            light_zstd_check(codec, &self.name, &self.first, file.temp_path())
+        {
+            // zstd from a peer server or a compressing primary: the transfer
+            // checksum proves the bytes are what the sender holds, the frame
+            // header gives the raw size and the first block the WAL header.
+            // The full decode (the costliest step of a forward) is left to
+            // readers, which verify every byte anyway; a duplicate put
+            // decodes in full in commit().
+            (size, None, head)
         } else {
-            // Received compressed: decode once to prove it is whole and to
-            // learn what it holds.
+            // Other codecs: decode once to prove it is whole and to learn
+            // what it holds.
             let (size, hash, _, head) = raw_digest(file.temp_path()).map_err(|e| {
                 Error::Refused(format!(
                     "{}: received compressed data is damaged: {e}",
                     self.name
                 ))
             })?;
-            (size, hash, head)
+            (size, Some(hash), head)
         };
         let system_identifier = if self.name.has_page_header() {
             let hdr = match self.header.take() {
@@ -708,6 +751,7 @@ mod tests {
             cluster: "main".into(),
             forward_to: None,
             from: None,
+            forward_in_background: false,
         }
     }
 
@@ -782,6 +826,86 @@ mod tests {
             .unwrap();
         assert_eq!(s.codec, Codec::Gzip);
         assert_eq!(fs::read(dir.join(name)).unwrap(), gz);
+    }
+
+    /// zstd as a peer server or a compressing primary sends it: one frame
+    /// declaring its size.
+    fn zstd_one_frame(raw: &[u8]) -> Vec<u8> {
+        let mut enc = codec::zstd_encoder(Vec::new(), 1).unwrap();
+        enc.set_pledged_src_size(Some(raw.len() as u64)).unwrap();
+        enc.write_all(raw).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn zstd_from_a_peer_is_checked_by_its_frame_and_header() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let st = store(root.path());
+        let name = "000000010000000000000006";
+        let seg = segment(name, SYSID, 3);
+        let z = zstd_one_frame(&seg);
+        let s = put_bytes(&st, &req(&dir, name, z.len() as u64), &z)
+            .await
+            .unwrap();
+        assert_eq!(s.codec, Codec::Zstd);
+        assert_eq!(fs::read(dir.join(name)).unwrap(), z);
+
+        // The header is still checked: a segment under another name is refused.
+        let wrong = "000000010000000000000007";
+        let e = put_bytes(&st, &req(&dir, wrong, z.len() as u64), &z)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
+        assert!(!dir.join(wrong).exists());
+
+        // A duplicate compares raw content: the same segment compressed
+        // otherwise is the same; other content is a conflict.
+        let mut z9 = codec::zstd_encoder(Vec::new(), 9).unwrap();
+        z9.write_all(&seg).unwrap();
+        let z9 = z9.finish().unwrap();
+        let again = put_bytes(&st, &req(&dir, name, z9.len() as u64), &z9)
+            .await
+            .unwrap();
+        assert_eq!(again.outcome, StoreOutcome::AlreadyStored);
+        let other = zstd_one_frame(&segment(name, SYSID, 4));
+        let e = put_bytes(&st, &req(&dir, name, other.len() as u64), &other)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        assert_eq!(fs::read(dir.join(name)).unwrap(), z);
+    }
+
+    #[tokio::test]
+    async fn zstd_in_several_frames_is_decoded_in_full() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "000000010000000000000008";
+        let seg = segment(name, SYSID, 6);
+        let half = seg.len() / 2;
+        let mut z = zstd_one_frame(&seg[..half]);
+        z.extend(zstd_one_frame(&seg[half..]));
+        put_bytes(&store(root.path()), &req(&dir, name, z.len() as u64), &z)
+            .await
+            .unwrap();
+        assert_eq!(
+            codec::decode_all(Codec::Zstd, &fs::read(dir.join(name)).unwrap()).unwrap(),
+            seg
+        );
+
+        // Cut short, though its start (and WAL header) decodes: refused.
+        let name2 = "000000010000000000000009";
+        let z2 = zstd_one_frame(&segment(name2, SYSID, 6));
+        let cut = &z2[..z2.len() - 100];
+        let e = put_bytes(
+            &store(root.path()),
+            &req(&dir, name2, cut.len() as u64),
+            cut,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
+        assert!(!dir.join(name2).exists());
     }
 
     #[tokio::test]

@@ -12,13 +12,11 @@
 //! keeps a second run out.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::durable;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::protocol::{ListEntry, PutRequest};
@@ -131,8 +129,6 @@ pub async fn wal_sync(
     let progress = Arc::new(Mutex::new(Progress::default()));
     let lanes = cfg.parallel.max(1);
     let session = transport::session(&ssh, peer).await?;
-    let incoming = dir.join(store::META_DIR).join("incoming");
-    durable::create_dir_all(&incoming)?;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..lanes {
         let worker = Worker {
@@ -143,7 +139,7 @@ pub async fn wal_sync(
             session: session.clone(),
             peer: peer.to_string(),
             dir_arg: dir_arg.clone(),
-            incoming: incoming.clone(),
+            dir: dir.clone(),
             me: cfg.server_name.clone(),
             total: pushes + pulls,
         };
@@ -243,7 +239,8 @@ struct Worker {
     session: Arc<openssh::Session>,
     peer: String,
     dir_arg: String,
-    incoming: PathBuf,
+    /// The local archive directory (resolved).
+    dir: PathBuf,
     me: Option<String>,
     total: u64,
 }
@@ -342,6 +339,7 @@ impl Worker {
             cluster: self.cluster(),
             forward_to: None,
             from: self.me.clone(),
+            forward_in_background: false,
         };
         let reply = ch
             .put(&req, std::io::BufReader::new(file), self.ssh.io_timeout)
@@ -350,37 +348,28 @@ impl Worker {
         Ok(())
     }
 
-    /// Fetches the peer's stored copy into a temp file, then stores it here
+    /// Fetches the peer's stored copy and stores it here as it streams in,
     /// through the same checks as a put.
     async fn pull(&self, ch: &mut Channel, e: &ListEntry) -> Result<()> {
-        let temp = self
-            .incoming
-            .join(format!("{}.{}", e.name, std::process::id()));
-        let result = async {
-            let mut f = std::fs::File::create(&temp)
-                .map_err(|err| Error::io("cannot create", &temp, err))?;
-            let (size, mtime) = ch.get(&self.dir_arg, &e.name, &mut f).await?;
-            drop(f);
-            let checksum = hash_file(&temp)?;
-            let req = PutRequest {
+        let cluster = self.cluster();
+        ch.get_into_store(&self.dir_arg, &e.name, &self.store, |size, mtime| {
+            PutRequest {
                 dir: self.dir_arg.clone(),
                 name: e.name.clone(),
                 size,
                 mtime,
-                cluster: self.cluster(),
+                cluster,
                 forward_to: None,
                 from: None,
-            };
-            self.store.put_file(&req, &temp, &checksum).await.map(drop)
-        }
-        .await;
-        let _ = std::fs::remove_file(&temp);
-        result
+                forward_in_background: false,
+            }
+        })
+        .await
+        .map(drop)
     }
 
     fn cluster(&self) -> String {
-        let dir = self.incoming.parent().and_then(Path::parent);
-        dir.and_then(store::recorded_identity)
+        store::recorded_identity(&self.dir)
             .map(|i| i.cluster)
             .unwrap_or_else(|| "unknown".into())
     }
@@ -390,22 +379,6 @@ fn job_name(job: &Job) -> String {
     match job {
         Job::Push(e) | Job::Pull(e) => e.name.clone(),
     }
-}
-
-fn hash_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("cannot read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().to_hex().to_string())
 }
 
 #[cfg(test)]

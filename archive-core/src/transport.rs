@@ -211,6 +211,8 @@ pub struct PutReply {
     pub stored_size: u64,
     /// The forward's outcome, when one was asked for and reported in time.
     pub forward: Option<ForwardOutcome>,
+    /// blake3 (hex) of the bytes sent, as the server verified them.
+    pub checksum: String,
 }
 
 /// A protocol channel: one `archive-remote-cmd serve` process on a host.
@@ -393,8 +395,9 @@ impl Channel {
             self.send_data(&buf[..n]).await?;
             remaining -= n as u64;
         }
+        let checksum = hasher.finalize().to_hex().to_string();
         self.send(&Request::End {
-            checksum: hasher.finalize().to_hex().to_string(),
+            checksum: checksum.clone(),
         })
         .await?;
         let (outcome, codec, stored_size) = match self.reply().await? {
@@ -405,7 +408,7 @@ impl Channel {
             } => (outcome, codec, stored_size),
             other => return Err(self.unexpected(other)),
         };
-        let forward = if req.forward_to.is_some() {
+        let forward = if req.forward_to.is_some() && !req.forward_in_background {
             match self.reply_within(forward_wait).await {
                 Ok(Reply::Forward(f)) => Some(f),
                 Ok(other) => return Err(self.unexpected(other)),
@@ -419,6 +422,7 @@ impl Channel {
             codec,
             stored_size,
             forward,
+            checksum,
         })
     }
 
@@ -437,6 +441,34 @@ impl Channel {
         })
         .await?;
         self.receive_file(name, sink).await
+    }
+
+    /// Downloads a stored file straight into the local `store`, as the put
+    /// `make(size, mtime)` describes: checked like any put while it streams
+    /// in (the server's checksum closes it), no temp copy in between.
+    pub async fn get_into_store(
+        &mut self,
+        dir: &str,
+        name: &str,
+        store: &crate::store::Store,
+        make: impl FnOnce(u64, i64) -> PutRequest,
+    ) -> Result<crate::store::Stored> {
+        self.send(&Request::Get {
+            dir: dir.to_string(),
+            name: name.to_string(),
+        })
+        .await?;
+        let req = match self.reply().await? {
+            Reply::File { size, mtime } => make(size, mtime),
+            other => return Err(self.unexpected(other)),
+        };
+        store
+            .put_closed_by::<Reply, _>(&req, &mut self.stdout)
+            .await
+            .map_err(|e| match e {
+                Error::Protocol(_) => self.failure(e),
+                other => other,
+            })
     }
 
     /// Reads a [`Reply::File`], its bytes into `sink`, and the checksum.

@@ -39,6 +39,25 @@ impl Lab {
         cmd
     }
 
+    /// Waits until no archive-remote-cmd runs on either server: every
+    /// background forward (and owed delivery) archive-cmd set off has ended,
+    /// so what the servers hold no longer changes. For tests that inspect or
+    /// alter both servers right after archiving.
+    pub fn settle(&self) {
+        let busy = |n: usize| {
+            self.server(n).processes().into_iter().any(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains("archive-remote-cmd"))
+                    .unwrap_or(false)
+            })
+        };
+        wait_until(
+            Duration::from_secs(60),
+            "the archive servers' forwards to end",
+            || !busy(1) && !busy(2),
+        );
+    }
+
     /// A command run on archive server `n` the way its cron would run it: as
     /// `postgres`, inside the server's mount and PID namespaces (so it sees
     /// that server's storage), with `PGARCHIVE_CONFIG` set to its config.

@@ -191,7 +191,11 @@ struct Figures {
     kind: Kind,
     segments: usize,
     raw_bytes: u64,
+    /// Until both servers hold every segment (forwards run on after the
+    /// last archive-cmd returned).
     elapsed: Duration,
+    /// Until the last archive-cmd returned.
+    calls_elapsed: Duration,
     cpu_busy_secs: f64,
     /// CPU of the lab's processes (its cgroup), when measurable.
     lab_cpu_secs: Option<f64>,
@@ -573,9 +577,9 @@ fn run_scenario(
         kind.backlog(),
         time_file,
     )?;
-    let elapsed = t0.elapsed();
+    let calls_elapsed = t0.elapsed();
     // Work the last call started (a forward, owed deliveries) belongs to
-    // the scenario's CPU cost.
+    // the scenario: its time and its CPU cost.
     let quiet = wait_no_process(COMM_REMOTE, Duration::from_secs(60));
     let cpu_window = t0.elapsed();
     let cpu1 = CpuTimes::now();
@@ -600,7 +604,8 @@ fn run_scenario(
         kind,
         segments: corpus.names.len(),
         raw_bytes: raw,
-        elapsed,
+        elapsed: cpu_window,
+        calls_elapsed,
         cpu_busy_secs: (cpu1.busy_secs_since(&cpu0) - peaks.own_cpu_secs).max(0.0),
         lab_cpu_secs: lab0
             .zip(lab1)
@@ -667,9 +672,10 @@ fn ms(d: Duration) -> f64 {
 
 fn detail_line(f: &Figures) -> String {
     let mut s = format!(
-        "  {} detail ({}): calls p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms; {} calls sent, {} answered from look-ahead records; ",
+        "  {} detail ({}): last archive-cmd returned after {:.2} s; calls p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms; {} calls sent, {} answered from look-ahead records; ",
         f.kind.name(),
         f.kind.describe(),
+        f.calls_elapsed.as_secs_f64(),
         ms(quantile(&f.latencies, 0.5)),
         ms(quantile(&f.latencies, 0.9)),
         ms(quantile(&f.latencies, 1.0)),

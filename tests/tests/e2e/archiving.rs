@@ -37,8 +37,15 @@ fn assert_archived_ok(out: &std::process::Output, name: &str) {
     );
 }
 
-/// Both servers hold `name`, decompressing to exactly the bytes in `reference`.
+/// Both servers hold `name`, decompressing to exactly the bytes in
+/// `reference`. Waits for the copies first: server 1 forwards in the
+/// background, after archive-cmd returned.
 fn assert_on_both(lab: &Lab, dst: &str, reference: &Path, name: &str) {
+    wait_until(Duration::from_secs(60), "both servers to hold it", || {
+        [1, 2]
+            .iter()
+            .all(|&n| lab.stored_path(n, dst, name).exists())
+    });
     let want = fs::read(reference.join(name)).unwrap();
     for n in [1, 2] {
         let got = lab
@@ -72,6 +79,13 @@ fn pgbench_wal_reaches_both_servers_byte_identical() {
     wait_archived(&pg, &last, Duration::from_secs(180));
     let names = list_files(&refdir);
     assert!(names.len() >= 20, "only {} segments archived", names.len());
+    // arch1 forwards in the background: the second copy may trail the
+    // archiver by a moment.
+    wait_until(
+        Duration::from_secs(60),
+        "arch2 to hold every segment",
+        || lab.stored_names(2, &dst) == names && lab.owed_names(1, &dst).is_empty(),
+    );
     for name in &names {
         assert_on_both(&lab, &dst, &refdir, name);
     }
@@ -155,6 +169,8 @@ fn frozen_host1_stalls_are_cut_by_timeouts_and_the_call_falls_through_to_host2()
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("frozen", 3, 1);
     assert_archived_ok(&archive(&lab, &dst, &wal, &names[0]), &names[0]);
+    // Its forward must not be frozen halfway.
+    assert_on_both(&lab, &dst, &wal, &names[0]);
     lab.freeze_server(1);
     for name in &names[1..] {
         let t = Instant::now();
@@ -753,4 +769,30 @@ fn frame(json: String) -> Vec<u8> {
 
 fn thread_sleep(secs: u64) {
     std::thread::sleep(Duration::from_secs(secs));
+}
+
+#[test]
+fn with_wait_for_forward_the_call_returns_only_once_both_servers_hold_it() {
+    let lab = Lab::with(LabOptions {
+        extra_client_config: "wait_for_forward = true\n".into(),
+        ..Default::default()
+    });
+    let dst = lab.dst("main");
+    let (wal, names) = lab.wal_segments("w", 3, 1);
+    for name in &names {
+        let out = archive(&lab, &dst, &wal, name);
+        assert_archived_ok(&out, name);
+        // Checked at once, without waiting: the forward was part of the call.
+        assert!(
+            lab.stored_path(2, &dst, name).exists(),
+            "arch2 lacks {name} when archive-cmd returned: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("forwarded to arch2"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(lab.owed_names(1, &dst).is_empty());
 }

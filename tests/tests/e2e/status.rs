@@ -26,6 +26,7 @@ fn stdout(out: &Output) -> String {
 fn archive_to(lab: &Lab, hosts: &str, dst: &str, wal: &Path, name: &str) {
     let out = run(&mut lab.archive_cmd_hosts(hosts, dst, &wal.join(name), name, "main"));
     assert!(out.status.success(), "{name}: {}", stderr(&out));
+    lab.settle();
 }
 
 fn now() -> i64 {

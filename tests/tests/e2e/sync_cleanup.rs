@@ -15,6 +15,7 @@ fn stderr(out: &Output) -> String {
 fn archive_to(lab: &Lab, hosts: &str, dst: &str, wal: &Path, name: &str) {
     let out = run(&mut lab.archive_cmd_hosts(hosts, dst, &wal.join(name), name, "main"));
     assert!(out.status.success(), "{name}: {}", stderr(&out));
+    lab.settle();
 }
 
 fn wal_sync(lab: &Lab, on: usize, dst: &str, extra: &[&str]) -> Output {
