@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::config::Config;
 use archive_core::push::{self, ArchiveRequest, PushOutcome};
-use archive_core::{log, Error};
+use archive_core::{cli, log, Error};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -61,31 +60,17 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("archive-cmd", false);
-    ExitCode::from(run(args) as u8)
+    cli::exit(run(&args).map(|_| 0), Some(&args.wal_name))
 }
 
-fn run(args: Args) -> i32 {
-    let result = (|| -> Result<PushOutcome, Error> {
-        let cfg = Config::load(args.config.as_deref(), &args.set)?;
-        log::set_quiet(cfg.quiet);
-        let req = ArchiveRequest {
-            hosts: push::parse_hosts(&args.hosts)?,
-            dst_dir: args.dst_dir.clone(),
-            wal_path: args.wal_path.clone(),
-            name: args.wal_name.clone(),
-            cluster: args.cluster.clone(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
-        rt.block_on(push::archive(&cfg, &req))
-    })();
-    match result {
-        Ok(_) => 0,
-        Err(e) => {
-            log::error(format!("{}: {e}", args.wal_name));
-            e.exit_code()
-        }
-    }
+fn run(args: &Args) -> Result<PushOutcome, Error> {
+    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
+    let req = ArchiveRequest {
+        hosts: push::parse_hosts(&args.hosts)?,
+        dst_dir: args.dst_dir.clone(),
+        wal_path: args.wal_path.clone(),
+        name: args.wal_name.clone(),
+        cluster: args.cluster.clone(),
+    };
+    cli::runtime()?.block_on(push::archive(&cfg, &req))
 }

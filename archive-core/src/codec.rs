@@ -204,6 +204,15 @@ pub fn zstd_encoder<W: Write>(
     Ok(enc)
 }
 
+/// Compresses a whole buffer into one zstd frame that records its content
+/// size and checksum, like [`zstd_encoder`]'s.
+pub fn zstd_compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.include_checksum(true)?;
+    c.include_contentsize(true)?;
+    c.compress(raw)
+}
+
 /// Length in bytes of the zstd frame at the start of `r`, found by walking
 /// its block headers without decompressing anything (RFC 8878 §3.1.1): a
 /// cheap proof that the frame is complete. `Ok(None)` when `r` does not

@@ -7,13 +7,14 @@
 //! ssh transport ([`transport`]), the wire protocol between the tools and
 //! `archive-remote-cmd` ([`protocol`]), the archive server's storage
 //! ([`store`]), segments owed to the peer server ([`owed`]) and the primary's
-//! push logic ([`push`]).
+//! push logic ([`push`]); what every binary's main does ([`cli`]).
 //!
 //! Architecture invariant: this crate never prints to stdout and never exits
 //! the process; binaries map [`error::Error`] to exit codes in one place.
 
 pub mod backups;
 pub mod cleanup;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod durable;

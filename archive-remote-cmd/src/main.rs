@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::config::Config;
 use archive_core::health::HealthBook;
 use archive_core::server::{self, Server};
-use archive_core::{log, owed, Error};
+use archive_core::{cli, log, owed, Error};
 use clap::{Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
@@ -52,28 +51,18 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("archive-remote-cmd", false);
-    let code = match run(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error(e.to_string());
-            e.exit_code()
-        }
-    };
-    ExitCode::from(code as u8)
+    cli::exit(run(args).map(|()| 0), None)
 }
 
 fn run(args: Args) -> Result<(), Error> {
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
-    log::set_quiet(cfg.quiet);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
+    let rt = cli::runtime()?;
     match args.command {
         Command::Serve => {
             let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
             server::check_forced_command(original.as_deref())?;
             let mut server = Server::new(cfg)?;
+            server::widen_stdio();
             rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))
         }
         Command::DeliverOwed => {

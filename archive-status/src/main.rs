@@ -435,10 +435,7 @@ fn run(args: &Args, check: bool) -> Result<i32, Error> {
         segment_size,
         state_dir,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let rt = archive_core::cli::runtime()?;
     let mut collector = Collector::new(SshSettings::from_config(&cfg), opts);
     rt.block_on(async {
         for t in &targets {

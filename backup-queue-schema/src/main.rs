@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::config::Config;
 use archive_core::{log, Error};
 use backup_queue_schema::{applied, migrate, queue, script, MIGRATIONS};
 use clap::{Parser, Subcommand};
@@ -100,8 +99,7 @@ fn run(args: Args) -> Result<i32, Error> {
         print!("{}", script());
         return Ok(0);
     }
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
-    log::set_quiet(cfg.quiet);
+    let cfg = archive_core::cli::load_config(args.config.as_deref(), &args.set)?;
     let dsn = args.dsn.clone().or(cfg.queue_dsn.clone()).ok_or_else(|| {
         Error::Usage("no queue database: pass --dsn or set queue_dsn in the config".into())
     })?;

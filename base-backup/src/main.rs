@@ -11,7 +11,6 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::config::Config;
 use archive_core::log;
 use clap::Parser;
 
@@ -88,14 +87,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cfg = match Config::load(args.config.as_deref(), &args.set) {
+    let cfg = match archive_core::cli::load_config(args.config.as_deref(), &args.set) {
         Ok(c) => c,
-        Err(e) => {
-            log::error(e.to_string());
-            return ExitCode::from(e.exit_code() as u8);
-        }
+        Err(e) => return archive_core::cli::exit(Err(e), None),
     };
-    log::set_quiet(cfg.quiet);
     match job::run(&cfg) {
         Ok(_) => ExitCode::SUCCESS,
         Err(job::Failed(code)) => ExitCode::from(code as u8),

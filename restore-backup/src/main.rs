@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::config::Config;
 use archive_core::pitr::{self, PitrRequest, Target};
 use archive_core::push::parse_hosts;
-use archive_core::{log, Error};
+use archive_core::{cli, log, Error};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -79,18 +78,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("restore-backup", false);
-    let code = match run(&args) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error(e.to_string());
-            e.exit_code()
-        }
-    };
-    ExitCode::from(code as u8)
+    cli::exit(run(&args).map(|()| 0), None)
 }
 
 fn run(args: &Args) -> Result<(), Error> {
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
+    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
     if !["pause", "promote", "shutdown"].contains(&args.action.as_str()) {
         return Err(Error::Usage(format!(
             "--action {:?}: use pause, promote or shutdown",
@@ -111,10 +103,7 @@ fn run(args: &Args) -> Result<(), Error> {
         keep_archiving: args.keep_archiving,
         extra_conf: args.conf.clone(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let rt = cli::runtime()?;
     let chosen = rt.block_on(pitr::restore(&cfg, &req))?;
     log::info(format!(
         "restored data.master.{} (START WAL {}, started {}) into {}",

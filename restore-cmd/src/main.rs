@@ -121,16 +121,11 @@ fn main() -> ExitCode {
 }
 
 fn config(args: &Args) -> Result<Config, Error> {
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
-    log::set_quiet(cfg.quiet);
-    Ok(cfg)
+    archive_core::cli::load_config(args.config.as_deref(), &args.set)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))
+    archive_core::cli::runtime()
 }
 
 fn worker(args: &Args, dir: &Path) -> i32 {

@@ -602,6 +602,41 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
     v[rank - 1]
 }
 
+/// zstd decompression speed of the machine the issues' targets were set on
+/// (about 1.7 GiB/s per core, quoted in the restore issue).
+pub const REFERENCE_ZSTD_DECODE_MBS: f64 = 1.7 * 1024.0 * 1024.0 * 1024.0 / 1e6;
+
+/// One line on this machine's speed, for comparing figures across runs and
+/// machines: zstd level 1 compression and decompression of `sample` (best of
+/// three, one core), and the ratio to the reference machine's decompression.
+pub fn machine_speed_line(sample: &Path) -> String {
+    let Ok(raw) = std::fs::read(sample) else {
+        return format!("machine speed: cannot read {}", sample.display());
+    };
+    let mb = raw.len() as f64 / 1e6;
+    let best = |f: &mut dyn FnMut()| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let mut z = Vec::new();
+    let c = best(&mut || z = zstd::bulk::compress(&raw, 1).expect("compress"));
+    let d = best(&mut || {
+        zstd::bulk::decompress(&z, raw.len()).expect("decompress");
+    });
+    format!(
+        "machine speed: zstd -1 compresses {:.0} MB/s, decompresses {:.0} MB/s on one core; the issues' targets were set where it decompresses about {:.0} MB/s, so this machine runs at {:.2}x that speed",
+        mb / c,
+        mb / d,
+        REFERENCE_ZSTD_DECODE_MBS,
+        mb / d / REFERENCE_ZSTD_DECODE_MBS
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

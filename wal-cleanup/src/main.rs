@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use archive_core::cleanup::{self, CleanupOptions};
-use archive_core::config::Config;
-use archive_core::{log, Error};
+use archive_core::{cli, log, Error};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -49,24 +48,13 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("wal-cleanup", false);
-    let code = match run(&args) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error(e.to_string());
-            e.exit_code()
-        }
-    };
-    ExitCode::from(code as u8)
+    cli::exit(run(&args).map(|()| 0), None)
 }
 
 fn run(args: &Args) -> Result<(), Error> {
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
-    log::set_quiet(cfg.quiet);
+    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
     archive_core::health::validate_host_name(&args.remote_archive)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let rt = cli::runtime()?;
     let opts = CleanupOptions {
         dry_run: args.dry_run,
     };

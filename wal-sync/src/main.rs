@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::config::Config;
 use archive_core::error::{EXIT_CONFLICT, EXIT_RETRY};
 use archive_core::sync::{self, SyncOptions};
-use archive_core::{log, Error};
+use archive_core::{cli, log, Error};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -50,26 +49,14 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("wal-sync", false);
-    let code = match run(&args) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error(e.to_string());
-            e.exit_code()
-        }
-    };
-    ExitCode::from(code as u8)
+    cli::exit(run(&args), None)
 }
 
 fn run(args: &Args) -> Result<i32, Error> {
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
-    log::set_quiet(cfg.quiet);
+    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
     archive_core::health::validate_host_name(&args.remote_archive)?;
     // Copies decode and hash each file to verify it: use every core.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    let rt = cli::runtime_all_cores()?;
     let opts = SyncOptions {
         dry_run: args.dry_run,
         checksum: args.checksum,

@@ -320,6 +320,10 @@ fn run() -> Result<(), String> {
         }
     );
 
+    if let Some(first) = corpus.names.get(corpus.names.len() / 2) {
+        println!("{}", e2e::bench::machine_speed_line(&corpus.path(first)));
+    }
+
     let rss_dir = lab.dir().join("bench-rss");
     mkdir_postgres(&rss_dir, 0o755);
     let time_file = time_bin.then(|| rss_dir.join("maxrss"));
