@@ -6,8 +6,10 @@
 //! and checksum match what was declared, and, for WAL segments, the page
 //! header matches the name and the system identifier matches the one
 //! recorded for the directory (WAL of another database is refused).
-//! Content is sniffed: already compressed data is stored as received (and
-//! decoded once to verify it), anything else is compressed with zstd. The
+//! Content is sniffed: already compressed data is stored as received (a
+//! single-frame zstd segment checked by its frame structure and first block,
+//! other codecs decoded once to verify them), anything else is compressed
+//! with zstd. The
 //! file becomes visible only complete and durable ([`crate::durable`]).
 //! An existing name is never overwritten: same content is success, other
 //! content is a conflict and the incoming copy is kept aside for analysis.

@@ -472,7 +472,7 @@ fn vm_hwm_kib(pid: i32) -> Option<u64> {
 }
 
 /// This thread's CPU ticks (utime + stime from `/proc/thread-self/stat`).
-fn thread_cpu_ticks() -> u64 {
+pub fn thread_cpu_ticks() -> u64 {
     let Ok(text) = std::fs::read_to_string("/proc/thread-self/stat") else {
         return 0;
     };

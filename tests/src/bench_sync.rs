@@ -711,10 +711,10 @@ pub fn verify_costs(corpus: &SyncCorpus, sample: usize) -> VerifyCosts {
     let (mut t_hash, mut t_decode) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 20];
     for (path, f) in &picked {
-        let t = thread_ticks();
+        let t = crate::bench::thread_cpu_ticks();
         let bytes = std::fs::read(path).expect("read corpus file");
         std::hint::black_box(blake3::hash(&bytes));
-        let t2 = thread_ticks();
+        let t2 = crate::bench::thread_cpu_ticks();
         let mut dec = zstd::stream::read::Decoder::new(&bytes[..]).expect("decoder");
         let mut h = blake3::Hasher::new();
         loop {
@@ -725,7 +725,7 @@ pub fn verify_costs(corpus: &SyncCorpus, sample: usize) -> VerifyCosts {
             h.update(&buf[..n]);
         }
         std::hint::black_box(h.finalize());
-        let t3 = thread_ticks();
+        let t3 = crate::bench::thread_cpu_ticks();
         t_hash += t2 - t;
         t_decode += t3 - t2;
         stored += f.stored_bytes;
@@ -899,22 +899,6 @@ fn proc_cpu(pid: i32) -> Option<(String, bool, u64, u64)> {
     Some((comm, kernel, at(22)?, at(14)? + at(15)?))
 }
 
-fn thread_ticks() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/thread-self/stat") else {
-        return 0;
-    };
-    let Some(close) = text.rfind(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let at = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    at(14) + at(15)
-}
-
 /// The PID namespaces of the lab's running servers (everything the lab's
 /// sshd runs, and everything run through [`Lab::server_cmd`], is in one).
 pub fn lab_pid_namespaces(lab: &Lab) -> Vec<String> {
@@ -926,7 +910,7 @@ pub fn lab_pid_namespaces(lab: &Lab) -> Vec<String> {
 }
 
 fn cpu_loop(stop: &AtomicBool, interval: Duration, namespaces: &[String]) -> CpuByName {
-    let own0 = thread_ticks();
+    let own0 = crate::bench::thread_cpu_ticks();
     // (pid, starttime) -> (name, watched, ticks at first sight or 0, latest ticks)
     let mut seen: HashMap<(i32, u64), (String, bool, u64, u64)> = HashMap::new();
     let mut first = true;
@@ -972,7 +956,7 @@ fn cpu_loop(stop: &AtomicBool, interval: Duration, namespaces: &[String]) -> Cpu
             *out.other_secs.entry(comm).or_default() += secs;
         }
     }
-    out.own_secs = thread_ticks().saturating_sub(own0) as f64 / CLK_TCK;
+    out.own_secs = crate::bench::thread_cpu_ticks().saturating_sub(own0) as f64 / CLK_TCK;
     out
 }
 

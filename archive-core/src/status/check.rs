@@ -671,6 +671,24 @@ mod tests {
         }
     }
 
+    /// The first cluster in the queue, every server with a recent backup.
+    fn queued_and_backed_up(r: &mut Report) {
+        r.clusters[0].queue = Some(QueueCluster {
+            in_queue: true,
+            enabled: true,
+            periodicity_days: 4,
+            ..Default::default()
+        });
+        for s in &mut r.clusters[0].servers {
+            s.queue = Some(QueueServer {
+                periodicity_days: 4,
+                backup_age_secs: Some(60),
+                last_done: Some(TaskInfo::default()),
+                ..Default::default()
+            });
+        }
+    }
+
     fn checks(r: &Report) -> Vec<(Level, String, Option<String>)> {
         r.findings
             .iter()
@@ -806,20 +824,7 @@ mod tests {
                 "failed_tasks",
                 Level::Critical,
                 Box::new(|r: &mut Report| {
-                    r.clusters[0].queue = Some(QueueCluster {
-                        in_queue: true,
-                        enabled: true,
-                        periodicity_days: 4,
-                        ..Default::default()
-                    });
-                    for s in &mut r.clusters[0].servers {
-                        s.queue = Some(QueueServer {
-                            periodicity_days: 4,
-                            backup_age_secs: Some(60),
-                            last_done: Some(TaskInfo::default()),
-                            ..Default::default()
-                        });
-                    }
+                    queued_and_backed_up(r);
                     r.clusters[0].servers[0]
                         .queue
                         .as_mut()
@@ -835,20 +840,7 @@ mod tests {
                 "stuck_tasks",
                 Level::Warning,
                 Box::new(|r: &mut Report| {
-                    r.clusters[0].queue = Some(QueueCluster {
-                        in_queue: true,
-                        enabled: true,
-                        periodicity_days: 4,
-                        ..Default::default()
-                    });
-                    for s in &mut r.clusters[0].servers {
-                        s.queue = Some(QueueServer {
-                            periodicity_days: 4,
-                            backup_age_secs: Some(60),
-                            last_done: Some(TaskInfo::default()),
-                            ..Default::default()
-                        });
-                    }
+                    queued_and_backed_up(r);
                     r.clusters[0].servers[1]
                         .queue
                         .as_mut()

@@ -134,6 +134,9 @@ fn main() -> ExitCode {
         corpus.root.display(),
         t.elapsed().as_secs_f64()
     );
+    if let Some(mid) = corpus.names.get(corpus.names.len() / 2) {
+        println!("{}", e2e::bench::machine_speed_line(&corpus.path(mid)));
+    }
     let dst = lab.dst("bench");
     if let Err(e) = archive(&lab, &dst, &corpus) {
         eprintln!("bench-restore: {e}");
