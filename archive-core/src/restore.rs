@@ -313,10 +313,11 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
 
     // 2. The prefetch buffer (segments only).
     if let Some(b) = buffer.as_ref().filter(|_| name.kind() == WalKind::Segment) {
-        // The request is recorded before the segment leaves the buffer, so
-        // the worker never sees it missing while still wanted, and fetch it
-        // again.
-        let before_claim =
+        // The request moves on once the segment is claimed: earlier, the
+        // worker would drop the segment as no longer wanted before the
+        // claim (a needless download from the hosts). A claimed segment
+        // counts as present for the worker, so it is not fetched again.
+        let after_claim =
             |seg_size: u64| after_served(&settings, Some(b), req, &name, seg_size, sysid, false);
         match from_buffer(
             b,
@@ -325,7 +326,7 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
             &req.src_dir,
             not_after,
             cfg.io_timeout(),
-            &before_claim,
+            &after_claim,
         )? {
             FromBuffer::Served(r) => return Ok(r),
             FromBuffer::TooYoung { mtime, seg_size } => {
@@ -513,7 +514,7 @@ fn from_buffer(
     src_dir: &str,
     not_after: Option<i64>,
     io_timeout: Duration,
-    before_claim: &dyn Fn(u64),
+    after_claim: &dyn Fn(u64),
 ) -> Result<FromBuffer> {
     let n = check.name.as_str();
     let mut waited = None;
@@ -539,10 +540,10 @@ fn from_buffer(
             seg_size: meta.size,
         });
     }
-    before_claim(meta.size);
     let Some(claim) = b.claim(n) else {
         return Ok(FromBuffer::Miss);
     };
+    after_claim(meta.size);
     let fail = |why: String| {
         log::warn(format!(
             "buffered {n} failed its check ({why}); fetching it from the archive"

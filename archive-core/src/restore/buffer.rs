@@ -139,6 +139,9 @@ pub struct Scan {
     pub entries: Vec<Entry>,
     /// Bytes of claimed segments (being handed over).
     pub claim_bytes: u64,
+    /// Segments being handed over: present as far as the worker is
+    /// concerned, so it never fetches one again meanwhile.
+    pub claimed: Vec<WalName>,
     /// Temps and claims whose writer is gone.
     pub dead: Vec<PathBuf>,
 }
@@ -260,8 +263,11 @@ impl Buffer {
                     let alive = process_alive(pid);
                     if !alive {
                         scan.dead.push(e.path());
-                    } else if rest.contains(CLAIM_MARK) {
+                    } else if let Some((seg, _)) = rest.split_once(CLAIM_MARK) {
                         scan.claim_bytes += e.metadata().map_or(0, |m| m.len());
+                        if let Ok(w) = WalName::parse(seg) {
+                            scan.claimed.push(w);
+                        }
                     }
                 }
                 continue;
@@ -710,6 +716,8 @@ mod tests {
         assert!(!b.data_path(n).exists());
         assert!(b.claim(n).is_none(), "claimed once");
         assert_eq!(b.scan().claim_bytes, 100);
+        // Still present for the worker while it is handed over.
+        assert_eq!(b.scan().claimed, [WalName::parse(n).unwrap()]);
         fs::remove_file(claim).unwrap();
 
         fs::write(b.data_path(n), vec![1u8; 100]).unwrap();

@@ -255,7 +255,9 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             .collect();
         let present: BTreeSet<u64> = kept
             .iter()
-            .map(|e| e.name.segment_number(want.seg_size))
+            .map(|e| &e.name)
+            .chain(&scan.claimed)
+            .map(|n| n.segment_number(want.seg_size))
             .collect();
         let bytes_used = kept.iter().map(|e| e.size).sum::<u64>() + scan.claim_bytes;
         let plan = Plan {
