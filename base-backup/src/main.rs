@@ -36,7 +36,7 @@ Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
   every task must be under one), state_dir (the lock), ssh_config (the peer).
   Backup keys: backup_compress (client-zstd:1), backup_checkpoint (spread),
   backup_max_rate (none), backup_verify (manifest | pg_verifybackup),
-  backup_progress_interval (60), backup_wal_maintenance (true), pg_bin_dir.
+  backup_progress_interval (0: off), backup_wal_maintenance (true), pg_bin_dir.
 
 base-backup --verify DIR checks a stored backup the same way (no queue, no lock).
 

@@ -72,7 +72,10 @@ pub fn command(cfg: &Config, src: &Source, target: &Path) -> Command {
         .arg(format!("--compress={}", cfg.backup_compress.trim()))
         .arg(format!("--checkpoint={}", cfg.backup_checkpoint))
         .arg(format!("--label={}", src.label))
-        .args(["--progress", "--verbose", "--no-password"]);
+        .args(["--verbose", "--no-password"]);
+    if cfg.backup_progress_interval > 0 {
+        cmd.arg("--progress");
+    }
     if let Some(rate) = &cfg.backup_max_rate {
         cmd.arg(format!("--max-rate={}", rate.trim()));
     }
@@ -243,5 +246,16 @@ mod tests {
             "{}",
             args[1]
         );
+        // Progress (and the server's size-estimation pass) only when asked.
+        assert!(!args.iter().any(|a| a == "--progress"), "{args:?}");
+        let cfg = Config::load(None, &["backup_progress_interval=30".into()]).unwrap();
+        let src = Source {
+            host: "standby",
+            port: 5433,
+            user: "backup",
+            label: "x",
+        };
+        let cmd = command(&cfg, &src, Path::new("/b/t"));
+        assert!(cmd.get_args().any(|a| a == "--progress"));
     }
 }

@@ -124,7 +124,7 @@ fn bench(scale: u32, rounds: usize, compressions: &[String]) -> Result<(), Strin
         t.elapsed().as_secs_f64()
     );
     lab.set_server_config_extra(&format!(
-        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nbackup_wal_maintenance = false\nbackup_progress_interval = 3600\nquiet = true\n",
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nbackup_wal_maintenance = false\nquiet = true\n",
         q.dsn()
     ));
     let mut row = lab.host_row("bench", &pg, "bench");
