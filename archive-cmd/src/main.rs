@@ -15,7 +15,9 @@ postgresql.conf:
   archive_command = 'archive-cmd \"arch1 arch2\" /var/lib/pgarchive/main %p %f main'
 
 Behaviour:
-  The file goes to HOST1, which stores it and forwards it to HOST2. If HOST1
+  The file goes to HOST1, which stores it, answers, and forwards it to HOST2
+  in the background from a durable owed record (wait_for_forward = true makes
+  the call wait for HOST2's copy too). If HOST1
   fails, the same call sends it to HOST2 (which owes HOST1 a copy and delivers
   it when HOST1 is back). After retry_count consecutive failures HOST1 is tried
   last for cooldown seconds. With a backlog of .ready files one call sends the
@@ -26,7 +28,7 @@ Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
   Keys: ssh_config, runtime_dir, state_dir, remote_command, ssh_ciphers, connect_timeout,
   io_timeout, control_persist, retry_count (6), cooldown (600),
   lookahead_threshold, lookahead_max, parallel, push_queue_max (off),
-  compress_on_primary (false), compress_level, quiet.
+  compress_on_primary (false), compress_level, wait_for_forward (false), quiet.
 
 Exit codes (all below 126, which PostgreSQL would treat as fatal):
   0  stored durably on at least one archive server (or dropped by push_queue_max)
