@@ -218,6 +218,7 @@ pub fn zstd_compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
 /// cheap proof that the frame is complete. `Ok(None)` when `r` does not
 /// start with a zstd frame or the frame is cut short.
 pub fn zstd_frame_len<R: Read + io::Seek>(r: &mut R) -> io::Result<Option<u64>> {
+    r.seek(io::SeekFrom::Start(0))?;
     let mut head = [0u8; 5];
     if read_full(r, &mut head)? < head.len() || head[..4] != [0x28, 0xB5, 0x2F, 0xFD] {
         return Ok(None);
@@ -260,7 +261,7 @@ pub fn zstd_frame_len<R: Read + io::Seek>(r: &mut R) -> io::Result<Option<u64>> 
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
-pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {

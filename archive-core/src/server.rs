@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Mutex};
-
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -220,7 +219,12 @@ impl Server {
                         self.forward_in_background(job);
                         continue;
                     }
-                    let outcome = self.fwd.lock().await.forward_and_deliver(&job).await;
+                    let outcome = self
+                        .fwd
+                        .lock()
+                        .await
+                        .forward_and_deliver(&job, || true)
+                        .await;
                     // The client may have left already: that is fine.
                     let _ = protocol::write_frame(&mut output, &Reply::Forward(outcome), t).await;
                 }
@@ -469,14 +473,13 @@ impl Server {
             let fwd = self.fwd.clone();
             let task = tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    let mut fwd = fwd.lock().await;
-                    let outcome = fwd.forward(&job).await;
                     // Owed files wait until the queue is empty: the puts
                     // being received come first.
-                    if outcome == ForwardOutcome::Forwarded && rx.is_empty() {
-                        fwd.deliver_owed(&job.dir, &job.req.dir, &job.req.cluster, &job.peer)
-                            .await;
-                    }
+                    let _ = fwd
+                        .lock()
+                        .await
+                        .forward_and_deliver(&job, || rx.is_empty())
+                        .await;
                 }
             });
             Background { jobs, task }
@@ -510,10 +513,15 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    /// Forwards a put and, when the peer took it, what else is owed to it.
-    async fn forward_and_deliver(&mut self, job: &ForwardJob) -> ForwardOutcome {
+    /// Forwards a put and, when the peer took it and `owed_now()` says so,
+    /// what else is owed to it.
+    async fn forward_and_deliver(
+        &mut self,
+        job: &ForwardJob,
+        owed_now: impl FnOnce() -> bool,
+    ) -> ForwardOutcome {
         let outcome = self.forward(job).await;
-        if outcome == ForwardOutcome::Forwarded {
+        if outcome == ForwardOutcome::Forwarded && owed_now() {
             self.deliver_owed(&job.dir, &job.req.dir, &job.req.cluster, &job.peer)
                 .await;
         }

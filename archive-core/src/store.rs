@@ -481,33 +481,31 @@ pub fn raw_digest(path: &Path) -> Result<(u64, blake3::Hash, Codec, Vec<u8>)> {
     Ok((total, hasher.finalize(), codec, first))
 }
 
-/// Compressed bytes kept from the start of a compressed upload: a zstd block
-/// holds at most 128 KiB, so this always covers the first one.
+/// Compressed bytes read to decode the first block: a zstd block holds at
+/// most 128 KiB, so this always covers the first one.
 const FIRST_LEN: usize = 256 * 1024;
 
-/// For a zstd WAL segment in `file` whose first [`FIRST_LEN`] bytes are
-/// `first`: the raw size its frame header declares and its first raw bytes
-/// (the WAL page header), without decompressing the rest. `None` (decode it
+/// For a zstd WAL segment in `file`: the raw size its frame header declares
+/// and its first raw bytes (the WAL page header), without decompressing the
+/// rest. `None` (decode it
 /// all) for other codecs and files, a file that is not exactly one complete
 /// frame, a frame that does not declare its size, a start that does not
 /// decode, or a declared size other than the header's segment size.
-fn light_zstd_check(
-    codec: Codec,
-    name: &WalName,
-    first: &[u8],
-    file: &Path,
-) -> Option<(u64, Vec<u8>)> {
+fn light_zstd_check(codec: Codec, name: &WalName, file: &Path) -> Option<(u64, Vec<u8>)> {
     if codec != Codec::Zstd || !name.has_page_header() {
         return None;
     }
-    // Structurally whole: the one frame ends exactly at the end of the file.
     let mut f = File::open(file).ok()?;
+    let mut first = vec![0u8; FIRST_LEN];
+    let n = codec::read_full(&mut f, &mut first).ok()?;
+    first.truncate(n);
+    // Structurally whole: the one frame ends exactly at the end of the file.
     let len = f.metadata().ok()?.len();
     if codec::zstd_frame_len(&mut f).ok()?? != len {
         return None;
     }
-    let size = zstd::zstd_safe::get_frame_content_size(first).ok()??;
-    let mut dec = zstd::stream::read::Decoder::new(first).ok()?;
+    let size = zstd::zstd_safe::get_frame_content_size(&first).ok()??;
+    let mut dec = zstd::stream::read::Decoder::new(&first[..]).ok()?;
     let mut head = vec![0u8; page_header::LONG_HEADER_LEN.min(size as usize)];
     dec.read_exact(&mut head).ok()?;
     let hdr = page_header::validate_first_page(&head, name).ok()?;
@@ -522,8 +520,6 @@ struct Receiver {
     head: Vec<u8>,
     sink: Option<Sink>,
     payload_hash: blake3::Hasher,
-    /// The first bytes (for the codec and header checks).
-    first: Vec<u8>,
     raw_size: u64,
     dest: PathBuf,
     error: Option<Error>,
@@ -561,7 +557,6 @@ impl Receiver {
             head: Vec::new(),
             sink: None,
             payload_hash: blake3::Hasher::new(),
-            first: Vec::new(),
             raw_size: 0,
             dest: dest.to_path_buf(),
             error: None,
@@ -639,13 +634,7 @@ impl Receiver {
                 buf.extend_from_slice(data);
                 Ok(())
             }
-            Sink::AsIs(f, _) => {
-                if self.first.len() < FIRST_LEN {
-                    let take = (FIRST_LEN - self.first.len()).min(data.len());
-                    self.first.extend_from_slice(&data[..take]);
-                }
-                f.write_all(data)
-            }
+            Sink::AsIs(f, _) => f.write_all(data),
         };
         if let Err(e) = res {
             self.error = Some(Error::io("cannot write", &self.dest, e));
@@ -695,9 +684,7 @@ impl Receiver {
         let (raw_size, raw_hash, head) = if codec == Codec::Zstd && self.raw_size > 0 {
             // Compressed here: the payload is the raw content.
             (self.raw_size, Some(payload_hash), Vec::new())
-        } else if let Some((size, head)) =
-            light_zstd_check(codec, &self.name, &self.first, file.temp_path())
-        {
+        } else if let Some((size, head)) = light_zstd_check(codec, &self.name, file.temp_path()) {
             // zstd from a peer server or a compressing primary: the transfer
             // checksum proves the bytes are what the sender holds, the frame
             // header gives the raw size and the first block the WAL header.

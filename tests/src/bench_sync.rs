@@ -653,8 +653,10 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
     let mut ba = vec![0u8; 1 << 20];
     let mut bb = vec![0u8; 1 << 20];
     loop {
-        let n = read_full(&mut fa, &mut ba).map_err(|e| format!("read {}: {e}", a.display()))?;
-        let m = read_full(&mut fb, &mut bb).map_err(|e| format!("read {}: {e}", b.display()))?;
+        let n = archive_core::codec::read_full(&mut fa, &mut ba)
+            .map_err(|e| format!("read {}: {e}", a.display()))?;
+        let m = archive_core::codec::read_full(&mut fb, &mut bb)
+            .map_err(|e| format!("read {}: {e}", b.display()))?;
         if n != m || ba[..n] != bb[..m] {
             return Ok(false);
         }
@@ -662,17 +664,6 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
             return Ok(true);
         }
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// One core's CPU time for the checks a verified copy implies, measured on
