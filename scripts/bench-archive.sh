@@ -18,6 +18,9 @@
 #   BENCH_SERVER_CONFIG='compress_level = 3'                 archive-remote-cmd settings
 #   BENCH_SSH_CONFIG='Ciphers aes128-gcm@openssh.com'        ssh client options
 #   BENCH_VERIFY=0 (skip the byte-for-byte check of both copies)  KEEP_LAB=1
+#   BENCH_REFERENCE=0 (skip the yardstick: the shell pipeline of this
+#   design, run before and after the scenarios on the same lab and corpus; its
+#   speed here scales the targets to this machine)
 # The figures are only meaningful on an otherwise idle machine: the output
 # warns when other processes used CPU during a scenario.
 set -euo pipefail
@@ -33,13 +36,17 @@ fi
 bash scripts/install-deps.sh
 
 # archive-cmd's peak RSS is read with GNU time (`/usr/bin/time -f %M`), which
-# Debian ships in the `time` package; without it the benchmark falls back to
-# sampling /proc (which can miss a short-lived peak).
-if [ ! -x /usr/bin/time ]; then
-    say "/usr/bin/time is missing: installing the 'time' package (for archive-cmd's peak RSS)"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends time; then
+# Debian ships in the `time` package (without it the benchmark falls back to
+# sampling /proc, which can miss a short-lived peak); the reference pipeline
+# runs the zstd command (package `zstd`).
+need=()
+[ -x /usr/bin/time ] || need+=(time)
+[ -x /usr/bin/zstd ] || need+=(zstd)
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]} (archive-cmd's peak RSS, the reference pipeline)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"; then
         apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends time
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
     fi
 fi
 

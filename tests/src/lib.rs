@@ -29,6 +29,7 @@ mod lab;
 mod pg;
 mod proc;
 mod queue;
+pub mod reference;
 mod restore;
 mod sshd;
 

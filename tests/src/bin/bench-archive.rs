@@ -36,6 +36,13 @@
 //! - `BENCH_VERIFY` (1): after each scenario, check that both servers hold
 //!   every segment decompressing to the original bytes (outside the
 //!   measured window);
+//! - `BENCH_REFERENCE` (1): also run the issue's yardstick, the shell
+//!   pipeline of this design (see `e2e::reference`), serial and with
+//!   `BENCH_REFERENCE_PARALLEL` (4) at once, before and after the
+//!   scenarios, and print the targets scaled by how fast this machine runs
+//!   it. It needs keys that are not forced commands, so with it the lab's
+//!   keys are plain `restrict` keys (archive-cmd runs the same remote
+//!   command either way); `BENCH_REFERENCE=0` keeps forced commands;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (targets missed or not), 1 when
@@ -52,6 +59,7 @@ use e2e::bench::{
     bzip2_sizes, cpu_count, dir_bytes, pgbench_corpus, quantile, wait_no_process, Corpus,
     CpuCgroup, CpuTimes, PeakSampler, Peaks, COMM_REMOTE,
 };
+use e2e::reference::{Pipeline, ISSUE_BACKLOG, ISSUE_CPU_PER_GIB, ISSUE_SERIAL};
 use e2e::{bin, bin_dir, list_files, mkdir_postgres, write_postgres_file, Lab, LabOptions};
 
 /// CLUSTER-NAME argument of every call.
@@ -130,6 +138,8 @@ struct Settings {
     ssh_config: String,
     hold_secs: u64,
     verify: bool,
+    reference: bool,
+    reference_parallel: usize,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, String> {
@@ -182,6 +192,8 @@ impl Settings {
             ssh_config: toml_lines("BENCH_SSH_CONFIG"),
             hold_secs: env_or("BENCH_HOLD", 0)?,
             verify: env_or("BENCH_VERIFY", 1u8)? != 0,
+            reference: env_or("BENCH_REFERENCE", 1u8)? != 0,
+            reference_parallel: env_or("BENCH_REFERENCE_PARALLEL", 4usize)?.max(1),
         })
     }
 }
@@ -267,7 +279,7 @@ fn run() -> Result<(), String> {
     let lab = Lab::with(LabOptions {
         extra_client_config: settings.client_config.clone(),
         extra_server_config: settings.server_config.clone(),
-        ..Default::default()
+        forced_command: !settings.reference,
     });
     if !settings.ssh_config.is_empty() {
         add_ssh_options(&lab, &settings.ssh_config)?;
@@ -361,6 +373,36 @@ fn run() -> Result<(), String> {
         t.elapsed().as_secs_f64()
     );
 
+    let pipeline = if settings.reference {
+        match e2e::reference::unavailable(&lab) {
+            Some(why) => {
+                println!("reference: skipped: {why}");
+                None
+            }
+            None => Some(Pipeline::install(&lab)),
+        }
+    } else {
+        None
+    };
+    let segments: Vec<PathBuf> = corpus.names.iter().map(|n| corpus.path(n)).collect();
+    let measure_reference = |when: &str| -> Result<Option<Reference>, String> {
+        let Some(p) = &pipeline else {
+            return Ok(None);
+        };
+        // Starts both masters outside the measurement.
+        p.store(&lab, &segments[0])?;
+        let r = Reference::measure(
+            &lab,
+            p,
+            &segments,
+            settings.reference_parallel,
+            cgroup.as_ref(),
+        )?;
+        println!("{}", r.line(when, settings.reference_parallel));
+        Ok(Some(r))
+    };
+    let ref_before = measure_reference("before")?;
+
     let mut all = Vec::new();
     for &kind in &settings.scenarios {
         let f = run_scenario(
@@ -386,6 +428,24 @@ fn run() -> Result<(), String> {
         total += t;
     }
     println!("result: {met} of {total} targets met");
+    let ref_after = measure_reference("after")?;
+    if let Some(r) = ref_before.zip(ref_after).map(|(a, b)| a.mean(&b)) {
+        println!(
+            "this machine runs the reference pipeline at {:.2}x the issue's serial rate, {:.2}x its backlog rate and {:.2}x its CPU per GiB (mean of before and after); the targets scaled by that:",
+            r.serial.rate / ISSUE_SERIAL,
+            r.backlog.rate / ISSUE_BACKLOG,
+            r.backlog.cpu_per_gib / ISSUE_CPU_PER_GIB,
+        );
+        let mut met = 0;
+        let mut total = 0;
+        for f in &all {
+            let (line, m, t) = scaled_targets_line(f, &r);
+            println!("{line}");
+            met += m;
+            total += t;
+        }
+        println!("result, scaled to this machine: {met} of {total} targets met");
+    }
     if settings.hold_secs > 0 {
         println!(
             "bench-archive: BENCH_HOLD: lab {} kept running for {} s",
@@ -757,6 +817,111 @@ fn targets_line(f: &Figures, bz: u64) -> (String, usize, usize) {
         cpu,
         TARGET_CPU_PER_GIB,
         verdict(checks[4]),
+    );
+    (line, checks.iter().filter(|&&c| c).count(), checks.len())
+}
+
+/// The reference pipeline's figures, serial and with a backlog.
+#[derive(Clone, Copy)]
+struct Reference {
+    serial: RefRun,
+    backlog: RefRun,
+}
+
+#[derive(Clone, Copy)]
+struct RefRun {
+    rate: f64,
+    cpu_per_gib: f64,
+    stored: u64,
+}
+
+impl Reference {
+    fn measure(
+        lab: &Lab,
+        p: &Pipeline,
+        segments: &[PathBuf],
+        parallel: usize,
+        cgroup: Option<&CpuCgroup>,
+    ) -> Result<Reference, String> {
+        let raw: u64 = segments
+            .iter()
+            .map(|s| std::fs::metadata(s).map_or(0, |m| m.len()))
+            .sum();
+        let one = |parallel: usize| -> Result<RefRun, String> {
+            let lab0 = cgroup.and_then(CpuCgroup::usage_secs);
+            let cpu0 = CpuTimes::now();
+            let run = p.run(lab, segments, parallel)?;
+            let machine = CpuTimes::now().busy_secs_since(&cpu0);
+            let lab1 = cgroup.and_then(CpuCgroup::usage_secs);
+            let cpu = lab0.zip(lab1).map_or(machine, |(a, b)| b - a);
+            Ok(RefRun {
+                rate: segments.len() as f64 / run.elapsed.as_secs_f64(),
+                cpu_per_gib: cpu / (raw as f64 / GIB),
+                stored: run.stored[0].max(run.stored[1]),
+            })
+        };
+        Ok(Reference {
+            serial: one(1)?,
+            backlog: one(parallel)?,
+        })
+    }
+
+    fn mean(&self, other: &Reference) -> Reference {
+        let avg = |a: RefRun, b: RefRun| RefRun {
+            rate: (a.rate + b.rate) / 2.0,
+            cpu_per_gib: (a.cpu_per_gib + b.cpu_per_gib) / 2.0,
+            stored: a.stored.max(b.stored),
+        };
+        Reference {
+            serial: avg(self.serial, other.serial),
+            backlog: avg(self.backlog, other.backlog),
+        }
+    }
+
+    /// The run a scenario compares with.
+    fn for_kind(&self, kind: Kind) -> RefRun {
+        if kind.backlog() {
+            self.backlog
+        } else {
+            self.serial
+        }
+    }
+
+    fn line(&self, when: &str, parallel: usize) -> String {
+        format!(
+            "reference pipeline ({when} the scenarios; zstd -1 on arch1, tee to arch2, persistent masters, fsync + rename on both): serial {:.1} seg/s, CPU {:.2} s/GiB; backlog ({parallel} at once) {:.1} seg/s, CPU {:.2} s/GiB; stored {:.1} MB per server (the issue measured {ISSUE_SERIAL} / {ISSUE_BACKLOG} seg/s at {ISSUE_CPU_PER_GIB} s/GiB on its machine)",
+            self.serial.rate,
+            self.serial.cpu_per_gib,
+            self.backlog.rate,
+            self.backlog.cpu_per_gib,
+            self.serial.stored as f64 / MB,
+        )
+    }
+}
+
+/// The rate and CPU targets scaled by how fast this machine runs the
+/// reference pipeline compared with the issue's machine.
+fn scaled_targets_line(f: &Figures, r: &Reference) -> (String, usize, usize) {
+    let run = r.for_kind(f.kind);
+    let issue_rate = if f.kind.backlog() {
+        ISSUE_BACKLOG
+    } else {
+        ISSUE_SERIAL
+    };
+    let rate_target = f.kind.target_rate() * run.rate / issue_rate;
+    let cpu_target = TARGET_CPU_PER_GIB * run.cpu_per_gib / ISSUE_CPU_PER_GIB;
+    let checks = [f.rate() >= rate_target, f.cpu_per_gib() <= cpu_target];
+    let line = format!(
+        "  {} scaled: {:.1} >= {:.1} seg/s {}; CPU {:.2} <= {:.2} s/GiB {}; against the pipeline itself: {:.2}x its rate, {:.2}x its CPU",
+        f.kind.name(),
+        f.rate(),
+        rate_target,
+        verdict(checks[0]),
+        f.cpu_per_gib(),
+        cpu_target,
+        verdict(checks[1]),
+        f.rate() / run.rate,
+        f.cpu_per_gib() / run.cpu_per_gib,
     );
     (line, checks.iter().filter(|&&c| c).count(), checks.len())
 }
