@@ -16,7 +16,7 @@
 //! - Prefetch ([`prefetch`]): serving segment N records the request in the
 //!   buffer and makes sure the buffer's worker runs; it fetches N+1, N+2, …
 //!   in parallel, and later calls are served from the buffer after the
-//!   buffered file is checked again (blake3 against its record, page header,
+//!   buffered file is checked again (digest against its record, page header,
 //!   system identifier, SRC-DIR).
 //! - Exit codes ([`exit_code`]): 1 for "not available"; in archive recovery
 //!   (recovery.signal without standby.signal), when a host failed and no
@@ -505,7 +505,7 @@ enum FromBuffer {
 
 /// Serves a segment from the buffer: waits for an in-flight transfer of it,
 /// checks its record (SRC-DIR, delay), claims it, checks the bytes again
-/// (blake3 against the record, page header, system identifier), then renames
+/// (digest against the record, page header, system identifier), then renames
 /// it to %p (or copies it, across file systems).
 fn from_buffer(
     b: &Buffer,
@@ -562,7 +562,7 @@ fn from_buffer(
     };
     match verify::decode_verify(file, &mut io::sink(), &chk) {
         Ok(v) if v.codec != Codec::Plain => return fail(format!("stored {}", v.codec)),
-        Ok(v) if v.size != meta.size || v.blake3.as_deref() != Some(meta.blake3.as_str()) => {
+        Ok(v) if v.size != meta.size || v.digest.as_deref() != Some(meta.digest.as_str()) => {
             return fail("content differs from its record".into())
         }
         Ok(_) => {}
@@ -766,7 +766,7 @@ fn host_failed(cfg: &Config, health: &HealthBook, host: &str, name: &str, e: &Er
 pub(crate) fn meta_for(fetched: &fetch::Fetched, host: &str, src_dir: &str) -> Option<Meta> {
     Some(Meta {
         size: fetched.verified.size,
-        blake3: fetched.verified.blake3.clone()?,
+        digest: fetched.verified.digest.clone()?,
         mtime: fetched.mtime,
         host: host.to_string(),
         codec: fetched.verified.codec,
@@ -886,7 +886,7 @@ mod tests {
             name,
             &Meta {
                 size: bytes.len() as u64,
-                blake3: blake3::hash(bytes).to_hex().to_string(),
+                digest: verify::content_digest(bytes),
                 mtime,
                 host: "arch2".into(),
                 codec: Codec::Zstd,
@@ -944,6 +944,28 @@ mod tests {
         buffer_segment(&cfg, d.path(), name, &other, 0);
         assert!(restore(&cfg, &request(d.path(), name, None)).await.is_err());
         assert!(!d.path().join("pg_wal/RECOVERYXLOG").exists());
+    }
+
+    #[tokio::test]
+    async fn a_record_of_an_older_version_is_not_trusted() {
+        // Records used to carry a blake3 of the bytes: such a leftover reads
+        // (serde alias) but never matches, so the segment is dropped, not
+        // served or left to block the buffer.
+        let d = data_dir();
+        let cfg = no_worker_cfg(d.path());
+        let name = "000000010000000000000005";
+        let seg = verify::tests::segment(name);
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        let old = format!(
+            r#"{{"size":{},"blake3":"{}","mtime":0,"host":"arch2","codec":"zstd","src_dir":"/archive/main"}}"#,
+            seg.len(),
+            blake3::hash(&seg).to_hex()
+        );
+        fs::write(b.dir().join(format!("{name}.meta")), old).unwrap();
+        assert!(b.read_meta(name).is_some(), "the old record parses");
+        assert!(restore(&cfg, &request(d.path(), name, None)).await.is_err());
+        assert!(!d.path().join("pg_wal/RECOVERYXLOG").exists());
+        assert!(!b.data_path(name).exists(), "dropped from the buffer");
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! <NAME>                 a decoded segment, verified when fetched, fsynced
-//! <NAME>.meta            its record: size, blake3, archive mtime, host, SRC-DIR
+//! <NAME>.meta            its record: size, content digest (xxh3), archive mtime, host, SRC-DIR
 //! .<NAME>.tmp-<pid>-<n>  a segment being fetched (AtomicFile temp)
 //! .<NAME>.claim-<pid>    a segment a restore-cmd call took and is checking
 //! want                   what PostgreSQL asked for last (JSON): the worker's window
@@ -57,8 +57,10 @@ const CLAIM_MARK: &str = ".claim-";
 pub struct Meta {
     /// Decoded size.
     pub size: u64,
-    /// Hex blake3 of the decoded bytes.
-    pub blake3: String,
+    /// [`super::verify::content_digest`] of the decoded bytes (`blake3`:
+    /// records of older versions, which never match and are refetched).
+    #[serde(alias = "blake3")]
+    pub digest: String,
     /// The archive's mtime of the file (when it was archived), Unix seconds.
     pub mtime: i64,
     /// Host it came from.
@@ -682,7 +684,7 @@ mod tests {
         fs::write(b.data_path(n), vec![1u8; 100]).unwrap();
         let meta = Meta {
             size: 100,
-            blake3: "x".into(),
+            digest: "x".into(),
             mtime: 5,
             host: "arch1".into(),
             codec: Codec::Zstd,

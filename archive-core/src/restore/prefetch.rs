@@ -10,7 +10,7 @@
 //! size: it fetches the lowest missing segments, `restore_parallel` at a time
 //! over channels of the one ssh master per host, spread over the healthy
 //! hosts (another host when one lacks a segment, fails, or has a bad copy), decodes and
-//! verifies each as it streams in, records its blake3 next to it, and
+//! verifies each as it streams in, records its content digest next to it, and
 //! commits it durably. Each transfer counts as a whole segment from its
 //! start, so the buffer never holds more than the queue size. Segments
 //! older than the request or beyond the window are removed; a change of
