@@ -6,11 +6,11 @@
 //! work (ssh, zstd, fsync on two cores), which a zstd speed test alone does
 //! not: its figures scale the issue's targets to the machine at hand.
 //!
-//! The issue gives no script; this is our reconstruction. Per segment: `ssh arch1 <store script> < segment` through
-//! a persistent master; on arch1, `zstd -1 | tee fifo > tmp`, sync, mv,
-//! while `ssh arch2 'cat > tmp; sync; mv' < fifo` runs through a second
-//! persistent master. No checks, no records, no failover: the bare cost
-//! of the design.
+//! The issue gives no script; this is our reconstruction. Per segment:
+//! `ssh arch1 <store script> < segment` through a persistent master; on
+//! arch1, `zstd -1 | tee fifo > tmp`, sync, mv, while `ssh arch2 'cat >
+//! tmp; sync; mv' < fifo` runs through a second persistent master. No
+//! checks, no records, no failover: the bare cost of the design.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
