@@ -11,6 +11,7 @@
 //! without progress.
 
 use std::fs::OpenOptions;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -72,6 +73,10 @@ impl SshSettings {
         self.runtime_dir.join(format!("{host}-{}", &tag[..8]))
     }
 }
+
+/// Bytes the kernel buffers in each pipe of a protocol channel, on both
+/// ends (the unprivileged maximum of a pipe, fs.pipe-max-size).
+pub const PIPE_SIZE: usize = 1 << 20;
 
 /// Returns a session on `host`'s master connection, starting the master if
 /// none is running. Concurrent callers wait for one connection attempt
@@ -244,6 +249,14 @@ impl Channel {
             .map_err(|e| Error::host(host, format!("cannot start remote command: {e}")))?;
         let stdin = child.stdin().take().expect("piped");
         let stdout = child.stdout().take().expect("piped");
+        // The ssh master reads and writes these pipes itself (the mux passes
+        // them over). With the default 64 KiB it moves data in 64 KiB steps
+        // and compacts its channel buffer at each one: widening them halved
+        // the master's CPU when sending segments (the server side does the
+        // same, server::widen_stdio). Best effort.
+        for fd in [stdin.as_fd(), stdout.as_fd()] {
+            let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+        }
         let mut err_pipe = child.stderr().take().expect("piped");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
