@@ -105,8 +105,10 @@ pub async fn fetch<W: Write + Send + 'static>(
         )));
     }
 
-    // The decoder runs on its own thread, fed chunk by chunk.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+    // The decoder runs on its own thread, fed chunk by chunk. Reads from the
+    // channel's 1 MiB pipe fill whole chunks: 4 queued (1 MiB) keep the
+    // decoder busy; more is only memory (16 cost ~4 MiB per transfer).
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     let (done_tx, done_rx) = oneshot::channel();
     let chk = check.clone();
     std::thread::Builder::new()
