@@ -532,11 +532,7 @@ impl Lane {
             let ch = channel.as_mut().expect("open");
             let res = self.send_one(ch, &item).await;
             let broken = match &res {
-                // A forward reply that did not come in time leaves one in
-                // flight: the channel cannot be reused.
-                Ok((r, _, _)) => {
-                    r.forward.is_none() && self.peer.is_some() && !self.forward_in_background
-                }
+                Ok((r, _, _)) => r.forward_in_flight,
                 Err(e) => e.is_host_failure(),
             };
             if broken {

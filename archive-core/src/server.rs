@@ -49,17 +49,11 @@ pub fn check_forced_command(original: Option<&str>) -> Result<()> {
     }
 }
 
-/// Widens the pipes (or sockets) sshd connects to stdin and stdout. With
-/// the default 64 KiB, sshd hands a file over in 64 KiB writes and, each
-/// time, compacts the up to 2 MiB of channel data it holds (a memmove): that
-/// copying cost more CPU than the compression. Best effort.
+/// Widens the pipes (or sockets) sshd connects to stdin and stdout
+/// ([`transport::widen_pipe`]).
 pub fn widen_stdio() {
-    for fd in [std::io::stdin().as_fd(), std::io::stdout().as_fd()] {
-        if rustix::pipe::fcntl_setpipe_size(fd, transport::PIPE_SIZE).is_err() {
-            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(fd, transport::PIPE_SIZE);
-            let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, transport::PIPE_SIZE);
-        }
-    }
+    transport::widen_pipe(std::io::stdin().as_fd());
+    transport::widen_pipe(std::io::stdout().as_fd());
 }
 
 /// State of one serve process.

@@ -11,7 +11,7 @@
 //! without progress.
 
 use std::fs::OpenOptions;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -76,7 +76,19 @@ impl SshSettings {
 
 /// Bytes the kernel buffers in each pipe of a protocol channel, on both
 /// ends (the unprivileged maximum of a pipe, fs.pipe-max-size).
-pub const PIPE_SIZE: usize = 1 << 20;
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Widens a pipe (or socket) that ssh reads or writes a protocol channel
+/// through. With the default 64 KiB, ssh and sshd move data in 64 KiB steps
+/// and compact their up to 2 MiB channel buffer at each one (a memmove):
+/// that copying cost more CPU than the compression, and widening halved the
+/// ssh master's CPU when sending segments. Best effort.
+pub fn widen_pipe(fd: BorrowedFd<'_>) {
+    if rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE).is_err() {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(fd, PIPE_SIZE);
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, PIPE_SIZE);
+    }
+}
 
 /// Returns a session on `host`'s master connection, starting the master if
 /// none is running. Concurrent callers wait for one connection attempt
@@ -216,6 +228,9 @@ pub struct PutReply {
     pub stored_size: u64,
     /// The forward's outcome, when one was asked for and reported in time.
     pub forward: Option<ForwardOutcome>,
+    /// A forward reply was due and did not come in time: it is still on its
+    /// way, so this channel cannot carry another request.
+    pub forward_in_flight: bool,
     /// blake3 (hex) of the bytes sent, as the server verified them.
     pub checksum: String,
 }
@@ -249,14 +264,10 @@ impl Channel {
             .map_err(|e| Error::host(host, format!("cannot start remote command: {e}")))?;
         let stdin = child.stdin().take().expect("piped");
         let stdout = child.stdout().take().expect("piped");
-        // The ssh master reads and writes these pipes itself (the mux passes
-        // them over). With the default 64 KiB it moves data in 64 KiB steps
-        // and compacts its channel buffer at each one: widening them halved
-        // the master's CPU when sending segments (the server side does the
-        // same, server::widen_stdio). Best effort.
-        for fd in [stdin.as_fd(), stdout.as_fd()] {
-            let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
-        }
+        // The ssh master reads and writes these pipes itself (the mux
+        // passes them over).
+        widen_pipe(stdin.as_fd());
+        widen_pipe(stdout.as_fd());
         let mut err_pipe = child.stderr().take().expect("piped");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
@@ -421,7 +432,8 @@ impl Channel {
             } => (outcome, codec, stored_size),
             other => return Err(self.unexpected(other)),
         };
-        let forward = if req.forward_to.is_some() && !req.forward_in_background {
+        let forward_due = req.forward_to.is_some() && !req.forward_in_background;
+        let forward = if forward_due {
             match self.reply_within(forward_wait).await {
                 Ok(Reply::Forward(f)) => Some(f),
                 Ok(other) => return Err(self.unexpected(other)),
@@ -434,6 +446,7 @@ impl Channel {
             outcome,
             codec,
             stored_size,
+            forward_in_flight: forward_due && forward.is_none(),
             forward,
             checksum,
         })

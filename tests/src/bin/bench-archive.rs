@@ -395,6 +395,7 @@ fn run() -> Result<(), String> {
             &lab,
             p,
             &segments,
+            raw,
             settings.reference_parallel,
             cgroup.as_ref(),
         )?;
@@ -840,13 +841,10 @@ impl Reference {
         lab: &Lab,
         p: &Pipeline,
         segments: &[PathBuf],
+        raw: u64,
         parallel: usize,
         cgroup: Option<&CpuCgroup>,
     ) -> Result<Reference, String> {
-        let raw: u64 = segments
-            .iter()
-            .map(|s| std::fs::metadata(s).map_or(0, |m| m.len()))
-            .sum();
         let one = |parallel: usize| -> Result<RefRun, String> {
             let lab0 = cgroup.and_then(CpuCgroup::usage_secs);
             let cpu0 = CpuTimes::now();
