@@ -38,6 +38,27 @@ pub fn prefetch_workers(buffer: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// A process's scheduling niceness: its own (`/proc/PID/stat`), and its
+/// autogroup's when the kernel schedules by autogroup (`None` otherwise).
+pub fn niceness(pid: i32) -> (Option<i32>, Option<i32>) {
+    // The comm field may hold spaces: the fields after it follow the last ')'.
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            // state ppid pgrp session tty_nr tpgid flags minflt cminflt
+            // majflt cmajflt utime stime cutime cstime priority nice
+            rest.split_whitespace().nth(16)?.parse().ok()
+        });
+    let autogroup_on = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+        .is_ok_and(|s| s.trim() == "1");
+    let group = autogroup_on
+        .then(|| std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok())
+        .flatten()
+        .and_then(|s| s.trim().rsplit_once("nice ")?.1.parse().ok());
+    (own, group)
+}
+
 impl Lab {
     /// Writes `<lab>/<tag>/restore.toml`: the primary's ssh settings (same
     /// ssh config and control sockets), its own state dir (host health),

@@ -169,6 +169,12 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     // first when they compete for a CPU. Threads started from here on
     // (transfers, decoders) inherit it.
     let _ = rustix::process::nice(WORKER_NICE);
+    // With autogroup scheduling (Linux's default when the kernel has it),
+    // the nice value above only ranks threads inside their session's
+    // group, and setsid just made a group of our own: the group's nice is
+    // what ranks the worker against PostgreSQL's session. Raising it needs
+    // no privilege; without autogroup the file is absent and this is a no-op.
+    let _ = std::fs::write("/proc/self/autogroup", WORKER_NICE.to_string());
     let settings = Settings::from_config(cfg)?;
     let b = Buffer::at(dir);
     if !dir.is_dir() {

@@ -12,9 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use e2e::{
-    list_files, prefetch_dir, prefetch_wal_bytes, prefetch_workers, run, run_with_timeout,
-    wait_archived, wait_until, write_postgres_file, Lab, LabOptions, PgCluster, PgOptions,
-    RECOVERYXLOG,
+    list_files, niceness, prefetch_dir, prefetch_wal_bytes, prefetch_workers, run,
+    run_with_timeout, wait_archived, wait_until, write_postgres_file, Lab, LabOptions, PgCluster,
+    PgOptions, RECOVERYXLOG,
 };
 
 const MIB: u64 = 1 << 20;
@@ -559,6 +559,16 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
     );
     assert!(max_bytes >= 2 * MIB, "it did prefetch ahead ({max_bytes})");
     assert_eq!(max_workers, 1, "one worker per buffer");
+    // The worker yields the CPU to PostgreSQL. It runs in a session of its
+    // own, so under autogroup scheduling its own nice ranks it only among
+    // its threads: its group's nice must be lowered too.
+    let workers = prefetch_workers(&buffer);
+    assert_eq!(workers.len(), 1, "the worker is still there (idle 3 s)");
+    let (own, group) = niceness(workers[0]);
+    assert_eq!(own, Some(5), "the worker's nice");
+    if let Some(g) = group {
+        assert_eq!(g, 5, "the worker's autogroup nice");
+    }
     // Nothing asked for 3 s: the worker empties the buffer and leaves.
     wait_until(Duration::from_secs(60), "the idle worker to leave", || {
         prefetch_workers(&buffer).is_empty()
