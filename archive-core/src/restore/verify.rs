@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use crate::codec::{self, Codec};
 use crate::page_header::{self, LONG_HEADER_LEN};
 use crate::wal::WalName;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_128;
 
 /// The fingerprint that ties a buffered segment to what the worker
 /// verified: xxh3-128, hex. It guards against a buffer file changed or
@@ -31,13 +31,13 @@ use xxhash_rust::xxh3::Xxh3;
 /// pg_wal owns the cluster anyway), and a buffer hit hashes 16 MiB on
 /// PostgreSQL's critical path: blake3 cost about twice as much.
 pub fn content_digest(bytes: &[u8]) -> String {
-    let mut h = Xxh3::new();
-    h.update(bytes);
-    digest_hex(&h)
+    let mut h = XxHash3_128::new();
+    h.write(bytes);
+    digest_hex(h)
 }
 
-fn digest_hex(h: &Xxh3) -> String {
-    format!("{:032x}", h.digest128())
+fn digest_hex(h: XxHash3_128) -> String {
+    format!("{:032x}", h.finish_128())
 }
 
 /// Largest decoded file accepted: a 1 GiB segment (history and backup
@@ -118,7 +118,7 @@ pub fn decode_verify<R: Read, W: Write>(
     let mut limit = MAX_RAW_SIZE;
     let mut seg_size = None;
     let mut size = 0u64;
-    let mut hasher = check.hash.then(Xxh3::new);
+    let mut hasher = check.hash.then(XxHash3_128::new);
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         let n = match dec.read(&mut buf) {
@@ -163,7 +163,7 @@ pub fn decode_verify<R: Read, W: Write>(
         }
         size += n as u64;
         if let Some(h) = hasher.as_mut() {
-            h.update(chunk);
+            h.write(chunk);
         }
         out.write_all(chunk).map_err(VerifyError::Write)?;
     }
@@ -187,7 +187,7 @@ pub fn decode_verify<R: Read, W: Write>(
     Ok(Verified {
         size,
         codec,
-        digest: hasher.map(|h| digest_hex(&h)),
+        digest: hasher.map(digest_hex),
         seg_size,
     })
 }
@@ -278,6 +278,18 @@ pub(crate) mod tests {
             assert_eq!(v.digest.unwrap(), content_digest(&seg));
             assert!(out == seg, "{codec}: bytes differ");
         }
+    }
+
+    /// The prefetch buffer's records outlive a restore-cmd upgrade: the
+    /// digest must stay XXH3-128 (seed 0) in lowercase hex, whichever crate
+    /// computes it. The empty input's value is the reference one; the 1 MiB
+    /// one (the long-input SIMD path) was computed by the implementation
+    /// that wrote earlier records (xxhash-rust 0.8).
+    #[test]
+    fn the_digest_stays_xxh3_128() {
+        assert_eq!(content_digest(b""), "99aa06d3014798d86001c324468d497f");
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        assert_eq!(content_digest(&data), "53738d98098cabba6e0d7ac36b8c10ff");
     }
 
     #[test]

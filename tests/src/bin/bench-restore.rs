@@ -96,6 +96,8 @@ struct Report {
     worker_cpu: f64,
     /// CPU-seconds the whole machine was busy during the scenario.
     machine_busy: f64,
+    /// CPU-seconds of the lab's ssh masters (they carry every transfer).
+    masters_cpu: f64,
 }
 
 fn main() -> ExitCode {
@@ -361,6 +363,7 @@ fn run_scenario(
         })
     };
     let cpu0 = CpuTimes::now();
+    let masters0 = masters_ticks(lab);
     let mut calls = Vec::new();
     let start = Instant::now();
     for n in &corpus.names {
@@ -394,6 +397,7 @@ fn run_scenario(
     }
     let elapsed = start.elapsed();
     let machine_busy = CpuTimes::now().busy_secs_since(&cpu0);
+    let masters_cpu = masters_ticks(lab).saturating_sub(masters0) as f64 / 100.0;
     // Let the worker be seen once more, then stop it (it would leave by
     // itself after restore_prefetch_idle).
     thread::sleep(Duration::from_millis(50));
@@ -425,7 +429,22 @@ fn run_scenario(
         worker_hwm_kib: worker_hwm.load(Ordering::SeqCst),
         worker_cpu: worker_ticks as f64 / 100.0,
         machine_busy,
+        masters_cpu,
     })
+}
+
+/// CPU ticks used so far by the lab's ssh masters (started by the warm-up,
+/// persisting through the scenarios as on a standby).
+fn masters_ticks(lab: &Lab) -> u64 {
+    let dir = lab.dir().to_string_lossy().into_owned();
+    e2e::lab_processes_matching("ControlMaster=yes")
+        .into_iter()
+        .filter(|&p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir.as_str()))
+        })
+        .filter_map(cpu_ticks)
+        .sum()
 }
 
 fn print_report(r: &Report) {
@@ -480,10 +499,11 @@ fn print_report(r: &Report) {
     let calls_cpu: f64 = r.calls.iter().map(|c| c.cpu.as_secs_f64()).sum();
     let ours = calls_cpu + r.worker_cpu;
     println!(
-        "  CPU: restore-cmd calls {calls_cpu:.2} s ({:.1} ms per call), prefetch worker {:.2} s; \
-         whole machine busy {:.2} of {:.2} CPU-s available",
+        "  CPU: restore-cmd calls {calls_cpu:.2} s ({:.1} ms per call), prefetch worker {:.2} s, \
+         ssh masters {:.2} s; whole machine busy {:.2} of {:.2} CPU-s available",
         calls_cpu * 1000.0 / n as f64,
         r.worker_cpu,
+        r.masters_cpu,
         r.machine_busy,
         secs * cpu_count() as f64
     );
