@@ -172,8 +172,9 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     // With autogroup scheduling (Linux's default when the kernel has it),
     // the nice value above only ranks threads inside their session's
     // group, and setsid just made a group of our own: the group's nice is
-    // what ranks the worker against PostgreSQL's session. Raising it needs
-    // no privilege; without autogroup the file is absent and this is a no-op.
+    // what ranks the worker against PostgreSQL's session. Lowering a
+    // priority needs no privilege; without autogroup the file is absent or
+    // ignored.
     let _ = std::fs::write("/proc/self/autogroup", WORKER_NICE.to_string());
     let settings = Settings::from_config(cfg)?;
     let b = Buffer::at(dir);
