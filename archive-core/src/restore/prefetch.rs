@@ -168,14 +168,14 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     // Background work: a restore-cmd call (and PostgreSQL's replay) goes
     // first when they compete for a CPU. Threads started from here on
     // (transfers, decoders) inherit it.
-    let _ = rustix::process::nice(WORKER_NICE);
+    let niceness = rustix::process::nice(WORKER_NICE).unwrap_or(WORKER_NICE);
     // With autogroup scheduling (Linux's default when the kernel has it),
     // the nice value above only ranks threads inside their session's
     // group, and setsid just made a group of our own: the group's nice is
-    // what ranks the worker against PostgreSQL's session. Lowering a
-    // priority needs no privilege; without autogroup the file is absent or
-    // ignored.
-    let _ = std::fs::write("/proc/self/autogroup", WORKER_NICE.to_string());
+    // what ranks the worker against PostgreSQL's session, so it gets the
+    // same value. Lowering a priority needs no privilege; without autogroup
+    // the file is absent or ignored.
+    let _ = std::fs::write("/proc/self/autogroup", niceness.to_string());
     let settings = Settings::from_config(cfg)?;
     let b = Buffer::at(dir);
     if !dir.is_dir() {
