@@ -149,7 +149,11 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// fsyncs the directory holding `path`, making a create/rename/unlink in it
 /// durable.
 pub fn sync_parent(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare name's parent is "", which cannot be opened: it is ".".
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     sync_dir(dir)
 }
 
@@ -237,6 +241,15 @@ mod tests {
         let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+    }
+
+    /// restore-cmd run by hand with a bare %p (`out.seg`) used to rename
+    /// the file into place, then fail on fsyncing directory "" and exit
+    /// non-zero with the file there.
+    #[test]
+    fn a_bare_name_syncs_the_current_directory() {
+        sync_parent(Path::new("000000010000000000000001")).unwrap();
+        sync_parent(Path::new("./x")).unwrap();
     }
 
     #[test]

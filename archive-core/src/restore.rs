@@ -441,7 +441,7 @@ fn after_served(
             }
             if !b.worker_running() {
                 if let Err(e) = prefetch::spawn_worker(b, &req.worker_args) {
-                    log::warn(format!("cannot start the prefetch worker: {e}"));
+                    log::warn(format!("prefetch for {}: {e}", b.dir().display()));
                 }
             }
         }

@@ -310,7 +310,11 @@ impl Buffer {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if let Some(seg) = n.strip_suffix(META_SUFFIX) {
-                    if !self.data_path(seg).exists() {
+                    // The worker writes a record just before renaming its
+                    // segment in: a record whose segment is still a live
+                    // temp stays, or that segment would land without one,
+                    // count as buffered and never be served.
+                    if !self.data_path(seg).exists() && self.inflight_temp(seg).is_none() {
                         let _ = fs::remove_file(e.path());
                     }
                 }
@@ -700,7 +704,7 @@ mod tests {
         ));
         fs::write(&live, [0u8; 9]).unwrap();
         assert_eq!(b.wal_bytes(), 116);
-        assert_eq!(b.read_meta(n), Some(meta));
+        assert_eq!(b.read_meta(n).as_ref(), Some(&meta));
         assert_eq!(b.read_want(), Some(want(2, false)));
         assert_eq!(
             b.inflight_temp("000000010000000000000004").as_deref(),
@@ -728,6 +732,15 @@ mod tests {
         assert!(b.read_meta(n).is_none());
         assert!(live.exists(), "a live writer's temp stays");
         assert_eq!(b.scan().dead.len(), 0);
+
+        // A record written for a segment still being committed stays; one
+        // whose segment is gone does not.
+        let committing = "000000010000000000000004";
+        b.write_meta(committing, &meta).unwrap();
+        b.write_meta("000000010000000000000005", &meta).unwrap();
+        b.clear();
+        assert!(b.read_meta(committing).is_some(), "its temp is live");
+        assert!(b.read_meta("000000010000000000000005").is_none());
     }
 
     #[test]

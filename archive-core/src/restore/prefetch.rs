@@ -81,7 +81,9 @@ pub fn spawn_worker(b: &Buffer, args: &[OsString]) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
-        .current_dir("/")
+        // In the caller's directory (PostgreSQL runs restore_command in the
+        // data directory): a relative --config, buffer or state directory
+        // then means for the worker what it meant for the caller.
         .spawn()
         .map_err(|e| Error::Usage(format!("cannot start the prefetch worker: {e}")))?;
     // Not waited for: it outlives this call, and init (or the nearest
@@ -198,16 +200,21 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         buffer: b.clone(),
         pool: Mutex::new(HashMap::new()),
     });
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Outcome)>();
+    // Each transfer reports (stream generation, segment number, outcome).
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
     let mut inflight: BTreeSet<u64> = BTreeSet::new();
+    // Bumped at each change of stream (timeline, SRC-DIR, hosts): a transfer
+    // of the old stream that ends "not found" must not delay the same
+    // segment number of the new one.
+    let mut generation = 0u64;
     let mut waiting: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut current: Option<Want> = None;
     let mut stored = 0u64;
     let mut ticks = 0u64;
     let idle_ms = settings.idle.as_millis() as i64;
     loop {
-        while let Ok((segno, outcome)) = done_rx.try_recv() {
-            note_done(&mut inflight, &mut waiting, &mut stored, segno, outcome);
+        while let Ok(done) = done_rx.try_recv() {
+            note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
         }
         ticks += 1;
         if ticks.is_multiple_of(1000) {
@@ -224,7 +231,16 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         if !fresh(&want) {
             // Idle or withdrawn: empty the buffer and leave, unless a
             // request arrived while the lock was being released (the caller
-            // saw the lock held and started no worker).
+            // saw the lock held and started no worker). Running transfers
+            // finish first (each within the io timeout), or one could land
+            // a segment after the buffer was emptied, with nobody left to
+            // remove it.
+            while !inflight.is_empty() {
+                let Some(done) = done_rx.recv().await else {
+                    break;
+                };
+                note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
+            }
             b.clear();
             drop(lock.take());
             if fresh(&b.read_want()) {
@@ -239,6 +255,7 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         if current.as_ref().is_some_and(|c| !c.same_stream(&want)) {
             b.clear();
             waiting.clear();
+            generation += 1;
         }
         if current.as_ref() != Some(&want) {
             // Forget retry times outside the new window.
@@ -284,12 +301,16 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             let tx = done_tx.clone();
             tokio::spawn(async move {
                 let outcome = transfer(&ctx, &want, segno).await;
-                let _ = tx.send((segno, outcome));
+                let _ = tx.send(Done {
+                    generation,
+                    segno,
+                    outcome,
+                });
             });
         }
         tokio::select! {
-            Some((segno, outcome)) = done_rx.recv() => {
-                note_done(&mut inflight, &mut waiting, &mut stored, segno, outcome);
+            Some(done) = done_rx.recv() => {
+                note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
             }
             _ = tokio::time::sleep(TICK) => {}
         }
@@ -303,14 +324,32 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The end of one transfer.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    /// The stream generation it was started in.
+    generation: u64,
+    segno: u64,
+    outcome: Outcome,
+}
+
 fn note_done(
     inflight: &mut BTreeSet<u64>,
     waiting: &mut BTreeMap<u64, Instant>,
     stored: &mut u64,
-    segno: u64,
-    outcome: Outcome,
+    generation: u64,
+    done: Done,
 ) {
+    let Done {
+        generation: started_in,
+        segno,
+        outcome,
+    } = done;
     inflight.remove(&segno);
+    if started_in != generation {
+        // Of a stream no longer wanted: says nothing about this one.
+        return;
+    }
     let retry = match outcome {
         Outcome::Stored => {
             *stored += 1;
@@ -355,21 +394,24 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64) -> Outcome {
         if cooling.is_some() && answered {
             continue;
         }
-        // The temp exists from the start of the transfer: a restore-cmd call
-        // for this segment sees it in flight and waits for it.
-        let out = match AtomicFile::create(&dest) {
-            Ok(f) => f,
-            Err(e) => {
-                log::error(format!("prefetch of {n}: {e}"));
-                return Outcome::Failed;
-            }
-        };
         let mut ch = match ctx.channel(&host).await {
             Ok(c) => c,
             Err(e) => {
                 failed(ctx, &host, &n, &e);
                 outcome = Outcome::Failed;
                 continue;
+            }
+        };
+        // The temp exists from the start of the transfer: a restore-cmd call
+        // for this segment sees it in flight and waits for it. Not before
+        // the channel is up: a call would wait on an empty temp while ssh
+        // tries a dead host, then try that host itself.
+        let out = match AtomicFile::create(&dest) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error(format!("prefetch of {n}: {e}"));
+                ctx.give_back(ch);
+                return Outcome::Failed;
             }
         };
         let res = fetch::fetch(&mut ch, &want.src_dir, &check, out).await;
@@ -456,4 +498,56 @@ fn failed(ctx: &Ctx, host: &str, name: &str, e: &Error) {
         .health
         .record_failure(host, ctx.cfg.retry_count, ctx.cfg.cooldown, &msg);
     log::warn(format!("prefetch of {name} from {host} failed: {msg}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(generation: u64, segno: u64, outcome: Outcome) -> Done {
+        Done {
+            generation,
+            segno,
+            outcome,
+        }
+    }
+
+    /// After a timeline change, a transfer of the old timeline that ends
+    /// "not found" (or bad) used to hold back the same segment number of
+    /// the new timeline for the retry delay (10 s for a bad copy).
+    #[test]
+    fn an_old_streams_transfer_does_not_delay_the_new_stream() {
+        let mut inflight = BTreeSet::from([7, 8]);
+        let mut waiting = BTreeMap::new();
+        let mut stored = 0;
+        note_done(
+            &mut inflight,
+            &mut waiting,
+            &mut stored,
+            1,
+            done(0, 7, Outcome::Bad),
+        );
+        assert!(!inflight.contains(&7), "its slot is free");
+        assert!(
+            waiting.is_empty(),
+            "segment 7 of the new stream is not held back"
+        );
+        note_done(
+            &mut inflight,
+            &mut waiting,
+            &mut stored,
+            1,
+            done(1, 8, Outcome::NotFound),
+        );
+        assert!(waiting.contains_key(&8), "this stream's not-found waits");
+        assert!(inflight.is_empty());
+        note_done(
+            &mut inflight,
+            &mut waiting,
+            &mut stored,
+            1,
+            done(0, 9, Outcome::Stored),
+        );
+        assert_eq!(stored, 0, "an old stream's segment is not counted");
+    }
 }

@@ -579,6 +579,67 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
     assert_eq!(prefetch_wal_bytes(&buffer), 0);
 }
 
+/// restore_command as a DBA may write it: paths relative to the data
+/// directory, where PostgreSQL runs it. The prefetch worker used to run in
+/// `/`, so a relative `--config` broke it silently (no prefetch, a new
+/// worker forked per call); a bare %p was renamed into place and then the
+/// call failed on fsyncing directory "".
+#[test]
+fn relative_paths_work_for_the_call_and_its_prefetch_worker() {
+    let lab = lab();
+    let dst = lab.dst("rel");
+    let (wal, names) = lab.wal_segments("r", 3, 1);
+    archive_all(&lab, &dst, &wal, &names);
+    let dd = lab.fake_data_dir("sb", true);
+    let cfg = lab.restore_config("sb", "restore_prefetch_idle = 3\n");
+    write_postgres_file(
+        dd.join("restore.toml"),
+        fs::read_to_string(&cfg).unwrap(),
+        0o600,
+    );
+    let rel = Path::new("restore.toml");
+
+    // By hand, prefetch off: %p is a bare name in the current directory.
+    let out = run_limited(
+        lab.postgres_cmd(e2e::bin("restore-cmd"))
+            .args([
+                "--config",
+                "restore.toml",
+                "--set",
+                "restore_prefetch=false",
+            ])
+            .arg(lab.hosts())
+            .arg(&dst)
+            .arg(&names[0])
+            .arg("by-hand.seg")
+            .current_dir(&dd),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        fs::read(dd.join("by-hand.seg")).unwrap() == fs::read(wal.join(&names[0])).unwrap(),
+        "by-hand.seg is not the original"
+    );
+
+    // As PostgreSQL calls it: the worker reads the same relative config.
+    let buffer = prefetch_dir(&dd);
+    let out = restore(&lab, rel, &dst, &dd, &names[1]);
+    assert_restored(&out, &names[1]);
+    take_and_check(&dd, &wal.join(&names[1]));
+    wait_until(
+        Duration::from_secs(60),
+        "the worker to buffer the next segment",
+        || buffer.join(&names[2]).exists(),
+    );
+    let out = restore(&lab, rel, &dst, &dd, &names[2]);
+    assert_restored(&out, &names[2]);
+    assert!(
+        stderr(&out).contains("from the prefetch buffer"),
+        "{}",
+        stderr(&out)
+    );
+    take_and_check(&dd, &wal.join(&names[2]));
+}
+
 #[test]
 fn a_timeline_change_empties_the_prefetch_queue() {
     let lab = lab();
