@@ -140,8 +140,9 @@ pub struct Config {
     /// restore-cmd: where prefetch buffers live. Unset: inside the data
     /// directory, `pg_wal/.restore-prefetch` (same file system as pg_wal, so
     /// a buffered segment is handed over by a rename). Set: a subdirectory
-    /// per data directory (named by a hash of its path), so two standbys
-    /// never share a buffer.
+    /// per data directory (named by a hash of the machine's name and the
+    /// directory's path), so two standbys never share a buffer, also when
+    /// this directory is on a file system several machines share.
     pub restore_buffer_dir: Option<PathBuf>,
 }
 

@@ -154,11 +154,22 @@ pub struct Buffer {
     dir: PathBuf,
 }
 
-/// Directory name for a data directory under `restore_buffer_dir`.
+/// Directory name for a data directory under `restore_buffer_dir`: a hash
+/// of this machine's name and the data directory's path, so standbys on
+/// several machines with the same path never share a buffer when
+/// `restore_buffer_dir` is on a shared (network) file system.
 pub fn key_for(data_dir: &Path) -> String {
+    let host = rustix::system::uname();
+    key_for_host(host.nodename().to_bytes(), data_dir)
+}
+
+fn key_for_host(host: &[u8], data_dir: &Path) -> String {
     let canon = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let h = blake3::hash(canon.as_os_str().as_encoded_bytes()).to_hex();
-    format!("pgdata-{}", &h[..16])
+    let mut h = blake3::Hasher::new();
+    h.update(host);
+    h.update(b"\0");
+    h.update(canon.as_os_str().as_encoded_bytes());
+    format!("pgdata-{}", &h.finalize().to_hex()[..16])
 }
 
 /// True when `dir` looks like a PostgreSQL data directory.
@@ -741,6 +752,17 @@ mod tests {
         b.clear();
         assert!(b.read_meta(committing).is_some(), "its temp is live");
         assert!(b.read_meta("000000010000000000000005").is_none());
+    }
+
+    #[test]
+    fn buffer_keys_differ_by_data_directory_and_by_machine() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let key = |host: &str, p: &Path| key_for_host(host.as_bytes(), p);
+        assert_eq!(key("s1", &a), key("s1", &a));
+        assert_ne!(key("s1", &a), key("s1", &b));
+        assert_ne!(key("s1", &a), key("s2", &a), "same path on two machines");
+        assert!(key_for(&a).starts_with("pgdata-"));
     }
 
     #[test]
