@@ -212,7 +212,7 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     let mut stored = 0u64;
     let mut ticks = 0u64;
     let idle_ms = settings.idle.as_millis() as i64;
-    loop {
+    let why = loop {
         while let Ok(done) = done_rx.try_recv() {
             note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
         }
@@ -221,7 +221,7 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             truncate_log(&b);
         }
         if !dir.is_dir() {
-            break;
+            break "its directory is gone".to_string();
         }
         let want = b.read_want();
         let fresh = |w: &Option<Want>| {
@@ -249,7 +249,11 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
                     continue;
                 }
             }
-            break;
+            break match want {
+                Some(_) => format!("no request for {} s", settings.idle.as_secs()),
+                // A history file was restored: a timeline change is coming.
+                None => "the request was withdrawn".to_string(),
+            };
         }
         let want = want.expect("fresh");
         if current.as_ref().is_some_and(|c| !c.same_stream(&want)) {
@@ -314,12 +318,11 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             }
             _ = tokio::time::sleep(TICK) => {}
         }
-    }
+    };
     b.clear();
     log::info(format!(
-        "prefetch worker for {} leaves: no request for {} s ({stored} segments prefetched)",
-        dir.display(),
-        settings.idle.as_secs()
+        "prefetch worker for {} leaves: {why} ({stored} segments prefetched)",
+        dir.display()
     ));
     Ok(())
 }

@@ -688,6 +688,8 @@ fn a_timeline_change_empties_the_prefetch_queue() {
     wait_until(Duration::from_secs(30), "the worker to leave", || {
         prefetch_workers(&buffer).is_empty() && prefetch_wal_bytes(&buffer) == 0
     });
+    let log = fs::read_to_string(buffer.join("worker.log")).unwrap();
+    assert!(log.contains("leaves: the request was withdrawn"), "{log}");
 
     // Back on timeline 1: prefetch starts again.
     let out = restore(&lab, &cfg, &dst, &dd, &names[1]);
