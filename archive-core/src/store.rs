@@ -334,13 +334,35 @@ impl Store {
                 path: dest,
             }),
             Commit::Exists(temp) => {
-                let existing = raw_digest(&dest)?;
+                // A stored copy that no longer decodes is this server's
+                // damage, not the sender's: a failure (the client fails
+                // over, and the peer's copy stays owed here), never
+                // "refused", which would stall archiving on retries.
+                let existing = raw_digest(&dest).map_err(|e| {
+                    let _ = fs::remove_file(&temp);
+                    match e {
+                        Error::Refused(m) => Error::Io {
+                            action: "the stored copy is damaged; move it away so that a good copy can be stored:",
+                            path: dest.clone(),
+                            source: std::io::Error::new(std::io::ErrorKind::InvalidData, m),
+                        },
+                        other => other,
+                    }
+                })?;
                 let incoming = match rx.raw_hash {
                     Some(h) => h,
                     None => raw_digest(&temp)?.1,
                 };
                 if existing.1 == incoming {
                     let _ = fs::remove_file(&temp);
+                    // "Already stored" is a promise of durability too: the
+                    // copy found may be one whose writer died (or whose
+                    // directory fsync failed) after its rename, or one a
+                    // tool copied in without fsync.
+                    File::open(&dest)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("cannot fsync", &dest, e))?;
+                    durable::sync_dir(dir)?;
                     let stored_size = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
                     Ok(Stored {
                         outcome: StoreOutcome::AlreadyStored,
@@ -647,7 +669,9 @@ impl Receiver {
         }
         let payload_hash = self.payload_hash.finalize();
         if payload_hash.to_hex().as_str() != checksum {
-            return Err(Error::Refused(format!(
+            // Damaged in transit, not bad input: a failure of this
+            // connection, so the client counts it and can fail over.
+            return Err(Error::Protocol(format!(
                 "{}: checksum of the received bytes does not match the sender's; nothing stored, retry",
                 self.name
             )));
@@ -801,6 +825,63 @@ mod tests {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// A stored copy that no longer decodes (bit rot) used to make every
+    /// later put of that name "refused" (exit 3, no failover): archiving
+    /// stalled on that server while the other was fine.
+    #[tokio::test]
+    async fn a_damaged_stored_copy_is_a_failure_of_this_server_not_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let st = store(root.path());
+        let name = "000000010000000000000005";
+        let seg = segment(name, SYSID, 3);
+        put_bytes(&st, &req(&dir, name, SEG), &seg).await.unwrap();
+        let mut damaged = fs::read(dir.join(name)).unwrap();
+        let mid = damaged.len() / 2;
+        damaged.truncate(mid);
+        fs::write(dir.join(name), &damaged).unwrap();
+        let e = put_bytes(&st, &req(&dir, name, SEG), &seg)
+            .await
+            .unwrap_err();
+        assert!(e.is_host_failure(), "{e:?}");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        assert_eq!(fs::read(dir.join(name)).unwrap(), damaged, "left as found");
+        let left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".pgarchive")
+            .collect();
+        assert_eq!(left, [name], "no temp left");
+    }
+
+    /// Bytes damaged on the way are the connection's failure (the client
+    /// counts it and can fail over), not bad input.
+    #[tokio::test]
+    async fn a_transfer_checksum_mismatch_is_a_failure_not_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let name = "000000010000000000000006";
+        let seg = segment(name, SYSID, 3);
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
+        let sent = seg.clone();
+        let writer = tokio::spawn(async move {
+            tx.write_all(&sent).await.unwrap();
+            let wrong = blake3::hash(b"something else").to_hex().to_string();
+            let end = Request::End { checksum: wrong };
+            protocol::write_frame(&mut tx, &end, Duration::from_secs(5))
+                .await
+                .unwrap();
+        });
+        let e = store(root.path())
+            .put(&req(&dir, name, SEG), &mut rx)
+            .await
+            .unwrap_err();
+        writer.await.unwrap();
+        assert!(e.is_host_failure(), "{e:?}");
+        assert!(visible(&dir).is_empty(), "nothing stored");
     }
 
     #[tokio::test]
