@@ -562,7 +562,20 @@ impl Forwarder {
         }
         if self.peer.is_none() {
             let session = transport::session(&self.ssh, peer).await?;
-            self.peer = Some(Channel::open(&self.ssh, session, peer).await?);
+            let ch = Channel::open(&self.ssh, session, peer).await?;
+            // A peer alias that reaches this very server would answer
+            // "already stored" to every forward: one copy, reported as two.
+            if let (Some(own), Some(theirs)) = (&self.cfg.server_name, &ch.server_name) {
+                if own == theirs {
+                    return Err(Error::host(
+                        peer,
+                        format!(
+                            "answers as this server itself ({own}): the ssh alias {peer} reaches this machine; point it at the peer archive server in the ssh config"
+                        ),
+                    ));
+                }
+            }
+            self.peer = Some(ch);
         }
         Ok(self.peer.as_mut().expect("just opened"))
     }

@@ -796,3 +796,49 @@ fn with_wait_for_forward_the_call_returns_only_once_both_servers_hold_it() {
     }
     assert!(lab.owed_names(1, &dst).is_empty());
 }
+
+/// arch1's ssh alias for its peer reaching arch1 itself: every forward
+/// used to be answered "already stored" by arch1 and counted as the second
+/// copy, so nothing was owed and only one copy existed.
+#[test]
+fn a_peer_alias_reaching_the_server_itself_is_no_second_copy() {
+    let lab = lab();
+    let dst = lab.dst("main");
+    let (wal, names) = lab.wal_segments("self", 2, 1);
+    let (s1, s2) = (lab.server(1), lab.server(2));
+    let text = fs::read_to_string(s1.ssh_config_path()).unwrap();
+    let to_arch2 = format!("HostName {}\n  Port {}\n", s2.ip(), s2.port());
+    assert!(text.contains(&to_arch2), "{text}");
+    let to_itself = format!("HostName {}\n  Port {}\n", s1.ip(), s1.port());
+    write_postgres_file(
+        s1.ssh_config_path(),
+        text.replace(&to_arch2, &to_itself),
+        0o644,
+    );
+    // ... and arch1 accepts its own key, as arch2 does (its second line).
+    let peer_line = fs::read_to_string(s2.authorized_keys_path())
+        .unwrap()
+        .lines()
+        .nth(1)
+        .expect("arch2 authorizes arch1's key")
+        .to_string();
+    let mut keys = fs::read_to_string(s1.authorized_keys_path()).unwrap();
+    keys.push_str(&peer_line);
+    keys.push('\n');
+    write_postgres_file(s1.authorized_keys_path(), keys, 0o600);
+    for name in &names {
+        assert_archived_ok(&archive(&lab, &dst, &wal, name), name);
+    }
+    // Forwards run in the background: give them time to (wrongly) finish.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lab.stored_names(1, &dst), names);
+    assert!(lab.stored_names(2, &dst).is_empty());
+    assert_eq!(lab.owed_names(1, &dst), names, "still owed to arch2");
+    // And arch1 says why, where its peer's health is kept.
+    let health = archive_core::health::HealthBook::open(&s1.state_dir().join("health")).unwrap();
+    let st = health.state("arch2");
+    assert!(
+        st.last_error.contains("answers as this server itself"),
+        "{st:?}"
+    );
+}
