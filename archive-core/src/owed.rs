@@ -93,7 +93,8 @@ impl OwedList {
 
 /// Every (archive dir, peer, count) with owed files under `roots`, for
 /// monitoring and sweeps. Archive directories are found by their metadata
-/// directory, up to a few levels below each root.
+/// directory at any depth below each root that an archive directory may
+/// have (symlinks are not followed).
 pub fn all_owed(roots: &[PathBuf]) -> Vec<(PathBuf, String, usize)> {
     let mut out = Vec::new();
     for root in roots {
@@ -103,8 +104,11 @@ pub fn all_owed(roots: &[PathBuf]) -> Vec<(PathBuf, String, usize)> {
     out
 }
 
+/// Deeper than any sensible layout; only a guard against pathological trees.
+const MAX_DEPTH: usize = 32;
+
 fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, String, usize)>) {
-    if depth > 4 {
+    if depth > MAX_DEPTH {
         return;
     }
     let owed = dir.join(META_DIR).join("owed");
@@ -157,5 +161,23 @@ mod tests {
         );
         list.remove("000000010000000000000001");
         assert_eq!(list.names(), ["000000010000000000000002"]);
+    }
+
+    /// DST-DIR may be any depth below a root; owed records 5 levels down
+    /// used to be invisible to the sweep and to monitoring.
+    #[test]
+    fn owed_records_are_found_deep_below_a_root() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c/d/e/f/main");
+        fs::create_dir_all(&deep).unwrap();
+        drop(
+            OwedList::new(&deep, "arch2")
+                .add("000000010000000000000001")
+                .unwrap(),
+        );
+        assert_eq!(
+            all_owed(&[d.path().to_path_buf()]),
+            [(deep, "arch2".to_string(), 1)]
+        );
     }
 }
