@@ -210,6 +210,10 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
                     forward: reply.forward,
                 });
             }
+            // On this side an I/O error is local (%p unreadable, a full
+            // runtime directory): says nothing of the host, and must never
+            // let push_queue_max drop the segment. PostgreSQL retries.
+            Err(e @ Error::Io { .. }) => return Err(e),
             Err(e) if e.is_host_failure() => {
                 let st = state.health.record_failure(
                     host,
@@ -531,9 +535,16 @@ impl Lane {
             }
             let ch = channel.as_mut().expect("open");
             let res = self.send_one(ch, &item).await;
+            // Only a server's answer leaves the channel in step; any other
+            // error may have come mid-send (the file shrank or could not
+            // be read), and the server would take the next request for
+            // file data.
             let broken = match &res {
                 Ok((r, _, _)) => r.forward_in_flight,
-                Err(e) => e.is_host_failure(),
+                Err(e) => !matches!(
+                    e,
+                    Error::Refused(_) | Error::Conflict(_) | Error::NotFound(_)
+                ),
             };
             if broken {
                 if let Some(c) = channel.take() {

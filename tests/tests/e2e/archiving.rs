@@ -747,6 +747,46 @@ fn push_queue_max_drops_with_a_warning_and_a_record_when_no_server_answers() {
     assert_eq!(run(&mut cmd).status.code(), Some(1));
 }
 
+/// A local error (here %p unreadable) used to count as a failure of each
+/// host in turn, so with a backlog over push_queue_max the segment was
+/// "dropped" (exit 0: PostgreSQL would delete it) while both servers were
+/// fine, and both hosts went toward cooldown.
+#[test]
+fn a_local_error_never_drops_a_segment_nor_blames_the_hosts() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = lab();
+    let dst = lab.dst("main");
+    let (wal, names) = lab.wal_segments("u", 3, 1);
+    for n in &names {
+        write_postgres_file(
+            wal.join("archive_status").join(format!("{n}.ready")),
+            b"",
+            0o600,
+        );
+    }
+    let p = wal.join(&names[0]);
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = lab.archive_cmd(&dst, &p, &names[0], "main");
+    cmd.args(["--set", "push_queue_max=2MiB"]);
+    let out = run(&mut cmd);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("DROPPED"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&names[0]), "{}", stderr(&out));
+    assert!(!lab
+        .primary_state_dir()
+        .join("main")
+        .join("dropped.log")
+        .exists());
+    let health =
+        archive_core::health::HealthBook::open(&lab.primary_state_dir().join("health")).unwrap();
+    for host in ["arch1", "arch2"] {
+        assert_eq!(health.state(host).failures, 0, "{host} was blamed");
+    }
+    // Readable again: archived as usual.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_archived_ok(&archive(&lab, &dst, &wal, &names[0]), &names[0]);
+}
+
 #[test]
 fn forced_command_key_cannot_run_anything_else() {
     let lab = lab();
