@@ -660,13 +660,7 @@ fn lookahead_sends_the_backlog_and_later_calls_return_from_records() {
     });
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("h", 10, 1);
-    for n in &names {
-        write_postgres_file(
-            wal.join("archive_status").join(format!("{n}.ready")),
-            b"",
-            0o600,
-        );
-    }
+    mark_ready(&wal, &names);
     let out = archive(&lab, &dst, &wal, &names[0]);
     assert_archived_ok(&out, &names[0]);
     assert!(
@@ -721,13 +715,7 @@ fn push_queue_max_drops_with_a_warning_and_a_record_when_no_server_answers() {
     let lab = lab();
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("i", 3, 1);
-    for n in &names {
-        write_postgres_file(
-            wal.join("archive_status").join(format!("{n}.ready")),
-            b"",
-            0o600,
-        );
-    }
+    mark_ready(&wal, &names);
     lab.stop_server(1);
     lab.stop_server(2);
     // Off by default: the call fails and PostgreSQL keeps the WAL.
@@ -757,13 +745,7 @@ fn a_local_error_never_drops_a_segment_nor_blames_the_hosts() {
     let lab = lab();
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("u", 3, 1);
-    for n in &names {
-        write_postgres_file(
-            wal.join("archive_status").join(format!("{n}.ready")),
-            b"",
-            0o600,
-        );
-    }
+    mark_ready(&wal, &names);
     let p = wal.join(&names[0]);
     fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = lab.archive_cmd(&dst, &p, &names[0], "main");
@@ -805,6 +787,18 @@ fn frame(json: String) -> Vec<u8> {
     let mut v = (json.len() as u32).to_be_bytes().to_vec();
     v.extend_from_slice(json.as_bytes());
     v
+}
+
+/// `archive_status/<name>.ready` for each: a backlog PostgreSQL has not
+/// archived yet.
+fn mark_ready(wal: &Path, names: &[String]) {
+    for n in names {
+        write_postgres_file(
+            wal.join("archive_status").join(format!("{n}.ready")),
+            b"",
+            0o600,
+        );
+    }
 }
 
 fn thread_sleep(secs: u64) {
