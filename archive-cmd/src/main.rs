@@ -32,7 +32,8 @@ Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
 
 Exit codes (all below 126, which PostgreSQL would treat as fatal):
   0  stored durably on at least one archive server (or dropped by push_queue_max)
-  1  not archived, PostgreSQL keeps the file and retries (servers unreachable)
+  1  not archived, PostgreSQL keeps the file and retries (servers unreachable,
+     or a local error such as an unreadable %p: never dropped for that)
   2  bad usage or configuration
   3  refused: invalid input (file name, directory, empty file, WAL of another cluster)
   4  conflict: a different file with this name is already archived";
