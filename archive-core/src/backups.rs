@@ -159,12 +159,21 @@ pub fn list(backup_dir: &Path) -> Result<Vec<Backup>> {
     Ok(out)
 }
 
-/// START WAL of the oldest complete backup, `None` when there is none.
+/// The label of the complete backup that starts earliest in the WAL (by
+/// START LSN, whatever its number or timeline): no kept backup needs WAL
+/// below it. Not simply `.0`: after a point-in-time recovery the new
+/// timeline starts below where the old one was, so a newer backup can
+/// start earlier than an older one. `None` when there is no complete
+/// backup; an unreadable label of a complete backup is an error.
 pub fn oldest_start_wal(backup_dir: &Path) -> Result<Option<Label>> {
-    match list(backup_dir)?.into_iter().find(|b| b.complete) {
-        Some(b) => b.label().map(Some),
-        None => Ok(None),
+    let mut earliest: Option<Label> = None;
+    for b in list(backup_dir)?.into_iter().filter(|b| b.complete) {
+        let l = b.label()?;
+        if earliest.as_ref().is_none_or(|e| l.start_lsn < e.start_lsn) {
+            earliest = Some(l);
+        }
     }
+    Ok(earliest)
 }
 
 /// The newest complete backup, `None` when there is none.
@@ -458,6 +467,29 @@ START TIME: 2026-11-25 01:02:03 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
         let l = oldest_start_wal(d.path()).unwrap().unwrap();
         assert_eq!(l.start_wal, "000000010000000000000001");
         assert!(oldest_start_wal(&d.path().join("none")).unwrap().is_none());
+    }
+
+    /// keep = 2 after a point-in-time recovery: `.0` started on timeline 1
+    /// at 0/50000000, `.1` on timeline 2 (which forked at 0/30000000) at
+    /// 0/35000000. The cut-off used to come from `.0`, so wal-cleanup
+    /// deleted timeline 2's segments 0x35-0x4F that `.1` needs.
+    #[test]
+    fn the_cut_off_is_the_earliest_start_not_the_lowest_number() {
+        let d = tempfile::tempdir().unwrap();
+        for (n, tli, lsn) in [(0, 1, 0x50u32), (1, 2, 0x35)] {
+            let p = d.path().join(format!("{PREFIX}{n}"));
+            fs::create_dir(&p).unwrap();
+            let label = format!(
+                "START WAL LOCATION: 0/{lsn:X}000028 (file {tli:08X}00000000000000{lsn:02X})\n\
+                 CHECKPOINT LOCATION: 0/{lsn:X}000060\nBACKUP METHOD: streamed\n\
+                 BACKUP FROM: primary\nSTART TIME: 2026-11-25 01:02:03 UTC\n\
+                 LABEL: pg_basebackup base backup\nSTART TIMELINE: {tli}\n"
+            );
+            fs::write(p.join(LABEL), label).unwrap();
+            fs::write(p.join(SUCCESS), b"").unwrap();
+        }
+        let l = oldest_start_wal(d.path()).unwrap().unwrap();
+        assert_eq!(l.start_wal, "000000020000000000000035");
     }
 
     /// A complete backup named `id` at `path` (its id in a file, for checks).
