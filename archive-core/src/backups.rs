@@ -138,8 +138,12 @@ pub fn list(backup_dir: &Path) -> Result<Vec<Backup>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("cannot list backups in", backup_dir, e)),
     };
+    // Errors are errors, never "no such backup": a backup taken for
+    // incomplete would move wal-cleanup's cut-off past WAL it needs.
+    let listing = |e| Error::io("cannot list backups in", backup_dir, e);
     let mut out = Vec::new();
-    for e in rd.flatten() {
+    for e in rd {
+        let e = e.map_err(listing)?;
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(n) = name
             .strip_prefix(PREFIX)
@@ -147,11 +151,19 @@ pub fn list(backup_dir: &Path) -> Result<Vec<Backup>> {
         else {
             continue;
         };
-        if e.path().is_dir() {
+        let path = e.path();
+        let is_dir = fs::metadata(&path)
+            .map_err(|e| Error::io("cannot stat backup", &path, e))?
+            .is_dir();
+        if is_dir {
+            let success = path.join(SUCCESS);
+            let complete = success
+                .try_exists()
+                .map_err(|e| Error::io("cannot check", &success, e))?;
             out.push(Backup {
                 index: n,
-                complete: e.path().join(SUCCESS).exists(),
-                path: e.path(),
+                complete,
+                path,
             });
         }
     }
@@ -467,6 +479,22 @@ START TIME: 2026-11-25 01:02:03 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
         let l = oldest_start_wal(d.path()).unwrap().unwrap();
         assert_eq!(l.start_wal, "000000010000000000000001");
         assert!(oldest_start_wal(&d.path().join("none")).unwrap().is_none());
+    }
+
+    /// A backup that cannot be looked at (here a dangling symlink; in life
+    /// a directory the archive user may not search) used to count as "not a
+    /// backup", moving wal-cleanup's cut-off past the WAL it needs.
+    #[test]
+    fn a_backup_that_cannot_be_checked_is_an_error_not_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(d.path().join("gone"), d.path().join(format!("{PREFIX}0")))
+            .unwrap();
+        let p = d.path().join(format!("{PREFIX}1"));
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join(LABEL), LABEL_TEXT).unwrap();
+        fs::write(p.join(SUCCESS), b"").unwrap();
+        assert!(list(d.path()).is_err());
+        assert!(oldest_start_wal(d.path()).is_err());
     }
 
     /// keep = 2 after a point-in-time recovery: `.0` started on timeline 1
