@@ -238,19 +238,19 @@ fn finished_key(backup: &Path) -> i64 {
     })
 }
 
-/// Swaps two directory entries atomically (RENAME_EXCHANGE). File systems
-/// without it get three renames (a window in which `b` is missing).
+/// Swaps two directory entries atomically (RENAME_EXCHANGE). A file system
+/// without it (NFS) is refused: three renames would leave a window, and a
+/// crash in it, where a kept backup is out of the numbering and repair
+/// takes it for the one being rotated out.
 fn exchange(a: &Path, b: &Path) -> Result<()> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
     match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
         Ok(()) => {}
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
-            let mut aside = a.as_os_str().to_owned();
-            aside.push(".swap");
-            let aside = PathBuf::from(aside);
-            fs::rename(a, &aside).map_err(|e| Error::io("cannot rename", a, e))?;
-            fs::rename(b, a).map_err(|e| Error::io("cannot rename", b, e))?;
-            fs::rename(&aside, b).map_err(|e| Error::io("cannot rename", &aside, e))?;
+            return Err(Error::Usage(format!(
+                "cannot rotate backups in {}: its file system cannot swap directories atomically (RENAME_EXCHANGE); keep backups on a local file system (ext4, xfs, btrfs)",
+                a.parent().unwrap_or(a).display()
+            )))
         }
         Err(e) => {
             return Err(Error::io(
