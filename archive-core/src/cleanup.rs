@@ -34,7 +34,8 @@ pub struct CleanupOptions {
 /// What a cleanup run did.
 #[derive(Debug, Clone, Default)]
 pub struct CleanupReport {
-    /// Oldest segment kept (START WAL of the older of the two oldest backups).
+    /// Oldest segment kept (the earliest START WAL of the complete backups
+    /// on both servers).
     pub keep_from: Option<String>,
     /// Files removed here (or that would be, on a dry run).
     pub removed_local: u64,

@@ -9,9 +9,10 @@ use archive_core::{cli, log, Error};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
-Reads the START WAL of the oldest complete backup (data.master.N with a
-SUCCESS marker) in BACKUP-DIR here and on the peer, takes the older of the
-two, and removes on both servers only files strictly older by log/segment
+Reads the earliest START WAL of the complete backups (data.master.N with a
+SUCCESS marker; by LSN, not by N: after a point-in-time recovery a newer
+backup can start below an older one) in BACKUP-DIR here and on the peer,
+takes the older of the two, and removes on both servers only files strictly older by log/segment
 number (any timeline); .history files stay. A server without a backup yet
 means: keep everything. It aborts without deleting anything when a label is
 missing or unreadable, the peer cannot be read, or the needed segment is on
