@@ -159,9 +159,19 @@ pub fn sync_parent(path: &Path) -> Result<()> {
 
 /// fsyncs a directory.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("cannot fsync directory", dir, e))
+    sync_path(dir, "cannot fsync directory")
+}
+
+/// fsyncs an existing file (one this process did not write, e.g. a copy
+/// found already stored).
+pub fn sync_file(path: &Path) -> Result<()> {
+    sync_path(path, "cannot fsync")
+}
+
+fn sync_path(path: &Path, action: &'static str) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(action, path, e))
 }
 
 /// Creates `dir` and missing parents with mode 0700, fsyncing each parent

@@ -359,9 +359,7 @@ impl Store {
                     // copy found may be one whose writer died (or whose
                     // directory fsync failed) after its rename, or one a
                     // tool copied in without fsync.
-                    File::open(&dest)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| Error::io("cannot fsync", &dest, e))?;
+                    durable::sync_file(&dest)?;
                     durable::sync_dir(dir)?;
                     let stored_size = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
                     Ok(Stored {
