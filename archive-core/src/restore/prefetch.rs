@@ -200,21 +200,14 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         buffer: b.clone(),
         pool: Mutex::new(HashMap::new()),
     });
-    // Each transfer reports (stream generation, segment number, outcome).
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
-    let mut inflight: BTreeSet<u64> = BTreeSet::new();
-    // Bumped at each change of stream (timeline, SRC-DIR, hosts): a transfer
-    // of the old stream that ends "not found" must not delay the same
-    // segment number of the new one.
-    let mut generation = 0u64;
-    let mut waiting: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut t = Transfers::default();
     let mut current: Option<Want> = None;
-    let mut stored = 0u64;
     let mut ticks = 0u64;
     let idle_ms = settings.idle.as_millis() as i64;
     let why = loop {
         while let Ok(done) = done_rx.try_recv() {
-            note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
+            t.done(done);
         }
         ticks += 1;
         if ticks.is_multiple_of(1000) {
@@ -235,11 +228,11 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             // finish first (each within the io timeout), or one could land
             // a segment after the buffer was emptied, with nobody left to
             // remove it.
-            while !inflight.is_empty() {
+            while !t.inflight.is_empty() {
                 let Some(done) = done_rx.recv().await else {
                     break;
                 };
-                note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
+                t.done(done);
             }
             b.clear();
             drop(lock.take());
@@ -258,13 +251,12 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         let want = want.expect("fresh");
         if current.as_ref().is_some_and(|c| !c.same_stream(&want)) {
             b.clear();
-            waiting.clear();
-            generation += 1;
+            t.new_stream();
         }
         if current.as_ref() != Some(&want) {
             // Forget retry times outside the new window.
             if let Some((first, last)) = want.window(settings.queue_max) {
-                waiting.retain(|s, _| (first..=last).contains(s));
+                t.waiting.retain(|s, _| (first..=last).contains(s));
             }
             current = Some(want.clone());
         }
@@ -292,14 +284,15 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             want: &want,
             present: &present,
             bytes_used,
-            inflight: &inflight,
-            waiting: &waiting,
+            inflight: &t.inflight,
+            waiting: &t.waiting,
             now: Instant::now(),
             queue_max: settings.queue_max,
             parallel: settings.parallel,
         };
         for segno in plan.next() {
-            inflight.insert(segno);
+            t.inflight.insert(segno);
+            let generation = t.generation;
             let ctx = ctx.clone();
             let want = want.clone();
             let tx = done_tx.clone();
@@ -314,15 +307,16 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         }
         tokio::select! {
             Some(done) = done_rx.recv() => {
-                note_done(&mut inflight, &mut waiting, &mut stored, generation, done);
+                t.done(done);
             }
             _ = tokio::time::sleep(TICK) => {}
         }
     };
     b.clear();
     log::info(format!(
-        "prefetch worker for {} leaves: {why} ({stored} segments prefetched)",
-        dir.display()
+        "prefetch worker for {} leaves: {why} ({} segments prefetched)",
+        dir.display(),
+        t.stored
     ));
     Ok(())
 }
@@ -336,34 +330,54 @@ struct Done {
     outcome: Outcome,
 }
 
-fn note_done(
-    inflight: &mut BTreeSet<u64>,
-    waiting: &mut BTreeMap<u64, Instant>,
-    stored: &mut u64,
+/// The worker's transfers: which run, which wait for a retry, of which
+/// stream generation.
+#[derive(Debug, Default)]
+struct Transfers {
+    /// Segment numbers being fetched.
+    inflight: BTreeSet<u64>,
+    /// Segment numbers not to retry before the given instant.
+    waiting: BTreeMap<u64, Instant>,
+    /// Bumped at each change of stream (timeline, SRC-DIR, hosts): a
+    /// transfer of the old stream that ends "not found" must not delay the
+    /// same segment number of the new one.
     generation: u64,
-    done: Done,
-) {
-    let Done {
-        generation: started_in,
-        segno,
-        outcome,
-    } = done;
-    inflight.remove(&segno);
-    if started_in != generation {
-        // Of a stream no longer wanted: says nothing about this one.
-        return;
+    /// Segments stored so far (for the log).
+    stored: u64,
+}
+
+impl Transfers {
+    /// A new stream: retry times and older transfers' outcomes no longer
+    /// apply.
+    fn new_stream(&mut self) {
+        self.waiting.clear();
+        self.generation += 1;
     }
-    let retry = match outcome {
-        Outcome::Stored => {
-            *stored += 1;
-            waiting.remove(&segno);
+
+    /// A transfer ended.
+    fn done(&mut self, done: Done) {
+        let Done {
+            generation,
+            segno,
+            outcome,
+        } = done;
+        self.inflight.remove(&segno);
+        if generation != self.generation {
+            // Of a stream no longer wanted: says nothing about this one.
             return;
         }
-        Outcome::NotFound => RETRY_NOT_FOUND,
-        Outcome::Bad => RETRY_BAD,
-        Outcome::Failed => RETRY_FAILED,
-    };
-    waiting.insert(segno, Instant::now() + retry);
+        let retry = match outcome {
+            Outcome::Stored => {
+                self.stored += 1;
+                self.waiting.remove(&segno);
+                return;
+            }
+            Outcome::NotFound => RETRY_NOT_FOUND,
+            Outcome::Bad => RETRY_BAD,
+            Outcome::Failed => RETRY_FAILED,
+        };
+        self.waiting.insert(segno, Instant::now() + retry);
+    }
 }
 
 fn truncate_log(b: &Buffer) {
@@ -520,37 +534,21 @@ mod tests {
     /// the new timeline for the retry delay (10 s for a bad copy).
     #[test]
     fn an_old_streams_transfer_does_not_delay_the_new_stream() {
-        let mut inflight = BTreeSet::from([7, 8]);
-        let mut waiting = BTreeMap::new();
-        let mut stored = 0;
-        note_done(
-            &mut inflight,
-            &mut waiting,
-            &mut stored,
-            1,
-            done(0, 7, Outcome::Bad),
-        );
-        assert!(!inflight.contains(&7), "its slot is free");
+        let mut t = Transfers {
+            inflight: BTreeSet::from([7, 8]),
+            ..Default::default()
+        };
+        t.new_stream();
+        t.done(done(0, 7, Outcome::Bad));
+        assert!(!t.inflight.contains(&7), "its slot is free");
         assert!(
-            waiting.is_empty(),
+            t.waiting.is_empty(),
             "segment 7 of the new stream is not held back"
         );
-        note_done(
-            &mut inflight,
-            &mut waiting,
-            &mut stored,
-            1,
-            done(1, 8, Outcome::NotFound),
-        );
-        assert!(waiting.contains_key(&8), "this stream's not-found waits");
-        assert!(inflight.is_empty());
-        note_done(
-            &mut inflight,
-            &mut waiting,
-            &mut stored,
-            1,
-            done(0, 9, Outcome::Stored),
-        );
-        assert_eq!(stored, 0, "an old stream's segment is not counted");
+        t.done(done(1, 8, Outcome::NotFound));
+        assert!(t.waiting.contains_key(&8), "this stream's not-found waits");
+        assert!(t.inflight.is_empty());
+        t.done(done(0, 9, Outcome::Stored));
+        assert_eq!(t.stored, 0, "an old stream's segment is not counted");
     }
 }
