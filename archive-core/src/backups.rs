@@ -77,7 +77,44 @@ pub struct Backup {
     pub complete: bool,
 }
 
+/// From when a backup can be restored: recovery from it must replay WAL up
+/// to the end of the backup (STOP WAL LOCATION) before it reaches a
+/// consistent state, and PostgreSQL refuses a recovery target before that
+/// ("requested recovery stop point is before consistent recovery point").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consistency {
+    /// A moment at or after the backup's end, Unix seconds (rounded up) on
+    /// the archive server's clock: SUCCESS's `consistent_by=` (taken when
+    /// pg_basebackup exited), else backup_manifest's mtime (pg_basebackup
+    /// writes it last).
+    pub by: Option<i64>,
+    /// The backup's end LSN, from SUCCESS's `stop_lsn=` (backup_manifest's
+    /// last WAL range).
+    pub stop_lsn: Option<u64>,
+}
+
+/// Name of pg_basebackup's manifest in a backup directory.
+pub const MANIFEST: &str = "backup_manifest";
+
 impl Backup {
+    /// What its SUCCESS marker and manifest tell of its end (see
+    /// [`Consistency`]); empty for an incomplete backup.
+    pub fn consistency(&self) -> Consistency {
+        let text = fs::read_to_string(self.path.join(SUCCESS)).unwrap_or_default();
+        let by = success_time_micros(&text, "consistent_by")
+            .map(|us| us.div_euclid(1_000_000) + i64::from(us.rem_euclid(1_000_000) != 0))
+            .or_else(|| {
+                let m = fs::metadata(self.path.join(MANIFEST))
+                    .ok()?
+                    .modified()
+                    .ok()?;
+                let d = m.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+                Some(d.as_secs() as i64 + i64::from(d.subsec_nanos() != 0))
+            });
+        let stop_lsn = success_value(&text, "stop_lsn").and_then(parse_lsn);
+        Consistency { by, stop_lsn }
+    }
+
     /// Reads and parses its backup_label.
     pub fn label(&self) -> Result<Label> {
         let p = self.path.join(LABEL);
@@ -218,16 +255,27 @@ pub fn write_success(backup: &Path, fields: &[(&str, String)]) -> Result<()> {
     durable::write_replace(&backup.join(SUCCESS), text.as_bytes())
 }
 
+/// The value of a `key=value` line of a SUCCESS marker's text.
+pub fn success_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+}
+
+/// A SUCCESS time (RFC 3339), in microseconds since the epoch.
+pub fn success_time_micros(text: &str, key: &str) -> Option<i64> {
+    success_value(text, key)
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+        .map(|d| d.timestamp_micros())
+}
+
 /// Chronological key of a complete backup: SUCCESS's `finished=` time, else
 /// SUCCESS's mtime (markers written by other tools), in microseconds.
 fn finished_key(backup: &Path) -> i64 {
     let p = backup.join(SUCCESS);
-    let from_text = fs::read_to_string(&p).ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("finished="))
-            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
-            .map(|d| d.timestamp_micros())
-    });
+    let from_text = fs::read_to_string(&p)
+        .ok()
+        .and_then(|t| success_time_micros(&t, "finished"));
     from_text.unwrap_or_else(|| {
         fs::metadata(&p)
             .and_then(|m| m.modified())
@@ -459,6 +507,50 @@ START TIME: 2026-11-25 01:02:03 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
         assert_eq!(l.timeline, 1);
         assert_eq!(l.start_time, "2026-11-25 01:02:03 UTC");
         assert!(parse_label("LABEL: x\n").is_err());
+    }
+
+    #[test]
+    fn the_end_comes_from_success_else_from_the_manifest_mtime() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Backup {
+            index: 0,
+            path: d.path().to_path_buf(),
+            complete: true,
+        };
+        assert_eq!(b.consistency(), Consistency::default());
+        let manifest = d.path().join(MANIFEST);
+        fs::write(&manifest, b"{}").unwrap();
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
+        fs::File::options()
+            .write(true)
+            .open(&manifest)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        fs::write(d.path().join(SUCCESS), "finished=2026-11-25T01:00:00Z\n").unwrap();
+        assert_eq!(
+            b.consistency(),
+            Consistency {
+                by: Some(1_700_000_001),
+                stop_lsn: None
+            },
+            "rounded up"
+        );
+        write_success(
+            d.path(),
+            &[
+                ("consistent_by", "1970-01-01T00:01:40.000001Z".into()),
+                ("stop_lsn", "1/2000100".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            b.consistency(),
+            Consistency {
+                by: Some(101),
+                stop_lsn: Some(0x1_0200_0100)
+            }
+        );
     }
 
     #[test]

@@ -76,7 +76,8 @@ impl Target {
 }
 
 /// Reads a timestamp with a zone ("2026-11-25 10:00:00+00", RFC 3339, or
-/// PostgreSQL's "... UTC" as backup labels write it).
+/// as backup labels write it: "... UTC", "... +03"). A zone abbreviation
+/// such as MSK is not read: they are ambiguous (IST, CST).
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -85,7 +86,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     for f in [
         "%Y-%m-%d %H:%M:%S%.f%#z",
         "%Y-%m-%d %H:%M:%S%.f%z",
-        "%Y-%m-%d %H:%M:%S%.f %z",
+        "%Y-%m-%d %H:%M:%S%.f %#z",
     ] {
         if let Ok(t) = DateTime::parse_from_str(s, f) {
             return Some(t.with_timezone(&Utc));
@@ -148,24 +149,60 @@ pub fn choose(
     if complete.is_empty() {
         return Err(Error::NotFound("no complete backup to restore".into()));
     }
+    // Recovery from a backup must replay past the backup's end before it may
+    // stop: a target inside the backup makes PostgreSQL give up ("requested
+    // recovery stop point is before consistent recovery point"), so the
+    // backup's end is compared, not its start. Servers of older versions
+    // tell only the start.
     let fits = |b: &&&BackupEntry| match target {
         Target::Latest | Target::Name(_) => true,
-        Target::Lsn(l) => b.start_lsn.is_some_and(|s| s <= *l),
-        Target::Time(_, t) => b
-            .start_time
+        Target::Lsn(l) => b.stop_lsn.or(b.start_lsn).is_some_and(|s| s <= *l),
+        Target::Time(_, t) => consistent_by(b).is_some_and(|c| c <= t.timestamp()),
+    };
+    complete
+        .iter()
+        .rev()
+        .find(fits)
+        .map(|b| (**b).clone())
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "the target is before the oldest backup ends: {}; nothing to restore from",
+                describe(complete[0])
+            ))
+        })
+}
+
+/// Unix seconds at or after which `b` can be restored: when the server
+/// recorded it, else its START TIME (older servers), if readable.
+fn consistent_by(b: &BackupEntry) -> Option<i64> {
+    b.consistent_by.or_else(|| {
+        b.start_time
             .as_deref()
             .and_then(parse_time)
-            .is_some_and(|s| s <= *t),
-    };
-    complete.iter().rev().find(fits).map(|b| (**b).clone()).ok_or_else(|| {
-        let oldest = complete[0];
-        Error::Refused(format!(
-            "the target is older than every backup (the oldest, data.master.{}, starts at {} / {}); nothing to restore from",
-            oldest.index,
-            oldest.start_time.as_deref().unwrap_or("?"),
-            oldest.start_wal.as_deref().unwrap_or("?")
-        ))
+            .map(|t| t.timestamp())
     })
+}
+
+/// "data.master.N (START WAL …, started …, consistent by … UTC at LSN …)",
+/// for messages.
+pub fn describe(b: &BackupEntry) -> String {
+    let mut s = format!(
+        "data.master.{} (START WAL {}, started {}",
+        b.index,
+        b.start_wal.as_deref().unwrap_or("?"),
+        b.start_time.as_deref().unwrap_or("?")
+    );
+    if let Some(t) = b.consistent_by.and_then(|c| DateTime::from_timestamp(c, 0)) {
+        s.push_str(&format!(
+            ", consistent by {}",
+            t.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    if let Some(l) = b.stop_lsn {
+        s.push_str(&format!(" at {}", crate::page_header::format_lsn(l)));
+    }
+    s.push(')');
+    s
 }
 
 /// Restores: returns the backup used.
@@ -318,6 +355,7 @@ fn write_recovery_conf(req: &PitrRequest, chosen: &BackupEntry) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A backup entry as an older server sends it: no end recorded.
     fn b(index: u32, complete: bool, lsn: u64, time: &str) -> BackupEntry {
         BackupEntry {
             index,
@@ -325,8 +363,16 @@ mod tests {
             start_wal: Some(format!("0000000100000000000000{:02X}", lsn >> 24)),
             start_lsn: Some(lsn),
             start_time: Some(time.into()),
+            consistent_by: None,
+            stop_lsn: None,
             files: vec![],
         }
+    }
+
+    fn ended(mut e: BackupEntry, at: &str, stop_lsn: u64) -> BackupEntry {
+        e.consistent_by = Some(parse_time(at).unwrap().timestamp());
+        e.stop_lsn = Some(stop_lsn);
+        e
     }
 
     #[test]
@@ -350,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn newest_backup_starting_before_the_target_is_chosen() {
+    fn without_a_recorded_end_the_newest_backup_starting_before_the_target_is_chosen() {
         let list = [
             b(0, true, 0x2000028, "2026-11-25 01:00:00 UTC"),
             b(1, false, 0x5000028, "2026-11-25 02:00:00 UTC"),
@@ -371,10 +417,56 @@ mod tests {
         );
         let early = Target::parse("time:2026-11-25 00:30:00+00").unwrap();
         let e = choose(&list, &early, None).unwrap_err();
-        assert!(e.to_string().contains("older than every backup"), "{e}");
+        assert!(
+            e.to_string().contains("before the oldest backup ends"),
+            "{e}"
+        );
         assert!(
             choose(&list, &Target::Latest, Some(1)).is_err(),
             "incomplete"
         );
+    }
+
+    #[test]
+    fn a_target_inside_a_backup_takes_the_one_before() {
+        // Labels in a zone given by abbreviation only: the recorded end
+        // decides, the START TIME is not needed.
+        let list = [
+            ended(
+                b(0, true, 0x2000028, "2026-11-25 04:00:00 MSK"),
+                "2026-11-25 01:10:00+00",
+                0x2000100,
+            ),
+            ended(
+                b(1, true, 0x5000028, "2026-11-25 06:00:00 MSK"),
+                "2026-11-25 03:10:00+00",
+                0x6000100,
+            ),
+        ];
+        let t = |s: &str| Target::parse(&format!("time:{s}")).unwrap();
+        let pick = |target: &Target| choose(&list, target, None).map(|b| b.index);
+        // Started (03:00 UTC) but not yet ended (03:10 UTC).
+        assert_eq!(pick(&t("2026-11-25 03:05:00+00")).unwrap(), 0);
+        assert_eq!(pick(&t("2026-11-25 03:10:00+00")).unwrap(), 1);
+        assert_eq!(pick(&t("2026-11-25 06:30:00+03")).unwrap(), 1);
+        assert_eq!(pick(&Target::Lsn(0x5800000)).unwrap(), 0);
+        assert_eq!(pick(&Target::Lsn(0x6000100)).unwrap(), 1);
+        let e = pick(&t("2026-11-25 01:05:00+00")).unwrap_err().to_string();
+        assert!(
+            e.contains("before the oldest backup ends")
+                && e.contains("consistent by 2026-11-25 01:10:00 UTC at 0/2000100"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn label_times_with_numeric_zones_parse_abbreviations_do_not() {
+        let at = |s: &str| parse_time(s).map(|t| t.timestamp());
+        assert_eq!(at("1970-01-01 01:00:00 UTC"), Some(3600));
+        assert_eq!(at("1970-01-01 03:00:00 +03"), Some(0));
+        assert_eq!(at("1970-01-01 00:00:00 -0130"), Some(5400));
+        assert_eq!(at("1970-01-01 05:30:00+05:30"), Some(0));
+        assert_eq!(at("2026-03-01 03:00:00 MSK"), None);
+        assert_eq!(at("garbage"), None);
     }
 }

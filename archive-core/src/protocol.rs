@@ -171,6 +171,11 @@ pub struct BackupEntry {
     pub start_lsn: Option<u64>,
     /// START TIME as written in the label.
     pub start_time: Option<String>,
+    /// A moment at or after the backup's end, Unix seconds, server clock
+    /// (see [`crate::backups::Consistency`]); absent from older servers.
+    pub consistent_by: Option<i64>,
+    /// The backup's end LSN, when recorded.
+    pub stop_lsn: Option<u64>,
     /// Files of the backup directory with their sizes.
     pub files: Vec<ListEntry>,
 }

@@ -335,12 +335,15 @@ impl Server {
                 })
                 .collect();
             files.sort_by(|a, b| a.name.cmp(&b.name));
+            let end = b.consistency();
             out.push(protocol::BackupEntry {
                 index: b.index,
                 complete: b.complete,
                 start_wal: label.as_ref().map(|l| l.start_wal.clone()),
                 start_lsn: label.as_ref().map(|l| l.start_lsn),
                 start_time: label.as_ref().map(|l| l.start_time.clone()),
+                consistent_by: end.by,
+                stop_lsn: end.stop_lsn,
                 files,
             });
         }

@@ -240,6 +240,9 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
             return Err(("pg_basebackup", e));
         }
     };
+    // The backup ended before pg_basebackup exited: restoring it to a time
+    // before this could not work (see backups::Consistency).
+    let consistent_by = chrono::Utc::now();
     let after_copy = Instant::now();
     let verified: Result<Verified> = match follower {
         Some(f) => f
@@ -268,6 +271,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         backups::parse_label(&verified.label)
             .map_err(|e| Error::Refused(format!("backup_label: {e}"))),
     )?;
+    let stop_lsn = step("reading backup_manifest", verify::manifest_stop_lsn(&tmp))?;
     step(
         "writing backup_label",
         durable::write_replace(&tmp.join(backups::LABEL), verified.label.as_bytes()),
@@ -285,22 +289,24 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         human((verified.data_bytes as f64 / copy_secs.max(0.001)) as u64),
         verify_extra.as_secs_f64()
     ));
-    step(
-        "writing SUCCESS",
-        backups::write_success(
-            &tmp,
-            &[
-                ("task", task.id.to_string()),
-                ("cluster", task.cluster.clone()),
-                ("server", server.to_string()),
-                ("source", format!("{}:{}", task.host, task.port)),
-                ("start_wal", parsed.start_wal.clone()),
-                ("verified", cfg.backup_verify.clone()),
-                ("data_bytes", verified.data_bytes.to_string()),
-                ("stored_bytes", verified.stored_bytes.to_string()),
-            ],
+    let mut fields = vec![
+        ("task", task.id.to_string()),
+        ("cluster", task.cluster.clone()),
+        ("server", server.to_string()),
+        ("source", format!("{}:{}", task.host, task.port)),
+        ("start_wal", parsed.start_wal.clone()),
+        (
+            "consistent_by",
+            consistent_by.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         ),
-    )?;
+        ("verified", cfg.backup_verify.clone()),
+        ("data_bytes", verified.data_bytes.to_string()),
+        ("stored_bytes", verified.stored_bytes.to_string()),
+    ];
+    if let Some(l) = stop_lsn {
+        fields.push(("stop_lsn", archive_core::page_header::format_lsn(l)));
+    }
+    step("writing SUCCESS", backups::write_success(&tmp, &fields))?;
     let rotation_started = Instant::now();
     let installed = step("rotation", backups::install(&dir, &tmp, keep))?;
     let rotate_secs = rotation_started.elapsed().as_secs_f64();

@@ -17,15 +17,18 @@ Examples:
       --target \"time:2026-11-25 10:00:00+00\" /var/lib/postgresql/15/restore
   restore-backup ... --target latest --standby /var/lib/postgresql/15/standby
 
-The backup is the newest complete one whose START is at or before the target
-(--backup N picks data.master.N). The data directory gets restore_command =
+The backup is the newest complete one that ended at or before the target
+(--backup N picks data.master.N): PostgreSQL cannot stop recovery inside the
+backup it started from. A time target is compared with when pg_basebackup
+exited (the archive server's clock), an LSN target with the backup's end LSN.
+The data directory gets restore_command =
 restore-cmd reading from both hosts, the recovery target, recovery_target_action
 (--action, default pause), recovery.signal (standby.signal with --standby) and
 archive_mode = off unless --keep-archiving, so a test restore never writes into
 the production archive. Nothing is started: the last line says what to run.
 
 Exit codes: 0 restored; 1 archive server unreachable; 2 bad usage;
-3 refused (directory not empty, target older than every backup, unsupported
+3 refused (directory not empty, target before the end of every backup, unsupported
 backup); 5 no such backup.";
 
 /// Restore a base backup for point-in-time recovery.
@@ -106,10 +109,8 @@ fn run(args: &Args) -> Result<(), Error> {
     let rt = cli::runtime()?;
     let chosen = rt.block_on(pitr::restore(&cfg, &req))?;
     log::info(format!(
-        "restored data.master.{} (START WAL {}, started {}) into {}",
-        chosen.index,
-        chosen.start_wal.as_deref().unwrap_or("?"),
-        chosen.start_time.as_deref().unwrap_or("?"),
+        "restored {} into {}",
+        pitr::describe(&chosen),
         args.data_dir.display()
     ));
     println!(

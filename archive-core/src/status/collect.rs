@@ -629,7 +629,12 @@ impl Collector {
         for b in l.backups.iter().flatten() {
             let fin = finished.get(&b.index).copied();
             let age = fin
-                .or_else(|| b.start_time.as_deref().and_then(parse_label_time))
+                .or_else(|| {
+                    b.start_time
+                        .as_deref()
+                        .and_then(crate::pitr::parse_time)
+                        .map(|t| t.timestamp())
+                })
                 .map(|t| now - t);
             s.backups.push(BackupInfo {
                 index: b.index,
@@ -691,32 +696,6 @@ fn describe(host: &str, dir: &str, e: &Error) -> String {
         format!("host {host}: {text}")
     };
     format!("cannot read {dir}: {text}; {hint}")
-}
-
-/// Parses a backup_label START TIME whose zone is UTC/GMT or a numeric
-/// offset ("2026-03-01 03:07:00 UTC", "… +03"); other zone names give `None`.
-pub fn parse_label_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (dt, zone) = s.rsplit_once(' ')?;
-    let naive = chrono::NaiveDateTime::parse_from_str(dt.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
-    let offset_secs: i64 = match zone {
-        "UTC" | "GMT" | "Z" => 0,
-        z if z.starts_with(['+', '-']) => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let digits: String = z[1..].chars().filter(|c| c.is_ascii_digit()).collect();
-            let (h, m) = match digits.len() {
-                1 | 2 => (digits.parse::<i64>().ok()?, 0),
-                4 => (
-                    digits[..2].parse::<i64>().ok()?,
-                    digits[2..].parse::<i64>().ok()?,
-                ),
-                _ => return None,
-            };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    Some(naive.and_utc().timestamp() - offset_secs)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -997,15 +976,6 @@ mod tests {
             "{:?}",
             r.notes
         );
-    }
-
-    #[test]
-    fn label_times_with_a_known_zone_parse() {
-        assert_eq!(parse_label_time("1970-01-01 01:00:00 UTC"), Some(3600));
-        assert_eq!(parse_label_time("1970-01-01 03:00:00 +03"), Some(0));
-        assert_eq!(parse_label_time("1970-01-01 00:00:00 -0130"), Some(5400));
-        assert_eq!(parse_label_time("2026-03-01 03:00:00 MSK"), None);
-        assert_eq!(parse_label_time("garbage"), None);
     }
 
     #[test]

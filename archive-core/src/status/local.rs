@@ -64,10 +64,8 @@ fn mtime(path: &Path) -> Option<i64> {
 pub fn backup_finished(backup: &Path) -> Option<i64> {
     let marker = backup.join(backups::SUCCESS);
     let text = fs::read_to_string(&marker).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("finished="))
-        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
-        .map(|d| d.timestamp())
+    backups::success_time_micros(&text, "finished")
+        .map(|us| us.div_euclid(1_000_000))
         .or_else(|| mtime(&marker))
 }
 

@@ -90,6 +90,17 @@ fn assert_complete_backup(b: &Path, archive: &str) {
     let label = fs::read_to_string(b.join("backup_label")).unwrap();
     let parsed = archive_core::backups::parse_label(&label).expect("a valid backup_label");
     assert_eq!(success_field(b, "start_wal"), parsed.start_wal);
+    // Its end, for choosing a backup for a recovery target.
+    let stop = archive_core::backups::parse_lsn(&success_field(b, "stop_lsn")).unwrap();
+    assert!(
+        stop > parsed.start_lsn,
+        "{stop:X} after {:X}",
+        parsed.start_lsn
+    );
+    assert!(
+        success_field(b, "consistent_by") <= success_field(b, "finished"),
+        "pg_basebackup exited before the backup verified"
+    );
     // The stored backup verifies on its own too.
     let out = run(std::process::Command::new(bin("base-backup"))
         .arg("--verify")

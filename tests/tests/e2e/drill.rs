@@ -32,13 +32,15 @@ fn fingerprint(pg: &PgCluster) -> String {
     )
 }
 
-/// Restores with restore-backup into a new lab cluster and starts it.
-fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> PgCluster {
+/// Restores with restore-backup into a new lab cluster and starts it;
+/// returns it and what restore-backup said.
+fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> (PgCluster, String) {
     let restore_cmd = format!(
         "{} --config {}",
         bin("restore-cmd").display(),
         config.display()
     );
+    let mut said = String::new();
     let pg = lab.adopt_cluster(name, |dir| {
         let mut cmd = lab.postgres_cmd(bin("restore-backup"));
         cmd.arg("--config")
@@ -51,8 +53,7 @@ fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> P
             .args(["--action", "promote"])
             .args(["--restore-cmd", &restore_cmd])
             .arg(dir);
-        let out = run(&mut cmd);
-        let said = ok(out, "restore-backup");
+        said = ok(run(&mut cmd), "restore-backup");
         assert!(said.contains("restored data.master."), "{said}");
     });
     pg.start_no_wait();
@@ -61,7 +62,25 @@ fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> P
         &format!("{name} to finish recovery"),
         || pg.try_psql("select pg_is_in_recovery()").ok().as_deref() == Some("f"),
     );
-    pg
+    (pg, said)
+}
+
+/// A started primary (1 MiB segments) archiving to DST-DIR `dst` on both
+/// servers, with `extra` settings.
+fn archiving_primary(lab: &Lab, dst: &str, extra: &str) -> PgCluster {
+    let primary = lab.init_cluster(
+        "primary",
+        PgOptions {
+            wal_segsize_mb: 1,
+            ..Default::default()
+        },
+    );
+    primary.set_conf(&format!(
+        "archive_mode = on\narchive_command = '{}'\n{extra}\n",
+        lab.archive_command(dst, "main")
+    ));
+    primary.start();
+    primary
 }
 
 fn drill(failing: usize) {
@@ -72,18 +91,7 @@ fn drill(failing: usize) {
     });
     let dst = lab.dst("main");
     let q = lab.queue_db();
-    let primary = lab.init_cluster(
-        "primary",
-        PgOptions {
-            wal_segsize_mb: 1,
-            ..Default::default()
-        },
-    );
-    primary.set_conf(&format!(
-        "archive_mode = on\narchive_command = '{}'\nwal_keep_size = '1GB'\n",
-        lab.archive_command(&dst, "main")
-    ));
-    primary.start();
+    let primary = archiving_primary(&lab, &dst, "wal_keep_size = '1GB'");
     primary.pgbench(&["-i", "-s", "2", "-q"]);
     primary.psql(
         "create table drill(i int primary key, at timestamptz not null default clock_timestamp())",
@@ -164,7 +172,7 @@ fn drill(failing: usize) {
     assert_eq!(fingerprint(&standby), want, "standby equals the primary");
 
     // PITR to the recorded time: exactly the rows committed before it.
-    let pitr = restore(
+    let (pitr, _) = restore(
         &lab,
         "pitr",
         failing,
@@ -181,7 +189,7 @@ fn drill(failing: usize) {
     );
     pitr.stop();
     // Restore to the end equals the primary.
-    let latest = restore(&lab, "latest", other, "latest", &restore_cfg);
+    let (latest, _) = restore(&lab, "latest", other, "latest", &restore_cfg);
     assert_eq!(
         fingerprint(&latest),
         want,
@@ -197,4 +205,80 @@ fn full_drill_with_host1_failing() {
 #[test]
 fn full_drill_with_host2_failing() {
     drill(2);
+}
+
+/// A time target inside the newest backup (after its START, before its
+/// end) restores from the backup before it: PostgreSQL cannot stop recovery
+/// before the end of the backup it started from ("requested recovery stop
+/// point is before consistent recovery point"). The primary writes its
+/// backup labels' START TIME in a zone named by abbreviation only (MSK), as
+/// any server outside UTC does.
+#[test]
+fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
+    let lab = Lab::new();
+    let dst = lab.dst("main");
+    let q = lab.queue_db();
+    let primary = archiving_primary(&lab, &dst, "log_timezone = 'Europe/Moscow'");
+    primary.psql("create table ticks(i serial primary key, at timestamptz not null default clock_timestamp())");
+    lab.set_server_config_extra(&format!(
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\n",
+        q.dsn()
+    ));
+    q.add(&lab.host_row("main", &primary, "main"));
+    // arch1, then arch2 (they alternate), then arch1 again a day later,
+    // while transactions commit throughout.
+    ok(run(&mut lab.base_backup_cmd(1)), "base-backup on arch1");
+    ok(run(&mut lab.base_backup_cmd(2)), "base-backup on arch2");
+    q.age_history(2);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                primary.psql("insert into ticks default values");
+            }
+        });
+        let out = run(&mut lab.base_backup_cmd(1));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        ok(out, "second base-backup on arch1");
+    });
+    primary.psql("insert into ticks default values");
+    let w = primary.switch_wal();
+    wait_archived(&primary, &w, Duration::from_secs(120));
+
+    let newest = lab.stored_backup_dir(1, "main").join("data.master.1");
+    let label = std::fs::read_to_string(newest.join("backup_label")).unwrap();
+    let start = archive_core::backups::parse_label(&label)
+        .unwrap()
+        .start_time;
+    // "2026-12-01 10:11:12 MSK": Moscow is UTC+3 all year. The START TIME
+    // is cut to the second: the target is at or before the backup's start.
+    let target = format!("{}+03", start.strip_suffix(" MSK").expect(&label));
+    let during = primary.psql(&format!(
+        "select count(*) from ticks where at > '{target}' and at < '{}'::timestamptz",
+        archive_core::backups::success_value(
+            &std::fs::read_to_string(newest.join("SUCCESS")).unwrap(),
+            "consistent_by"
+        )
+        .unwrap()
+    ));
+    assert_ne!(during, "0", "transactions committed during the backup");
+
+    let cfg = lab.restore_config("restore", "");
+    let (pitr, said) = restore(&lab, "pitr", 1, &format!("time:{target}"), &cfg);
+    assert!(said.contains("restored data.master.0 "), "{said}");
+    assert_eq!(
+        pitr.psql(&format!("select count(*) from ticks where at > '{target}'")),
+        "0"
+    );
+    // Every transaction committed before the target is there (`at` is
+    // taken a moment before its commit).
+    let before = primary.psql(&format!(
+        "select count(*) from ticks where at <= '{target}'::timestamptz - interval '0.1 s'"
+    ));
+    let got: i64 = pitr.psql("select count(*) from ticks").parse().unwrap();
+    assert!(
+        got >= before.parse::<i64>().unwrap(),
+        "{got} rows, {before} expected"
+    );
+    pitr.stop();
 }
