@@ -637,6 +637,34 @@ pub fn machine_speed_line(sample: &Path) -> String {
     )
 }
 
+/// One line on what decoding the corpus costs, the largest fixed cost of a
+/// restore and so a bound on the segments/s any restore-cmd reaches here:
+/// each segment compressed as the archive servers store it (zstd at their
+/// default level, with checksum) and decompressed once, on one core.
+pub fn corpus_decode_line(corpus: &Corpus, target_per_sec: f64) -> String {
+    let level = archive_core::config::Config::default().compress_level;
+    let (mut secs, mut bytes) = (0.0, 0usize);
+    for name in &corpus.names {
+        let path = corpus.path(name);
+        let Ok(raw) = std::fs::read(&path) else {
+            return format!("corpus decoding: cannot read {}", path.display());
+        };
+        let z = archive_core::codec::zstd_compress(&raw, level).expect("compress");
+        let t = Instant::now();
+        let out = zstd::bulk::decompress(&z, raw.len()).expect("decompress");
+        secs += t.elapsed().as_secs_f64();
+        assert!(out == raw, "{name} decodes to its bytes");
+        bytes += raw.len();
+    }
+    let per_ms = secs * 1000.0 / corpus.names.len().max(1) as f64;
+    format!(
+        "corpus decoding: {per_ms:.1} ms per segment ({:.0} MB/s) on one core, zstd level {level} as stored; at {target_per_sec:.0} segments/s decoding alone takes {:.0}% of this machine's {} cores",
+        bytes as f64 / secs.max(1e-9) / 1e6,
+        per_ms * target_per_sec / 10.0 / cpu_count() as f64,
+        cpu_count()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

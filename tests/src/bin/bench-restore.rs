@@ -139,6 +139,7 @@ fn main() -> ExitCode {
     if let Some(mid) = corpus.names.get(corpus.names.len() / 2) {
         println!("{}", e2e::bench::machine_speed_line(&corpus.path(mid)));
     }
+    println!("{}", e2e::bench::corpus_decode_line(&corpus, 40.0));
     let dst = lab.dst("bench");
     if let Err(e) = archive(&lab, &dst, &corpus) {
         eprintln!("bench-restore: {e}");
