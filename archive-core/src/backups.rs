@@ -88,17 +88,55 @@ pub struct Consistency {
     /// pg_basebackup exited), else backup_manifest's mtime (pg_basebackup
     /// writes it last).
     pub by: Option<i64>,
-    /// The backup's end LSN, from SUCCESS's `stop_lsn=` (backup_manifest's
-    /// last WAL range).
+    /// The backup's end LSN: SUCCESS's `stop_lsn=`, else read from
+    /// backup_manifest ([`manifest_stop_lsn`]).
     pub stop_lsn: Option<u64>,
 }
 
 /// Name of pg_basebackup's manifest in a backup directory.
 pub const MANIFEST: &str = "backup_manifest";
 
+/// How much of a manifest's end is read for its WAL ranges: they follow the
+/// file list, which runs to hundreds of MB for a large cluster.
+const MANIFEST_TAIL: u64 = 1 << 20;
+
+/// The backup's end LSN (its STOP WAL LOCATION): the highest End-LSN of the
+/// WAL ranges that close manifest `path`; `Ok(None)` when it lists none.
+pub fn manifest_stop_lsn(path: &Path) -> Result<Option<u64>> {
+    use std::io::{Read, Seek};
+    #[derive(serde::Deserialize)]
+    struct WalRange {
+        #[serde(rename = "End-LSN")]
+        end_lsn: String,
+    }
+    let read = |e| Error::io("cannot read", path, e);
+    let mut f = fs::File::open(path).map_err(read)?;
+    let len = f.metadata().map_err(read)?.len();
+    f.seek(io::SeekFrom::Start(len.saturating_sub(MANIFEST_TAIL)))
+        .map_err(read)?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(read)?;
+    let tail = String::from_utf8_lossy(&tail);
+    let bad = |why: String| Error::Refused(format!("{}: {why}", path.display()));
+    let Some(at) = tail.rfind("\"WAL-Ranges\"") else {
+        return Ok(None);
+    };
+    let rest = &tail[at..];
+    let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) else {
+        return Err(bad("WAL-Ranges is not a list".into()));
+    };
+    let ranges: Vec<WalRange> = serde_json::from_str(rest.get(open..=close).unwrap_or(""))
+        .map_err(|e| bad(format!("WAL-Ranges cannot be read: {e}")))?;
+    ranges.iter().try_fold(None, |max: Option<u64>, r| {
+        let l = parse_lsn(&r.end_lsn)
+            .ok_or_else(|| bad(format!("malformed End-LSN {:?}", r.end_lsn)))?;
+        Ok(max.max(Some(l)))
+    })
+}
+
 impl Backup {
     /// What its SUCCESS marker and manifest tell of its end (see
-    /// [`Consistency`]); empty for an incomplete backup.
+    /// [`Consistency`]).
     pub fn consistency(&self) -> Consistency {
         let text = fs::read_to_string(self.path.join(SUCCESS)).unwrap_or_default();
         let by = success_time_micros(&text, "consistent_by")
@@ -111,7 +149,9 @@ impl Backup {
                 let d = m.duration_since(SystemTime::UNIX_EPOCH).ok()?;
                 Some(d.as_secs() as i64 + i64::from(d.subsec_nanos() != 0))
             });
-        let stop_lsn = success_value(&text, "stop_lsn").and_then(parse_lsn);
+        let stop_lsn = success_value(&text, "stop_lsn")
+            .and_then(parse_lsn)
+            .or_else(|| manifest_stop_lsn(&self.path.join(MANIFEST)).ok()?);
         Consistency { by, stop_lsn }
     }
 
@@ -519,14 +559,19 @@ START TIME: 2026-11-25 01:02:03 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
         };
         assert_eq!(b.consistency(), Consistency::default());
         let manifest = d.path().join(MANIFEST);
-        fs::write(&manifest, b"{}").unwrap();
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
-        fs::File::options()
-            .write(true)
-            .open(&manifest)
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
+        // Written at 1_700_000_000.25.
+        let write_manifest = |text: &str| {
+            fs::write(&manifest, text).unwrap();
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
+            fs::File::options()
+                .write(true)
+                .open(&manifest)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        write_manifest("{}");
+        assert_eq!(manifest_stop_lsn(&manifest).unwrap(), None);
         fs::write(d.path().join(SUCCESS), "finished=2026-11-25T01:00:00Z\n").unwrap();
         assert_eq!(
             b.consistency(),
@@ -536,6 +581,30 @@ START TIME: 2026-11-25 01:02:03 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
             },
             "rounded up"
         );
+        // A manifest as after a timeline switch during the backup (the file
+        // list elided), written by a version that kept no stop_lsn=.
+        let text = r#"{ "PostgreSQL-Backup-Manifest-Version": 1,
+"Files": [ { "Path": "odd \"WAL-Ranges\" [name]", "Size": 1 } ],
+"WAL-Ranges": [
+{ "Timeline": 1, "Start-LSN": "0/5000028", "End-LSN": "0/6000000" },
+{ "Timeline": 2, "Start-LSN": "0/6000000", "End-LSN": "0/6000100" }
+],
+"Manifest-Checksum": "00"}
+"#;
+        write_manifest(text);
+        assert_eq!(
+            b.consistency(),
+            Consistency {
+                by: Some(1_700_000_001),
+                stop_lsn: Some(0x6000100)
+            }
+        );
+        fs::write(
+            &manifest,
+            r#"{ "WAL-Ranges": [ { "End-LSN": "6000100" } ] }"#,
+        )
+        .unwrap();
+        assert!(manifest_stop_lsn(&manifest).is_err(), "malformed");
         write_success(
             d.path(),
             &[

@@ -165,10 +165,24 @@ pub fn choose(
         .find(fits)
         .map(|b| (**b).clone())
         .ok_or_else(|| {
-            Error::Refused(format!(
-                "the target is before the oldest backup ends: {}; nothing to restore from",
-                describe(complete[0])
-            ))
+            let unknown: Vec<String> = complete
+                .iter()
+                .filter(|b| matches!(target, Target::Time(..)) && consistent_by(b).is_none())
+                .map(|b| format!("data.master.{}", b.index))
+                .collect();
+            if unknown.is_empty() {
+                Error::Refused(format!(
+                    "the target is before the oldest backup ends: {}; nothing to restore from",
+                    describe(complete[0])
+                ))
+            } else {
+                Error::Refused(format!(
+                    "when {} can be restored from is not known (its server runs an older version, \
+                     and a START TIME zone given by abbreviation cannot be read); pick a backup \
+                     with --backup N, or give an lsn: target",
+                    unknown.join(", ")
+                ))
+            }
         })
 }
 
@@ -451,6 +465,15 @@ mod tests {
         assert_eq!(pick(&t("2026-11-25 06:30:00+03")).unwrap(), 1);
         assert_eq!(pick(&Target::Lsn(0x5800000)).unwrap(), 0);
         assert_eq!(pick(&Target::Lsn(0x6000100)).unwrap(), 1);
+        // From an older server, with an unreadable START TIME zone: said so.
+        let old = [b(0, true, 0x2000028, "2026-11-25 04:00:00 MSK")];
+        let e = choose(&old, &t("2026-11-25 06:00:00+00"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("when data.master.0 can be restored from is not known"),
+            "{e}"
+        );
         let e = pick(&t("2026-11-25 01:05:00+00")).unwrap_err().to_string();
         assert!(
             e.contains("before the oldest backup ends")

@@ -242,7 +242,13 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     };
     // The backup ended before pg_basebackup exited: restoring it to a time
     // before this could not work (see backups::Consistency).
-    let consistent_by = chrono::Utc::now();
+    // Whole seconds, rounded up: never before the exit.
+    let now = chrono::Utc::now();
+    let consistent_by = chrono::DateTime::from_timestamp(
+        now.timestamp() + i64::from(now.timestamp_subsec_nanos() != 0),
+        0,
+    )
+    .unwrap_or(now);
     let after_copy = Instant::now();
     let verified: Result<Verified> = match follower {
         Some(f) => f
@@ -271,7 +277,10 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         backups::parse_label(&verified.label)
             .map_err(|e| Error::Refused(format!("backup_label: {e}"))),
     )?;
-    let stop_lsn = step("reading backup_manifest", verify::manifest_stop_lsn(&tmp))?;
+    let stop_lsn = step(
+        "reading backup_manifest",
+        backups::manifest_stop_lsn(&tmp.join(backups::MANIFEST)),
+    )?;
     step(
         "writing backup_label",
         durable::write_replace(&tmp.join(backups::LABEL), verified.label.as_bytes()),
@@ -297,7 +306,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         ("start_wal", parsed.start_wal.clone()),
         (
             "consistent_by",
-            consistent_by.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            consistent_by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ),
         ("verified", cfg.backup_verify.clone()),
         ("data_bytes", verified.data_bytes.to_string()),

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use archive_core::{backups, Error, Result};
+use archive_core::{Error, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -396,38 +396,6 @@ struct ManifestFile {
     checksum: Option<String>,
 }
 
-/// The backup's end LSN (its STOP WAL LOCATION): the highest End-LSN of
-/// `dir`/backup_manifest's WAL ranges; `None` when it lists none.
-pub fn manifest_stop_lsn(dir: &Path) -> Result<Option<u64>> {
-    #[derive(Deserialize)]
-    struct Ranges {
-        #[serde(rename = "WAL-Ranges", default)]
-        wal_ranges: Vec<WalRange>,
-    }
-    #[derive(Deserialize)]
-    struct WalRange {
-        #[serde(rename = "End-LSN")]
-        end_lsn: String,
-    }
-    let mpath = dir.join(backups::MANIFEST);
-    let text = fs::read(&mpath).map_err(|e| Error::io("cannot read", &mpath, e))?;
-    let ranges: Ranges = serde_json::from_slice(&text)
-        .map_err(|e| Error::Refused(format!("{} is not valid: {e}", mpath.display())))?;
-    ranges
-        .wal_ranges
-        .iter()
-        .map(|r| {
-            backups::parse_lsn(&r.end_lsn).ok_or_else(|| {
-                Error::Refused(format!(
-                    "{}: malformed End-LSN {:?}",
-                    mpath.display(),
-                    r.end_lsn
-                ))
-            })
-        })
-        .try_fold(None, |max: Option<u64>, l| Ok(max.max(Some(l?))))
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() & 1 != 0 {
         return None;
@@ -732,7 +700,10 @@ mod tests {
         assert_eq!(v.files, 3);
         assert_eq!(v.label.as_bytes(), LABEL);
         assert_eq!(v.data_bytes, (LABEL.len() + 4) as u64);
-        assert_eq!(manifest_stop_lsn(d.path()).unwrap(), Some(0x2000100));
+        assert_eq!(
+            archive_core::backups::manifest_stop_lsn(&d.path().join("backup_manifest")).unwrap(),
+            Some(0x2000100)
+        );
     }
 
     #[test]

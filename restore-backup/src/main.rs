@@ -20,7 +20,8 @@ Examples:
 The backup is the newest complete one that ended at or before the target
 (--backup N picks data.master.N): PostgreSQL cannot stop recovery inside the
 backup it started from. A time target is compared with when pg_basebackup
-exited (the archive server's clock), an LSN target with the backup's end LSN.
+exited (the archive server's clock), an LSN target with the backup's end LSN
+(servers of older versions tell only the start, compared instead).
 The data directory gets restore_command =
 restore-cmd reading from both hosts, the recovery target, recovery_target_action
 (--action, default pause), recovery.signal (standby.signal with --standby) and

@@ -230,6 +230,12 @@ fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
     ok(run(&mut lab.base_backup_cmd(1)), "base-backup on arch1");
     ok(run(&mut lab.base_backup_cmd(2)), "base-backup on arch2");
     q.age_history(2);
+    // Some transactions well before the backup, so that "all committed
+    // before the target are restored" cannot hold vacuously.
+    for _ in 0..5 {
+        primary.psql("insert into ticks default values");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -247,19 +253,16 @@ fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
 
     let newest = lab.stored_backup_dir(1, "main").join("data.master.1");
     let label = std::fs::read_to_string(newest.join("backup_label")).unwrap();
-    let start = archive_core::backups::parse_label(&label)
-        .unwrap()
-        .start_time;
+    let parsed = archive_core::backups::parse_label(&label).unwrap();
+    let start = parsed.start_time;
+    let success = std::fs::read_to_string(newest.join("SUCCESS")).unwrap();
+    let field = |k: &str| archive_core::backups::success_value(&success, k).unwrap();
     // "2026-12-01 10:11:12 MSK": Moscow is UTC+3 all year. The START TIME
     // is cut to the second: the target is at or before the backup's start.
     let target = format!("{}+03", start.strip_suffix(" MSK").expect(&label));
     let during = primary.psql(&format!(
         "select count(*) from ticks where at > '{target}' and at < '{}'::timestamptz",
-        archive_core::backups::success_value(
-            &std::fs::read_to_string(newest.join("SUCCESS")).unwrap(),
-            "consistent_by"
-        )
-        .unwrap()
+        field("consistent_by")
     ));
     assert_ne!(during, "0", "transactions committed during the backup");
 
@@ -271,14 +274,25 @@ fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
         "0"
     );
     // Every transaction committed before the target is there (`at` is
-    // taken a moment before its commit).
-    let before = primary.psql(&format!(
-        "select count(*) from ticks where at <= '{target}'::timestamptz - interval '0.1 s'"
-    ));
+    // taken a moment before its commit: a second's margin).
+    let before: i64 = primary
+        .psql(&format!(
+            "select count(*) from ticks where at <= '{target}'::timestamptz - interval '1 s'"
+        ))
+        .parse()
+        .unwrap();
     let got: i64 = pitr.psql("select count(*) from ticks").parse().unwrap();
     assert!(
-        got >= before.parse::<i64>().unwrap(),
+        before >= 5 && got >= before,
         "{got} rows, {before} expected"
     );
+    pitr.stop();
+
+    // An LSN strictly inside the newest backup: the one before it, too.
+    let stop_lsn = archive_core::backups::parse_lsn(field("stop_lsn")).unwrap();
+    assert!(stop_lsn > parsed.start_lsn + 1, "{label}");
+    let inside = archive_core::page_header::format_lsn((parsed.start_lsn + stop_lsn) / 2);
+    let (pitr, said) = restore(&lab, "pitr-lsn", 1, &format!("lsn:{inside}"), &cfg);
+    assert!(said.contains("restored data.master.0 "), "{said}");
     pitr.stop();
 }
