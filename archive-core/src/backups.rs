@@ -140,15 +140,8 @@ impl Backup {
     pub fn consistency(&self) -> Consistency {
         let text = fs::read_to_string(self.path.join(SUCCESS)).unwrap_or_default();
         let by = success_time_micros(&text, "consistent_by")
-            .map(|us| us.div_euclid(1_000_000) + i64::from(us.rem_euclid(1_000_000) != 0))
-            .or_else(|| {
-                let m = fs::metadata(self.path.join(MANIFEST))
-                    .ok()?
-                    .modified()
-                    .ok()?;
-                let d = m.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-                Some(d.as_secs() as i64 + i64::from(d.subsec_nanos() != 0))
-            });
+            .or_else(|| mtime_micros(&self.path.join(MANIFEST)))
+            .map(|us| us.div_euclid(1_000_000) + i64::from(us.rem_euclid(1_000_000) != 0));
         let stop_lsn = success_value(&text, "stop_lsn")
             .and_then(parse_lsn)
             .or_else(|| manifest_stop_lsn(&self.path.join(MANIFEST)).ok()?);
@@ -316,14 +309,14 @@ fn finished_key(backup: &Path) -> i64 {
     let from_text = fs::read_to_string(&p)
         .ok()
         .and_then(|t| success_time_micros(&t, "finished"));
-    from_text.unwrap_or_else(|| {
-        fs::metadata(&p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0)
-    })
+    from_text.or_else(|| mtime_micros(&p)).unwrap_or(0)
+}
+
+/// A file's mtime in microseconds since the epoch, rounded up.
+fn mtime_micros(path: &Path) -> Option<i64> {
+    let m = fs::metadata(path).ok()?.modified().ok()?;
+    let d = m.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_nanos().div_ceil(1000)).ok()
 }
 
 /// Swaps two directory entries atomically (RENAME_EXCHANGE). A file system
