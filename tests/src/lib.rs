@@ -26,6 +26,7 @@ mod archive;
 pub mod bench;
 pub mod bench_sync;
 mod lab;
+pub mod memory;
 mod pg;
 mod proc;
 mod queue;

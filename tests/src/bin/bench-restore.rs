@@ -36,6 +36,12 @@
 //!   connects, e.g. `Ciphers aes128-gcm@openssh.com` (a what-if knob: with
 //!   OpenSSH's default chacha20-poly1305, ssh and sshd take about half a CPU
 //!   at these rates);
+//! - `BENCH_MEMORY` (`fresh,full`): the memory regimes, each running every
+//!   scenario: `fresh`, the machine as it is; `full`, restore-cmd and its
+//!   worker in a memory cgroup of `BENCH_MEMORY_LIMIT` (768MiB), so that
+//!   their page cache recycles pages as on a standby whose RAM is full of
+//!   cache. On a VM that backs guest memory on first touch the two differ
+//!   a lot: see the `page cache:` line and `e2e::memory`;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (targets met or not), 1 when the
@@ -50,6 +56,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::bench::{cpu_count, pgbench_corpus, quantile, Corpus, CpuTimes};
+use e2e::memory::MemoryCgroup;
 use e2e::{
     bin, bin_dir, prefetch_dir, prefetch_workers, write_postgres_file, Lab, LabOptions,
     RECOVERYXLOG,
@@ -87,6 +94,57 @@ struct Scenario {
     extra: String,
 }
 
+/// The memory state restore-cmd and its worker run in (see e2e::memory).
+enum Memory {
+    /// As the machine is: most RAM free, every new page cache page fresh.
+    Fresh,
+    /// Limited to this many bytes by a memory cgroup, so that their page
+    /// cache recycles pages, as on a standby whose RAM is full of cache.
+    Full(u64),
+}
+
+impl Memory {
+    fn short(&self) -> &'static str {
+        match self {
+            Memory::Fresh => "fresh memory",
+            Memory::Full(_) => "memory full",
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Memory::Fresh => f.write_str("fresh memory (page cache grows into RAM unused until now)"),
+            Memory::Full(limit) => write!(
+                f,
+                "memory full (restore-cmd and its worker limited to {} MiB: their page cache recycles, as on a standby whose RAM is full of cache)",
+                limit >> 20
+            ),
+        }
+    }
+}
+
+/// `BENCH_MEMORY` (`fresh,full`) and `BENCH_MEMORY_LIMIT` (`768MiB`).
+fn memory_regimes() -> Result<Vec<Memory>, String> {
+    let limit = std::env::var("BENCH_MEMORY_LIMIT").unwrap_or_else(|_| "768MiB".into());
+    let limit = archive_core::config::parse_byte_size(&limit)
+        .map_err(|e| format!("BENCH_MEMORY_LIMIT: {e}"))?;
+    std::env::var("BENCH_MEMORY")
+        .unwrap_or_else(|_| "fresh,full".into())
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| match m {
+            "fresh" => Ok(Memory::Fresh),
+            "full" => Ok(Memory::Full(limit)),
+            other => Err(format!(
+                "BENCH_MEMORY: {other:?} is neither \"fresh\" nor \"full\""
+            )),
+        })
+        .collect()
+}
+
 struct Report {
     tag: String,
     elapsed: Duration,
@@ -104,6 +162,13 @@ fn main() -> ExitCode {
     let segments: usize = env_or("BENCH_SEGMENTS", 64);
     let scale: u32 = env_or("BENCH_SCALE", 20);
     let queues: String = env_or("BENCH_QUEUES", "256MiB,1GiB".to_string());
+    let regimes = match memory_regimes() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench-restore: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let extra_cfg = std::env::var("BENCH_RESTORE_CONFIG")
         .unwrap_or_default()
         .replace(';', "\n");
@@ -146,6 +211,8 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
+    println!("{}", e2e::memory::page_cache_line(lab.dir(), TARGET_ON));
+
     let mut scenarios = vec![Scenario {
         tag: "off".into(),
         extra: "restore_prefetch = false\n".into(),
@@ -161,21 +228,38 @@ fn main() -> ExitCode {
     warm_up(&lab, &dst, &corpus, &extra_cfg);
 
     let mut reports = Vec::new();
-    for s in &scenarios {
-        match run_scenario(&lab, &dst, &corpus, s, &extra_cfg) {
-            Ok(r) => {
-                print_report(&r);
-                reports.push(r);
-            }
-            Err(e) => {
-                eprintln!("bench-restore: scenario {}: {e}", s.tag);
-                return ExitCode::from(1);
+    for regime in &regimes {
+        let cgroup = match regime {
+            Memory::Fresh => None,
+            Memory::Full(limit) => match MemoryCgroup::create("bench-restore", *limit) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    println!();
+                    println!("memory regime {regime}: skipped: {e}");
+                    continue;
+                }
+            },
+        };
+        for s in &scenarios {
+            // Memory the previous scenario freed goes back to the
+            // hypervisor first: every scenario starts in the same state,
+            // not helped by the one before.
+            thread::sleep(e2e::memory::SETTLE);
+            match run_scenario(&lab, &dst, &corpus, s, &extra_cfg, cgroup.as_ref()) {
+                Ok(r) => {
+                    print_report(&r, regime);
+                    reports.push((regime, r));
+                }
+                Err(e) => {
+                    eprintln!("bench-restore: scenario {} ({regime}): {e}", s.tag);
+                    return ExitCode::from(1);
+                }
             }
         }
     }
     println!();
     println!("summary (targets on this 2-core machine):");
-    for r in &reports {
+    for (regime, r) in &reports {
         let rate = r.calls.len() as f64 / r.elapsed.as_secs_f64();
         let target = if r.tag == "off" {
             TARGET_OFF
@@ -197,8 +281,9 @@ fn main() -> ExitCode {
             .max(r.worker_hwm_kib) as f64
             / 1024.0;
         let mut line = format!(
-            "  {:<12} {:6.1} seg/s (target >= {target}: {})",
+            "  {:<12} {:<13} {:6.1} seg/s (target >= {target}: {})",
             r.tag,
+            regime.short(),
             rate,
             verdict(rate >= target)
         );
@@ -327,6 +412,7 @@ fn run_scenario(
     corpus: &Corpus,
     s: &Scenario,
     extra: &str,
+    cgroup: Option<&MemoryCgroup>,
 ) -> Result<Report, String> {
     let dd = lab.fake_data_dir(&format!("sb-{}", s.tag), true);
     let cfg = lab.restore_config(&format!("sb-{}", s.tag), &format!("{}{extra}", s.extra));
@@ -373,6 +459,9 @@ fn run_scenario(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(f));
+        if let Some(cg) = cgroup {
+            cg.join_on_exec(&mut cmd);
+        }
         let t = Instant::now();
         let (code, maxrss_kib, cpu) = spawn_wait4(&mut cmd)?;
         let latency = t.elapsed();
@@ -448,7 +537,7 @@ fn masters_ticks(lab: &Lab) -> u64 {
         .sum()
 }
 
-fn print_report(r: &Report) {
+fn print_report(r: &Report, regime: &Memory) {
     let n = r.calls.len();
     let secs = r.elapsed.as_secs_f64();
     let all: Vec<Duration> = r.calls.iter().map(|c| c.latency).collect();
@@ -472,7 +561,7 @@ fn print_report(r: &Report) {
         .collect();
     let rss = r.calls.iter().map(|c| c.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
     println!();
-    println!("scenario {}:", r.tag);
+    println!("scenario {}, {regime}:", r.tag);
     println!(
         "  {n} segments in {secs:.2} s: {:.1} segments/s, {:.0} MB/s of WAL",
         n as f64 / secs,
