@@ -176,6 +176,27 @@ impl MemoryCgroup {
             .parse()
             .ok()
     }
+
+    /// What the kernel counted against the group (limit hits, OOM kills),
+    /// for messages.
+    pub fn events(&self) -> String {
+        let files: &[&str] = if self.v1 {
+            &["memory.failcnt", "memory.oom_control"]
+        } else {
+            &["memory.events"]
+        };
+        files
+            .iter()
+            .map(|f| match fs::read_to_string(self.dir.join(f)) {
+                Ok(text) => format!(
+                    "{f}: {}",
+                    text.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
+                Err(e) => format!("{f}: {e}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 impl Drop for MemoryCgroup {
@@ -206,14 +227,24 @@ mod tests {
         }
         let limit = 32u64 << 20;
         let cg = MemoryCgroup::create("e2e-memory-test", limit).unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        // On disk, not on a tmpfs /tmp (whose pages cannot be reclaimed).
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let out = dir.path().join("big");
         let mut cmd = Command::new("dd");
+        // oflag=dsync: each block is on disk before the next is written.
+        // Without it a cgroup v1 group on a slow disk fills with dirty
+        // pages its reclaim cannot free, and the kernel OOM-kills dd (seen
+        // in CI on a fresh VM); restore-cmd fsyncs every segment it writes.
         cmd.arg("if=/dev/zero")
             .arg(format!("of={}", out.display()))
-            .args(["bs=1M", "count=128", "status=none"]);
+            .args(["bs=1M", "count=128", "oflag=dsync", "status=none"]);
         cg.join_on_exec(&mut cmd);
-        assert!(cmd.status().unwrap().success());
+        let status = cmd.status().unwrap();
+        assert!(
+            status.success(),
+            "dd in the group: {status}; the group's events: {}",
+            cg.events()
+        );
         assert_eq!(fs::metadata(&out).unwrap().len(), 128 << 20);
         let peak = cg.peak_bytes().unwrap();
         assert!(
