@@ -36,12 +36,22 @@
 //!   connects, e.g. `Ciphers aes128-gcm@openssh.com` (a what-if knob: with
 //!   OpenSSH's default chacha20-poly1305, ssh and sshd take about half a CPU
 //!   at these rates);
-//! - `BENCH_MEMORY` (`fresh,full`): the memory regimes, each running every
-//!   scenario: `fresh`, the machine as it is; `full`, restore-cmd and its
-//!   worker in a memory cgroup of `BENCH_MEMORY_LIMIT` (768MiB), so that
-//!   their page cache recycles pages as on a standby whose RAM is full of
-//!   cache. On a VM that backs guest memory on first touch the two differ
-//!   a lot: see the `page cache:` line and `e2e::memory`;
+//! - `BENCH_MEMORY` (`fresh,steady`): the memory regimes, each running
+//!   every scenario: `fresh`, the machine as it is, pg_wal empty at the
+//!   start (a standby's first minutes); `steady`, pg_wal starts with as
+//!   many older segments as the run restores and the bench removes one
+//!   per call, as restartpoints remove replayed segments, so restored
+//!   segments' page cache reuses freed pages (a standby replaying for
+//!   hours); `full`, restore-cmd and its worker in a memory cgroup of
+//!   `BENCH_MEMORY_LIMIT` (768MiB), as on a machine whose RAM is full of
+//!   cache (pessimistic: the cgroup makes them reclaim pages themselves,
+//!   where kswapd would do it in the background). On a VM that backs
+//!   guest memory on first touch the regimes differ a lot: see the
+//!   `page cache:` line and `e2e::memory`;
+//! - `BENCH_TRACE=1`: also print every call's latency in order, marked
+//!   `h` (from the prefetch buffer), `w` (waited for the worker's
+//!   transfer) or `m` (fetched by the call itself): shows whether the
+//!   worker keeps ahead or delivers in bursts;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (targets met or not), 1 when the
@@ -98,6 +108,12 @@ struct Scenario {
 enum Memory {
     /// As the machine is: most RAM free, every new page cache page fresh.
     Fresh,
+    /// A standby that has been replaying for a while: pg_wal starts with
+    /// as many older segments as the run restores, and one is removed per
+    /// call, as restartpoints remove replayed segments (an archive-only
+    /// standby unlinks them, it does not recycle them). Restored segments'
+    /// page cache then comes from pages freed moments ago.
+    Steady,
     /// Limited to this many bytes by a memory cgroup, so that their page
     /// cache recycles pages, as on a standby whose RAM is full of cache.
     Full(u64),
@@ -107,6 +123,7 @@ impl Memory {
     fn short(&self) -> &'static str {
         match self {
             Memory::Fresh => "fresh memory",
+            Memory::Steady => "steady pg_wal",
             Memory::Full(_) => "memory full",
         }
     }
@@ -116,6 +133,9 @@ impl std::fmt::Display for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Memory::Fresh => f.write_str("fresh memory (page cache grows into RAM unused until now)"),
+            Memory::Steady => f.write_str(
+                "steady pg_wal (one older segment removed per call, as restartpoints do: page cache recycles)",
+            ),
             Memory::Full(limit) => write!(
                 f,
                 "memory full (restore-cmd and its worker limited to {} MiB: their page cache recycles, as on a standby whose RAM is full of cache)",
@@ -125,21 +145,22 @@ impl std::fmt::Display for Memory {
     }
 }
 
-/// `BENCH_MEMORY` (`fresh,full`) and `BENCH_MEMORY_LIMIT` (`768MiB`).
+/// `BENCH_MEMORY` (`fresh,steady`) and `BENCH_MEMORY_LIMIT` (`768MiB`).
 fn memory_regimes() -> Result<Vec<Memory>, String> {
     let limit = std::env::var("BENCH_MEMORY_LIMIT").unwrap_or_else(|_| "768MiB".into());
     let limit = archive_core::config::parse_byte_size(&limit)
         .map_err(|e| format!("BENCH_MEMORY_LIMIT: {e}"))?;
     std::env::var("BENCH_MEMORY")
-        .unwrap_or_else(|_| "fresh,full".into())
+        .unwrap_or_else(|_| "fresh,steady".into())
         .split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .map(|m| match m {
             "fresh" => Ok(Memory::Fresh),
+            "steady" => Ok(Memory::Steady),
             "full" => Ok(Memory::Full(limit)),
             other => Err(format!(
-                "BENCH_MEMORY: {other:?} is neither \"fresh\" nor \"full\""
+                "BENCH_MEMORY: {other:?} is not \"fresh\", \"steady\" or \"full\""
             )),
         })
         .collect()
@@ -156,6 +177,9 @@ struct Report {
     machine_busy: f64,
     /// CPU-seconds of the lab's ssh masters (they carry every transfer).
     masters_cpu: f64,
+    /// CPU-seconds of the lab's archive servers (sshd and the
+    /// archive-remote-cmd they run): on this machine only in the lab.
+    servers_cpu: f64,
 }
 
 fn main() -> ExitCode {
@@ -230,7 +254,7 @@ fn main() -> ExitCode {
     let mut reports = Vec::new();
     for regime in &regimes {
         let cgroup = match regime {
-            Memory::Fresh => None,
+            Memory::Fresh | Memory::Steady => None,
             Memory::Full(limit) => match MemoryCgroup::create("bench-restore", *limit) {
                 Ok(cg) => Some(cg),
                 Err(e) => {
@@ -245,7 +269,16 @@ fn main() -> ExitCode {
             // hypervisor first: every scenario starts in the same state,
             // not helped by the one before.
             thread::sleep(e2e::memory::SETTLE);
-            match run_scenario(&lab, &dst, &corpus, s, &extra_cfg, cgroup.as_ref()) {
+            let turnover = matches!(regime, Memory::Steady);
+            match run_scenario(
+                &lab,
+                &dst,
+                &corpus,
+                s,
+                &extra_cfg,
+                cgroup.as_ref(),
+                turnover,
+            ) {
                 Ok(r) => {
                     print_report(&r, regime);
                     reports.push((regime, r));
@@ -413,8 +446,20 @@ fn run_scenario(
     s: &Scenario,
     extra: &str,
     cgroup: Option<&MemoryCgroup>,
+    turnover: bool,
 ) -> Result<Report, String> {
     let dd = lab.fake_data_dir(&format!("sb-{}", s.tag), true);
+    // Older segments a restartpoint will remove, one per call (contents
+    // do not matter; they are never compared).
+    let mut older = Vec::new();
+    if turnover {
+        for (i, n) in corpus.names.iter().enumerate() {
+            let p = dd.join("pg_wal").join(format!("older-{i:04}"));
+            fs::copy(corpus.path(n), &p).map_err(|e| format!("{}: {e}", p.display()))?;
+            older.push(p);
+        }
+        older.reverse();
+    }
     let cfg = lab.restore_config(&format!("sb-{}", s.tag), &format!("{}{extra}", s.extra));
     let buffer = prefetch_dir(&dd);
     let errlog = lab.dir().join(format!("sb-{}.stderr", s.tag));
@@ -451,6 +496,7 @@ fn run_scenario(
     };
     let cpu0 = CpuTimes::now();
     let masters0 = masters_ticks(lab);
+    let servers0 = servers_ticks(lab);
     let mut calls = Vec::new();
     let start = Instant::now();
     for n in &corpus.names {
@@ -475,6 +521,9 @@ fn run_scenario(
         fs::rename(dd.join(RECOVERYXLOG), &kept).map_err(|e| {
             format!("restore-cmd {n} exited 0 but {RECOVERYXLOG}: {e}; it said: {said}")
         })?;
+        if let Some(p) = older.pop() {
+            fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
         let from_buffer = said.contains("from the prefetch buffer");
         let waited = said.contains("waited");
         calls.push(Call {
@@ -488,6 +537,7 @@ fn run_scenario(
     let elapsed = start.elapsed();
     let machine_busy = CpuTimes::now().busy_secs_since(&cpu0);
     let masters_cpu = masters_ticks(lab).saturating_sub(masters0) as f64 / 100.0;
+    let servers_cpu = servers_ticks(lab).saturating_sub(servers0) as f64 / 100.0;
     // Let the worker be seen once more, then stop it (it would leave by
     // itself after restore_prefetch_idle).
     thread::sleep(Duration::from_millis(50));
@@ -520,7 +570,18 @@ fn run_scenario(
         worker_cpu: worker_ticks as f64 / 100.0,
         machine_busy,
         masters_cpu,
+        servers_cpu,
     })
+}
+
+/// CPU ticks used so far by the lab's archive servers: every process of
+/// theirs, with the children they reaped (each `archive-remote-cmd get`).
+fn servers_ticks(lab: &Lab) -> u64 {
+    lab.servers()
+        .iter()
+        .flat_map(|s| s.processes())
+        .filter_map(|p| stat_ticks(p, 11..=14))
+        .sum()
 }
 
 /// CPU ticks used so far by the lab's ssh masters (started by the warm-up,
@@ -562,6 +623,23 @@ fn print_report(r: &Report, regime: &Memory) {
     let rss = r.calls.iter().map(|c| c.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
     println!();
     println!("scenario {}, {regime}:", r.tag);
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        let trace: Vec<String> = r
+            .calls
+            .iter()
+            .map(|c| {
+                let how = if c.hit {
+                    "h"
+                } else if c.waited {
+                    "w"
+                } else {
+                    "m"
+                };
+                format!("{:.0}{how}", ms(c.latency))
+            })
+            .collect();
+        println!("  calls in order, ms: {}", trace.join(" "));
+    }
     println!(
         "  {n} segments in {secs:.2} s: {:.1} segments/s, {:.0} MB/s of WAL",
         n as f64 / secs,
@@ -590,16 +668,19 @@ fn print_report(r: &Report, regime: &Memory) {
     let ours = calls_cpu + r.worker_cpu;
     println!(
         "  CPU: restore-cmd calls {calls_cpu:.2} s ({:.1} ms per call), prefetch worker {:.2} s, \
-         ssh masters {:.2} s; whole machine busy {:.2} of {:.2} CPU-s available",
+         ssh masters {:.2} s, the lab's archive servers {:.2} s (sshd, archive-remote-cmd: \
+         elsewhere in production); whole machine busy {:.2} of {:.2} CPU-s available",
         calls_cpu * 1000.0 / n as f64,
         r.worker_cpu,
         r.masters_cpu,
+        r.servers_cpu,
         r.machine_busy,
         secs * cpu_count() as f64
     );
-    // ssh, sshd and archive-remote-cmd also work for us; more than that
-    // (roughly) means other programs competed for the CPUs.
-    if r.machine_busy > 2.5 * ours + 0.5 * secs {
+    // The kernel (writeback, the bench itself) also works for us; more
+    // than that (roughly) means other programs competed for the CPUs.
+    let ours = ours + r.masters_cpu + r.servers_cpu;
+    if r.machine_busy > 1.5 * ours + 0.5 * secs {
         println!(
             "  WARNING: other processes kept the CPUs busy during this scenario: the figures are pessimistic"
         );
@@ -608,9 +689,15 @@ fn print_report(r: &Report, regime: &Memory) {
 
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: i32) -> Option<u64> {
+    stat_ticks(pid, 11..=12)
+}
+
+/// The sum of /proc/PID/stat fields `fields`, counted after the command
+/// name (11, 12: utime, stime; 13, 14: the same of reaped children).
+fn stat_ticks(pid: i32, fields: std::ops::RangeInclusive<usize>) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    fields.map(|i| f.get(i)?.parse::<u64>().ok()).sum()
 }
 
 fn vm_hwm_kib(pid: i32) -> Option<u64> {
