@@ -17,6 +17,9 @@
 #   BENCH_CORPUS_DIR=/var/tmp/bench-corpus   keep and reuse the corpus between runs
 #   BENCH_RESTORE_CONFIG='restore_parallel = 4'   restore-cmd settings
 #   BENCH_SSH_CONFIG='Ciphers aes128-gcm@openssh.com'   ssh client options (what-if)
+#   BENCH_MEMORY=fresh,steady   memory regimes; also `full` (a memory cgroup of
+#     BENCH_MEMORY_LIMIT=768MiB): see the README's Benchmarks section
+#   BENCH_TRACE=1   every call's latency, in order
 #   KEEP_LAB=1
 # The figures are only meaningful on an otherwise idle machine.
 set -euo pipefail
