@@ -459,6 +459,13 @@ fn run_scenario(
             older.push(p);
         }
         older.reverse();
+        // Their writeback is the bench's, not restore-cmd's: done before
+        // the clock starts, not during the calls.
+        for p in &older {
+            File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| format!("cannot fsync {}: {e}", p.display()))?;
+        }
     }
     let cfg = lab.restore_config(&format!("sb-{}", s.tag), &format!("{}{extra}", s.extra));
     let buffer = prefetch_dir(&dd);
