@@ -111,20 +111,17 @@ pub async fn fetch<W: Write + Send + 'static>(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     let (done_tx, done_rx) = oneshot::channel();
     let chk = check.clone();
+    let cannot_start =
+        |e: io::Error| FetchError::Local(Error::Usage(format!("cannot start a thread: {e}")));
+    let mut writer = ThreadWriter::new(out).map_err(cannot_start)?;
     std::thread::Builder::new()
         .name("restore-decode".into())
         .spawn(move || {
-            let mut writer = ThreadWriter::new(out);
             let r = verify::decode_verify(PipeReader::new(rx), &mut writer, &chk);
             let (out, written) = writer.finish();
-            // The writer's own error, not the "writer stopped" the decoder saw.
-            let r = match (r, written) {
-                (Ok(_) | Err(VerifyError::Write(_)), Err(e)) => Err(VerifyError::Write(e)),
-                (r, _) => r,
-            };
-            let _ = done_tx.send((out, r));
+            let _ = done_tx.send((out, merge_results(r, written)));
         })
-        .map_err(|e| FetchError::Local(Error::Usage(format!("cannot start a thread: {e}"))))?;
+        .map_err(cannot_start)?;
 
     let mut tx = Some(tx);
     let mut hasher = blake3::Hasher::new();
@@ -223,16 +220,33 @@ impl Read for PipeReader {
     }
 }
 
+/// The decoder's verdict, corrected by the writer's: a file that decoded is
+/// still not restored when writing it failed (also at the final flush), and
+/// a write error is the writer's own, not the "writer stopped" the decoder
+/// saw. A bad copy stays a bad copy: that is about the content.
+fn merge_results(
+    decoded: Result<Verified, VerifyError>,
+    written: io::Result<()>,
+) -> Result<Verified, VerifyError> {
+    match (decoded, written) {
+        (Ok(_) | Err(VerifyError::Write(_)), Err(e)) => Err(VerifyError::Write(e)),
+        (decoded, _) => decoded,
+    }
+}
+
 /// The decoder's output, written by a thread of its own so that decoding
 /// the next chunk overlaps writing this one. Writing is not only a copy: a
 /// restored segment is 16 MiB of new page cache, and on a VM that backs
 /// guest memory on first touch that costs twice as much as decoding it.
 /// A few chunk buffers go round between the two threads (no allocation per
 /// chunk: fresh memory is what is slow).
+/// Dropped without [`ThreadWriter::finish`] (the decoder panicked), it
+/// still waits for its thread, so the output (a temp file that removes
+/// itself) is not left behind by a process that exits meanwhile.
 struct ThreadWriter<W> {
     full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     empty: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: std::thread::JoinHandle<(W, io::Result<()>)>,
+    thread: Option<std::thread::JoinHandle<(W, io::Result<()>)>>,
     cur: Vec<u8>,
     buffers: usize,
 }
@@ -241,11 +255,9 @@ const WRITE_CHUNK: usize = 256 * 1024;
 const WRITE_BUFFERS: usize = 4;
 
 impl<W: Write + Send + 'static> ThreadWriter<W> {
-    fn new(mut out: W) -> Self {
+    fn new(mut out: W) -> io::Result<Self> {
         let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_BUFFERS);
         let (empty_tx, empty) = std::sync::mpsc::channel::<Vec<u8>>();
-        // Failing to start a thread ends the decoder thread the same way,
-        // which fetch() reports.
         let thread = std::thread::Builder::new()
             .name("restore-write".into())
             .spawn(move || {
@@ -258,15 +270,14 @@ impl<W: Write + Send + 'static> ThreadWriter<W> {
                 }
                 let r = out.flush();
                 (out, r)
-            })
-            .expect("cannot start the writer thread");
-        ThreadWriter {
+            })?;
+        Ok(ThreadWriter {
             full: Some(full),
             empty,
-            thread,
+            thread: Some(thread),
             cur: Vec::with_capacity(WRITE_CHUNK),
             buffers: 1,
-        }
+        })
     }
 
     fn send_cur(&mut self) -> io::Result<()> {
@@ -294,11 +305,21 @@ impl<W: Write + Send + 'static> ThreadWriter<W> {
             self.send_cur()
         };
         self.full = None;
-        let (out, written) = match self.thread.join() {
+        let thread = self.thread.take().expect("finish runs once");
+        let (out, written) = match thread.join() {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         (out, written.and(sent))
+    }
+}
+
+impl<W> Drop for ThreadWriter<W> {
+    fn drop(&mut self) {
+        self.full = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -357,7 +378,7 @@ mod tests {
         let data: Vec<u8> = (0..3 * WRITE_CHUNK * WRITE_BUFFERS + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut w = ThreadWriter::new(Vec::new());
+        let mut w = ThreadWriter::new(Vec::new()).unwrap();
         let mut rest = &data[..];
         let mut step = 1;
         while !rest.is_empty() {
@@ -370,12 +391,13 @@ mod tests {
         assert!(out == data);
     }
 
-    /// Fails on the write after `ok` bytes.
-    struct FailAfter {
+    /// Fails on the write after `ok` bytes, or at flush.
+    struct Failing {
         ok: usize,
+        flush_fails: bool,
     }
 
-    impl Write for FailAfter {
+    impl Write for Failing {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             if self.ok < buf.len() {
                 return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
@@ -384,28 +406,96 @@ mod tests {
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
+            if self.flush_fails {
+                return Err(io::Error::other("flush failed"));
+            }
             Ok(())
         }
     }
 
     #[test]
-    fn thread_writer_reports_the_write_error_not_a_stopped_thread() {
+    fn a_failed_write_stops_the_decoder_and_is_reported_as_itself() {
+        let mut w = ThreadWriter::new(Failing {
+            ok: 0,
+            flush_fails: false,
+        })
+        .unwrap();
+        // More chunks than buffers go round: the producer must learn that
+        // the writer stopped (no buffer ever comes back), not block.
+        let stopped = w
+            .write_all(&vec![7u8; 4 * WRITE_BUFFERS * WRITE_CHUNK])
+            .unwrap_err();
+        assert!(
+            stopped.to_string().contains("writer thread stopped"),
+            "{stopped}"
+        );
+        let (_, written) = w.finish();
+        let merged = merge_results(Err(VerifyError::Write(stopped)), written);
+        match merged {
+            Err(VerifyError::Write(e)) => assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}"),
+            other => panic!("expected the writer's own error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_segment_that_decoded_is_not_restored_when_the_final_flush_fails() {
         let seg = segment("000000010000000000000007");
         let check = Check {
             name: WalName::parse("000000010000000000000007").unwrap(),
             sysid: None,
             hash: false,
         };
-        let mut w = ThreadWriter::new(FailAfter {
-            ok: 3 * WRITE_CHUNK,
-        });
-        let r = verify::decode_verify(&zstd(&seg)[..], &mut w, &check);
+        let mut w = ThreadWriter::new(Failing {
+            ok: usize::MAX,
+            flush_fails: true,
+        })
+        .unwrap();
+        let decoded = verify::decode_verify(&zstd(&seg)[..], &mut w, &check);
+        assert_eq!(decoded.as_ref().unwrap().size, SEG);
         let (_, written) = w.finish();
-        assert!(
-            matches!(r, Err(VerifyError::Write(_)) | Ok(_)),
-            "the decoder sees the writer stop, or finishes first"
-        );
-        let e = written.unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(matches!(
+            merge_results(decoded, written),
+            Err(VerifyError::Write(e)) if e.to_string().contains("flush failed")
+        ));
+    }
+
+    #[test]
+    fn a_bad_copy_stays_bad_whatever_the_writer_did() {
+        let bad = || Err(VerifyError::Bad("truncated".into()));
+        for written in [Ok(()), Err(io::Error::other("disk gone"))] {
+            assert!(matches!(
+                merge_results(bad(), written),
+                Err(VerifyError::Bad(m)) if m == "truncated"
+            ));
+        }
+    }
+
+    /// Sets its flag when dropped; each write takes a while.
+    struct SlowOut(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl Write for SlowOut {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Drop for SlowOut {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn dropped_unfinished_it_waits_for_its_thread_to_release_the_output() {
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut w = ThreadWriter::new(SlowOut(released.clone())).unwrap();
+        w.write_all(&vec![1u8; 2 * WRITE_CHUNK]).unwrap();
+        // As when the decoder panics: no finish().
+        drop(w);
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
     }
 }
