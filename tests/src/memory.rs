@@ -177,6 +177,27 @@ impl MemoryCgroup {
             .ok()
     }
 
+    /// How many times the group's usage hit its limit (each time the
+    /// kernel reclaimed its pages instead of growing it), when the kernel
+    /// says.
+    pub fn limit_hits(&self) -> Option<u64> {
+        if self.v1 {
+            fs::read_to_string(self.dir.join("memory.failcnt"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        } else {
+            let events = fs::read_to_string(self.dir.join("memory.events")).ok()?;
+            events
+                .lines()
+                .find_map(|l| l.strip_prefix("max "))?
+                .trim()
+                .parse()
+                .ok()
+        }
+    }
+
     /// What the kernel counted against the group (limit hits, OOM kills),
     /// for messages.
     pub fn events(&self) -> String {
@@ -246,10 +267,18 @@ mod tests {
             cg.events()
         );
         assert_eq!(fs::metadata(&out).unwrap().len(), 128 << 20);
+        // dd's page cache was charged to the group (it was a member), and
+        // reclaimed at the limit rather than grown past it.
         let peak = cg.peak_bytes().unwrap();
         assert!(
-            peak > 0 && peak <= limit,
+            peak > limit / 2 && peak <= limit,
             "peak {peak} bytes, limit {limit}: the writer was not held to the group"
+        );
+        let hits = cg.limit_hits().unwrap();
+        assert!(
+            hits > 0,
+            "the group never reached its limit: {}",
+            cg.events()
         );
     }
 
