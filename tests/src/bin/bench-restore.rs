@@ -38,11 +38,14 @@
 //!   at these rates);
 //! - `BENCH_MEMORY` (`fresh,steady`): the memory regimes, each running
 //!   every scenario: `fresh`, the machine as it is, pg_wal empty at the
-//!   start (a standby's first minutes); `steady`, pg_wal starts with as
-//!   many older segments as the run restores and the bench removes one
-//!   per call, as restartpoints remove replayed segments, so restored
-//!   segments' page cache reuses freed pages (a standby replaying for
-//!   hours); `full`, restore-cmd and its worker in a memory cgroup of
+//!   start (a standby's first minutes, or one with much free RAM);
+//!   `steady`, pg_wal starts with as many older segments as the run
+//!   restores and the bench removes one per call, so each restored
+//!   segment's page cache reuses pages freed moments before: the best
+//!   case, as on a standby whose RAM is full of cache the kernel reclaims
+//!   in the background, or whose restartpoints remove segments as fast as
+//!   it restores them (they remove them in batches, and memory freed more
+//!   than ~2 s earlier costs as much as `fresh`); `full`, restore-cmd and its worker in a memory cgroup of
 //!   `BENCH_MEMORY_LIMIT` (768MiB), as on a machine whose RAM is full of
 //!   cache (pessimistic: the cgroup makes them reclaim pages themselves,
 //!   where kswapd would do it in the background). On a VM that backs
@@ -108,11 +111,12 @@ struct Scenario {
 enum Memory {
     /// As the machine is: most RAM free, every new page cache page fresh.
     Fresh,
-    /// A standby that has been replaying for a while: pg_wal starts with
-    /// as many older segments as the run restores, and one is removed per
-    /// call, as restartpoints remove replayed segments (an archive-only
-    /// standby unlinks them, it does not recycle them). Restored segments'
-    /// page cache then comes from pages freed moments ago.
+    /// The best case of a standby that has been replaying for a while:
+    /// pg_wal starts with as many older segments as the run restores, and
+    /// one is removed per call (an archive-only standby's restartpoints
+    /// unlink replayed segments, in batches; they are not recycled).
+    /// Restored segments' page cache then comes from pages freed moments
+    /// ago.
     Steady,
     /// Limited to this many bytes by a memory cgroup, so that their page
     /// cache recycles pages, as on a standby whose RAM is full of cache.
@@ -134,7 +138,7 @@ impl std::fmt::Display for Memory {
         match self {
             Memory::Fresh => f.write_str("fresh memory (page cache grows into RAM unused until now)"),
             Memory::Steady => f.write_str(
-                "steady pg_wal (one older segment removed per call, as restartpoints do: page cache recycles)",
+                "steady pg_wal (one older segment removed per call: page cache recycles at once, the best case)",
             ),
             Memory::Full(limit) => write!(
                 f,
