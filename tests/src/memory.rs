@@ -248,8 +248,9 @@ mod tests {
         }
         let limit = 32u64 << 20;
         let cg = MemoryCgroup::create("e2e-memory-test", limit).unwrap();
-        // On disk, not on a tmpfs /tmp (whose pages cannot be reclaimed).
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        // Beside the build, on disk: a tmpfs (a /tmp or TMPDIR that may be
+        // one) holds pages the group cannot reclaim, and dd is OOM-killed.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let out = dir.path().join("big");
         let mut cmd = Command::new("dd");
         // oflag=dsync: each block is on disk before the next is written.
