@@ -602,6 +602,30 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
     v[rank - 1]
 }
 
+/// A warning when `dir` is on a tmpfs (a /tmp may be one): there fsync
+/// costs nothing and files are RAM, so figures measured there do not
+/// describe archive servers and standbys writing to disks.
+pub fn tmpfs_warning(dir: &Path) -> Option<String> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs(2) on a NUL-terminated path, into a struct of plain
+    // integers for which all zeroes is a valid value.
+    #[allow(unsafe_code)]
+    let f_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st.f_type
+    };
+    (f_type as i64 == TMPFS_MAGIC).then(|| {
+        format!(
+            "WARNING: {} is on a tmpfs: fsync is free and files live in RAM, so these figures flatter whatever writes to disk",
+            dir.display()
+        )
+    })
+}
+
 /// zstd decompression speed of the machine the issues' targets were set on
 /// (about 1.7 GiB/s per core, quoted in the restore issue).
 pub const REFERENCE_ZSTD_DECODE_MBS: f64 = 1.7 * 1024.0 * 1024.0 * 1024.0 / 1e6;
@@ -668,6 +692,29 @@ pub fn corpus_decode_line(corpus: &Corpus, target_per_sec: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmpfs_is_told_apart_as_the_kernel_lists_mounts() {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        // A later mount on the same point hides the earlier one.
+        let mut top = std::collections::BTreeMap::new();
+        for line in mounts.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            top.insert(f[1], f[2]);
+        }
+        let mut seen = 0;
+        for (dir, fstype) in top {
+            // Mount points with spaces are escaped in /proc/mounts.
+            let known = matches!(fstype, "tmpfs" | "proc" | "ext4" | "xfs" | "btrfs");
+            if !known || dir.contains('\\') || !Path::new(dir).is_dir() {
+                continue;
+            }
+            let warned = tmpfs_warning(Path::new(dir)).is_some();
+            assert_eq!(warned, fstype == "tmpfs", "{dir} is {fstype}");
+            seen += 1;
+        }
+        assert!(seen > 0, "no mount to check in /proc/mounts");
+    }
 
     #[test]
     fn quantiles_by_nearest_rank() {

@@ -205,6 +205,9 @@ fn main() -> ExitCode {
         bin_dir().display()
     );
     let lab = Lab::with(LabOptions::default());
+    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
+        println!("{w}");
+    }
     let ssh_options = std::env::var("BENCH_SSH_CONFIG")
         .unwrap_or_default()
         .replace(';', "\n");

@@ -286,6 +286,9 @@ fn run() -> Result<(), String> {
         }
     );
     let lab = Lab::new();
+    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
+        println!("{w}");
+    }
     let dst = lab.dst("bench");
     let t = Instant::now();
     let names = fabricate(&lab, &s, &dst)?;
