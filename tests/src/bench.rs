@@ -602,6 +602,13 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
     v[rank - 1]
 }
 
+/// Prints [`tmpfs_warning`] for the lab's directory, if any.
+pub fn warn_if_on_tmpfs(lab: &Lab) {
+    if let Some(w) = tmpfs_warning(lab.dir()) {
+        println!("{w}");
+    }
+}
+
 /// A warning when `dir` is on a tmpfs (a /tmp may be one): there fsync
 /// costs nothing and files are RAM, so figures measured there do not
 /// describe archive servers and standbys writing to disks.

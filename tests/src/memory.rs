@@ -170,11 +170,7 @@ impl MemoryCgroup {
         } else {
             "memory.peak"
         };
-        fs::read_to_string(self.dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.read_number(file)
     }
 
     /// How many times the group's usage hit its limit (each time the
@@ -182,11 +178,7 @@ impl MemoryCgroup {
     /// says.
     pub fn limit_hits(&self) -> Option<u64> {
         if self.v1 {
-            fs::read_to_string(self.dir.join("memory.failcnt"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
+            self.read_number("memory.failcnt")
         } else {
             let events = fs::read_to_string(self.dir.join("memory.events")).ok()?;
             events
@@ -196,6 +188,15 @@ impl MemoryCgroup {
                 .parse()
                 .ok()
         }
+    }
+
+    /// A group file that holds one number.
+    fn read_number(&self, file: &str) -> Option<u64> {
+        fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// What the kernel counted against the group (limit hits, OOM kills),

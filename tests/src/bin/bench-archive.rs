@@ -281,9 +281,7 @@ fn run() -> Result<(), String> {
         extra_server_config: settings.server_config.clone(),
         forced_command: !settings.reference,
     });
-    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
-        println!("{w}");
-    }
+    e2e::bench::warn_if_on_tmpfs(&lab);
     if !settings.ssh_config.is_empty() {
         add_ssh_options(&lab, &settings.ssh_config)?;
     }

@@ -101,9 +101,7 @@ fn main() -> ExitCode {
 
 fn bench(scale: u32, rounds: usize, compressions: &[String]) -> Result<(), String> {
     let lab = Lab::new();
-    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
-        println!("{w}");
-    }
+    e2e::bench::warn_if_on_tmpfs(&lab);
     let q = lab.queue_db();
     let pg = lab.init_cluster(
         "bench",

@@ -205,9 +205,7 @@ fn main() -> ExitCode {
         bin_dir().display()
     );
     let lab = Lab::with(LabOptions::default());
-    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
-        println!("{w}");
-    }
+    e2e::bench::warn_if_on_tmpfs(&lab);
     let ssh_options = std::env::var("BENCH_SSH_CONFIG")
         .unwrap_or_default()
         .replace(';', "\n");
@@ -276,16 +274,7 @@ fn main() -> ExitCode {
             // hypervisor first: every scenario starts in the same state,
             // not helped by the one before.
             thread::sleep(e2e::memory::SETTLE);
-            let turnover = matches!(regime, Memory::Steady);
-            match run_scenario(
-                &lab,
-                &dst,
-                &corpus,
-                s,
-                &extra_cfg,
-                cgroup.as_ref(),
-                turnover,
-            ) {
+            match run_scenario(&lab, &dst, &corpus, s, &extra_cfg, regime, cgroup.as_ref()) {
                 Ok(r) => {
                     print_report(&r, regime);
                     reports.push((regime, r));
@@ -452,14 +441,14 @@ fn run_scenario(
     corpus: &Corpus,
     s: &Scenario,
     extra: &str,
+    regime: &Memory,
     cgroup: Option<&MemoryCgroup>,
-    turnover: bool,
 ) -> Result<Report, String> {
     let dd = lab.fake_data_dir(&format!("sb-{}", s.tag), true);
     // Older segments a restartpoint will remove, one per call (contents
     // do not matter; they are never compared).
     let mut older = Vec::new();
-    if turnover {
+    if matches!(regime, Memory::Steady) {
         for (i, n) in corpus.names.iter().enumerate() {
             let p = dd.join("pg_wal").join(format!("older-{i:04}"));
             fs::copy(corpus.path(n), &p).map_err(|e| format!("{}: {e}", p.display()))?;

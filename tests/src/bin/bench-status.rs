@@ -286,9 +286,7 @@ fn run() -> Result<(), String> {
         }
     );
     let lab = Lab::new();
-    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
-        println!("{w}");
-    }
+    e2e::bench::warn_if_on_tmpfs(&lab);
     let dst = lab.dst("bench");
     let t = Instant::now();
     let names = fabricate(&lab, &s, &dst)?;

@@ -265,9 +265,7 @@ fn run() -> Result<(), String> {
         extra_server_config: settings.server_config.clone(),
         ..Default::default()
     });
-    if let Some(w) = e2e::bench::tmpfs_warning(lab.dir()) {
-        println!("{w}");
-    }
+    e2e::bench::warn_if_on_tmpfs(&lab);
     let ssh_config = lab.server(1).ssh_config_path();
     println!(
         "bench-sync: lab {}; {} CPUs; {}; {}; servers' extra config {:?}",
