@@ -200,14 +200,14 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         buffer: b.clone(),
         pool: Mutex::new(HashMap::new()),
     });
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let mut t = Transfers::default();
     let mut current: Option<Want> = None;
     let mut ticks = 0u64;
     let idle_ms = settings.idle.as_millis() as i64;
     let why = loop {
-        while let Ok(done) = done_rx.try_recv() {
-            t.done(done);
+        while let Ok(ev) = done_rx.try_recv() {
+            t.event(ev);
         }
         ticks += 1;
         if ticks.is_multiple_of(1000) {
@@ -228,11 +228,11 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             // finish first (each within the io timeout), or one could land
             // a segment after the buffer was emptied, with nobody left to
             // remove it.
-            while !t.inflight.is_empty() {
-                let Some(done) = done_rx.recv().await else {
+            while !t.inflight.is_empty() || !t.committing.is_empty() {
+                let Some(ev) = done_rx.recv().await else {
                     break;
                 };
-                t.done(done);
+                t.event(ev);
             }
             b.clear();
             drop(lock.take());
@@ -285,6 +285,7 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             present: &present,
             bytes_used,
             inflight: &t.inflight,
+            committing: &t.committing,
             waiting: &t.waiting,
             now: Instant::now(),
             queue_max: settings.queue_max,
@@ -297,17 +298,20 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             let want = want.clone();
             let tx = done_tx.clone();
             tokio::spawn(async move {
-                let outcome = transfer(&ctx, &want, segno).await;
-                let _ = tx.send(Done {
+                let received = || {
+                    let _ = tx.send(Event::Received(segno));
+                };
+                let outcome = transfer(&ctx, &want, segno, received).await;
+                let _ = tx.send(Event::Done(Done {
                     generation,
                     segno,
                     outcome,
-                });
+                }));
             });
         }
         tokio::select! {
-            Some(done) = done_rx.recv() => {
-                t.done(done);
+            Some(ev) = done_rx.recv() => {
+                t.event(ev);
             }
             _ = tokio::time::sleep(TICK) => {}
         }
@@ -319,6 +323,16 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
         t.stored
     ));
     Ok(())
+}
+
+/// What a transfer tells the worker's loop.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// Its segment arrived and verified; it is being made durable, and its
+    /// transfer slot is free for the next segment.
+    Received(u64),
+    /// It ended.
+    Done(Done),
 }
 
 /// The end of one transfer.
@@ -336,6 +350,8 @@ struct Done {
 struct Transfers {
     /// Segment numbers being fetched.
     inflight: BTreeSet<u64>,
+    /// Segment numbers received, being fsynced and renamed into place.
+    committing: BTreeSet<u64>,
     /// Segment numbers not to retry before the given instant.
     waiting: BTreeMap<u64, Instant>,
     /// Bumped at each change of stream (timeline, SRC-DIR, hosts): a
@@ -354,6 +370,17 @@ impl Transfers {
         self.generation += 1;
     }
 
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Received(segno) => {
+                if self.inflight.remove(&segno) {
+                    self.committing.insert(segno);
+                }
+            }
+            Event::Done(done) => self.done(done),
+        }
+    }
+
     /// A transfer ended.
     fn done(&mut self, done: Done) {
         let Done {
@@ -362,6 +389,7 @@ impl Transfers {
             outcome,
         } = done;
         self.inflight.remove(&segno);
+        self.committing.remove(&segno);
         if generation != self.generation {
             // Of a stream no longer wanted: says nothing about this one.
             return;
@@ -388,8 +416,9 @@ fn truncate_log(b: &Buffer) {
 }
 
 /// Fetches segment `segno` into the buffer from the first host that has a
-/// good copy.
-async fn transfer(ctx: &Ctx, want: &Want, segno: u64) -> Outcome {
+/// good copy; calls `received` once the copy arrived and verified, before
+/// making it durable.
+async fn transfer(ctx: &Ctx, want: &Want, segno: u64, received: impl FnOnce()) -> Outcome {
     let name = want.name(segno);
     let n = name.as_str().to_string();
     let check = Check {
@@ -440,6 +469,9 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64) -> Outcome {
         }
         match res {
             Ok((out, fetched)) => {
+                // The fsync below waits for the disk, with little for the
+                // CPUs to do: the next transfer runs meanwhile.
+                received();
                 let _ = ctx.health.record_success(&host);
                 let Some(meta) = super::meta_for(&fetched, &host, &want.src_dir) else {
                     return Outcome::Failed;
@@ -550,5 +582,26 @@ mod tests {
         assert!(t.inflight.is_empty());
         t.done(done(0, 9, Outcome::Stored));
         assert_eq!(t.stored, 0, "an old stream's segment is not counted");
+    }
+
+    #[test]
+    fn a_received_segment_frees_its_transfer_and_stays_pending_until_done() {
+        let mut t = Transfers {
+            inflight: BTreeSet::from([7, 8]),
+            ..Default::default()
+        };
+        t.event(Event::Received(7));
+        assert_eq!(t.inflight, BTreeSet::from([8]), "7's slot is free");
+        assert_eq!(t.committing, BTreeSet::from([7]), "7 is not fetched again");
+        t.event(Event::Done(done(0, 7, Outcome::Failed)));
+        assert!(t.committing.is_empty());
+        assert!(
+            t.waiting.contains_key(&7),
+            "a failed commit is retried later"
+        );
+        t.event(Event::Received(8));
+        t.event(Event::Done(done(0, 8, Outcome::Stored)));
+        assert!(t.inflight.is_empty() && t.committing.is_empty());
+        assert_eq!(t.stored, 1);
     }
 }
