@@ -13,8 +13,9 @@
 //!   nothing partial is ever at %p, also after SIGKILL.
 //! - DELAY-SECONDS: a file archived less than that long ago is "not
 //!   available" yet, with one log line per file, not one per retry.
-//! - Prefetch ([`prefetch`]): serving segment N records the request in the
-//!   buffer and makes sure the buffer's worker runs; it fetches N+1, N+2, …
+//! - Prefetch ([`prefetch`]): serving segment N (or finding it on a host,
+//!   before downloading it) records the request in the buffer and makes
+//!   sure the buffer's worker runs; it fetches N+1, N+2, …
 //!   in parallel, and later calls are served from the buffer after the
 //!   buffered file is checked again (digest against its record, page header,
 //!   system identifier, SRC-DIR).
@@ -337,8 +338,28 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
         }
     }
 
-    // 3. The hosts.
-    match from_hosts(cfg, req, &check, &dest, not_after).await {
+    // 3. The hosts. Once one has the segment, the worker starts on the
+    // following ones while this call downloads it: the first calls of a
+    // standby (or the first after the worker left) no longer each fetch a
+    // segment by themselves while the worker gets going. The segment size
+    // is not known before the bytes arrive: the last request's, else the
+    // default (a wrong guess only costs the worker a restart of its queue
+    // once the call below records the real one).
+    let started = std::cell::Cell::new(false);
+    let start_prefetch = || {
+        let Some(b) = buffer.as_ref().filter(|_| name.kind() == WalKind::Segment) else {
+            return;
+        };
+        if started.replace(true) {
+            return;
+        }
+        let seg_size = b
+            .read_want()
+            .filter(|w| w.tli == name.timeline())
+            .map_or(crate::wal::DEFAULT_SEGMENT_SIZE, |w| w.seg_size);
+        after_served(&settings, Some(b), req, &name, seg_size, sysid, false);
+    };
+    match from_hosts(cfg, req, &check, &dest, not_after, &start_prefetch).await {
         Ok((host, fetched)) => {
             let seg = fetched.verified.seg_size.unwrap_or(fetched.verified.size);
             after_served(&settings, buffer.as_ref(), req, &name, seg, sysid, false);
@@ -653,6 +674,7 @@ async fn from_hosts(
     check: &Check,
     dest: &Path,
     not_after: Option<i64>,
+    on_found: &dyn Fn(),
 ) -> std::result::Result<(String, fetch::Fetched), HostsError> {
     let health = HealthBook::open(&cfg.state_dir().join("health"))?;
     let ssh = SshSettings::from_config(cfg);
@@ -693,7 +715,7 @@ async fn from_hosts(
             }
         };
         let out = AtomicFile::create(dest)?;
-        let res = fetch::fetch(&mut ch, &req.src_dir, check, out).await;
+        let res = fetch::fetch(&mut ch, &req.src_dir, check, out, on_found).await;
         let usable = res
             .as_ref()
             .map_or_else(FetchError::channel_usable, |_| true);

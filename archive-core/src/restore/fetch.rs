@@ -66,11 +66,14 @@ impl std::fmt::Display for FetchError {
 /// Fetches `check.name` from `src_dir` over `ch`, decoding it into `out`.
 /// On success `out` comes back holding the verified bytes (a temp file the
 /// caller commits, or drops when the file is too young for the delay).
+/// `on_found` runs once the host answered that it has the file, before its
+/// bytes arrive.
 pub async fn fetch<W: Write + Send + 'static>(
     ch: &mut Channel,
     src_dir: &str,
     check: &Check,
     out: W,
+    on_found: impl FnOnce(),
 ) -> std::result::Result<(W, Fetched), FetchError> {
     let name = check.name.as_str();
     ch.send(&Request::Get {
@@ -104,6 +107,7 @@ pub async fn fetch<W: Write + Send + 'static>(
             format!("{name} is {size} bytes, larger than any WAL file"),
         )));
     }
+    on_found();
 
     // The decoder runs on its own thread, fed chunk by chunk. Reads from the
     // channel's 1 MiB pipe fill whole chunks: 4 queued (1 MiB) keep the

@@ -1,8 +1,9 @@
 //! The prefetch worker (pgBackRest's asynchronous archive-get, per standby).
 //!
-//! A restore-cmd call that served segment N writes the request to the
-//! buffer's `want` file and, when no worker holds the buffer's lock, starts
-//! one: restore-cmd itself with the hidden `--prefetch-worker DIR` flag,
+//! A restore-cmd call for segment N, once it served N or a host answered
+//! that it has N (the worker then runs while the call downloads N), writes
+//! the request to the buffer's `want` file and, when no worker holds the
+//! buffer's lock, starts one: restore-cmd itself with the hidden `--prefetch-worker DIR` flag,
 //! detached (own session, stdin and stdout on /dev/null, stderr to
 //! `worker.log` in the buffer, no descriptor inherited from PostgreSQL).
 //!
@@ -460,7 +461,7 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64, received: impl FnOnce()) -
                 return Outcome::Failed;
             }
         };
-        let res = fetch::fetch(&mut ch, &want.src_dir, &check, out).await;
+        let res = fetch::fetch(&mut ch, &want.src_dir, &check, out, || {}).await;
         if res
             .as_ref()
             .map_or_else(FetchError::channel_usable, |_| true)

@@ -579,6 +579,40 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
     assert_eq!(prefetch_wal_bytes(&buffer), 0);
 }
 
+/// The worker used to start only once a call had handed its segment over,
+/// so a standby's first calls each downloaded a segment by themselves while
+/// the worker got going. It now starts as soon as a host has the requested
+/// segment. Seen here with a segment whose copies are both bad: the call
+/// fails, yet the worker runs and buffers the next segment.
+#[test]
+fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
+    let lab = lab();
+    let dst = lab.dst("main");
+    let (wal, names) = lab.wal_segments("e", 3, 16);
+    archive_all(&lab, &dst, &wal, &names);
+    corrupt(&lab.stored_path(1, &dst, &names[0]));
+    corrupt(&lab.stored_path(2, &dst, &names[0]));
+    let dd = lab.fake_data_dir("sb", true);
+    let cfg = lab.restore_config("sb", "restore_queue_max = \"32MiB\"\n");
+    let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!dd.join(RECOVERYXLOG).exists());
+    let buffer = prefetch_dir(&dd);
+    wait_until(
+        Duration::from_secs(30),
+        "the worker to buffer the next segment",
+        || buffer.join(&names[1]).exists(),
+    );
+    let out = restore(&lab, &cfg, &dst, &dd, &names[1]);
+    assert_restored(&out, &names[1]);
+    assert!(
+        stderr(&out).contains("from the prefetch buffer"),
+        "{}",
+        stderr(&out)
+    );
+    take_and_check(&dd, &wal.join(&names[1]));
+}
+
 /// restore_command as a DBA may write it: paths relative to the data
 /// directory, where PostgreSQL runs it. The prefetch worker used to run in
 /// `/`, so a relative `--config` broke it silently (no prefetch, a new
