@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::verify::{self, Check, Verified, VerifyError};
+use super::verify::{self, Check, Sink, Verified, VerifyError};
 use crate::error::Error;
 use crate::protocol::{self, ErrorKind, Reply, Request, CHUNK};
 use crate::store::MAX_FILE_SIZE;
@@ -121,7 +121,7 @@ pub async fn fetch<W: Write + Send + 'static>(
     std::thread::Builder::new()
         .name("restore-decode".into())
         .spawn(move || {
-            let r = verify::decode_verify(PipeReader::new(rx), &mut writer, &chk);
+            let r = verify::decode_into(PipeReader::new(rx), &mut writer, &chk);
             let (out, written) = writer.finish();
             let _ = done_tx.send((out, merge_results(r, written)));
         })
@@ -243,15 +243,19 @@ fn merge_results(
 /// restored segment is 16 MiB of new page cache, and on a VM that backs
 /// guest memory on first touch that costs twice as much as decoding it.
 /// A few chunk buffers go round between the two threads (no allocation per
-/// chunk: fresh memory is what is slow).
+/// chunk: fresh memory is what is slow), and the decoder writes straight
+/// into them (as a [`Sink`]: one copy of the segment fewer).
 /// Dropped without [`ThreadWriter::finish`] (the decoder panicked), it
 /// still waits for its thread, so the output (a temp file that removes
 /// itself) is not left behind by a process that exits meanwhile.
 struct ThreadWriter<W> {
-    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers to write, with the length of their content.
+    full: Option<std::sync::mpsc::SyncSender<(Vec<u8>, usize)>>,
     empty: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<(W, io::Result<()>)>>,
+    /// Always `WRITE_CHUNK` long (never zeroed again); `filled` bytes used.
     cur: Vec<u8>,
+    filled: usize,
     buffers: usize,
 }
 
@@ -260,16 +264,15 @@ const WRITE_BUFFERS: usize = 4;
 
 impl<W: Write + Send + 'static> ThreadWriter<W> {
     fn new(mut out: W) -> io::Result<Self> {
-        let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_BUFFERS);
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(WRITE_BUFFERS);
         let (empty_tx, empty) = std::sync::mpsc::channel::<Vec<u8>>();
         let thread = std::thread::Builder::new()
             .name("restore-write".into())
             .spawn(move || {
-                for mut buf in full_rx {
-                    if let Err(e) = out.write_all(&buf) {
+                for (buf, len) in full_rx {
+                    if let Err(e) = out.write_all(&buf[..len]) {
                         return (out, Err(e));
                     }
-                    buf.clear();
                     let _ = empty_tx.send(buf);
                 }
                 let r = out.flush();
@@ -279,7 +282,8 @@ impl<W: Write + Send + 'static> ThreadWriter<W> {
             full: Some(full),
             empty,
             thread: Some(thread),
-            cur: Vec::with_capacity(WRITE_CHUNK),
+            cur: vec![0u8; WRITE_CHUNK],
+            filled: 0,
             buffers: 1,
         })
     }
@@ -289,13 +293,14 @@ impl<W: Write + Send + 'static> ThreadWriter<W> {
             Ok(b) => b,
             Err(_) if self.buffers < WRITE_BUFFERS => {
                 self.buffers += 1;
-                Vec::with_capacity(WRITE_CHUNK)
+                vec![0u8; WRITE_CHUNK]
             }
             Err(_) => self.empty.recv().map_err(|_| stopped())?,
         };
         let buf = std::mem::replace(&mut self.cur, next);
+        let len = std::mem::take(&mut self.filled);
         match &self.full {
-            Some(tx) => tx.send(buf).map_err(|_| stopped()),
+            Some(tx) => tx.send((buf, len)).map_err(|_| stopped()),
             None => Err(stopped()),
         }
     }
@@ -303,7 +308,7 @@ impl<W: Write + Send + 'static> ThreadWriter<W> {
     /// Hands over what is left, waits for the writer: the output and how
     /// writing it went (flushed when it went well).
     fn finish(mut self) -> (W, io::Result<()>) {
-        let sent = if self.cur.is_empty() {
+        let sent = if self.filled == 0 {
             Ok(())
         } else {
             self.send_cur()
@@ -331,13 +336,28 @@ fn stopped() -> io::Error {
     io::Error::other("the writer thread stopped")
 }
 
-impl<W: Write + Send + 'static> Write for ThreadWriter<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(WRITE_CHUNK - self.cur.len());
-        self.cur.extend_from_slice(&data[..n]);
-        if self.cur.len() == WRITE_CHUNK {
+impl<W: Write + Send + 'static> Sink for ThreadWriter<W> {
+    fn chunk(&mut self) -> &mut [u8] {
+        // Never full here: a full buffer is sent at once.
+        &mut self.cur[self.filled..]
+    }
+
+    fn take(&mut self, n: usize) -> io::Result<()> {
+        self.filled += n;
+        if self.filled == WRITE_CHUNK {
             self.send_cur()?;
         }
+        Ok(())
+    }
+}
+
+/// Writing copies into the chunk buffers (tests, small outputs).
+impl<W: Write + Send + 'static> Write for ThreadWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.chunk();
+        let n = data.len().min(room.len());
+        room[..n].copy_from_slice(&data[..n]);
+        self.take(n)?;
         Ok(n)
     }
 
@@ -454,7 +474,7 @@ mod tests {
             flush_fails: true,
         })
         .unwrap();
-        let decoded = verify::decode_verify(&zstd(&seg)[..], &mut w, &check);
+        let decoded = verify::decode_into(&zstd(&seg)[..], &mut w, &check);
         assert_eq!(decoded.as_ref().unwrap().size, SEG);
         let (_, written) = w.finish();
         assert!(matches!(

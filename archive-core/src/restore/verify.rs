@@ -95,12 +95,52 @@ fn bad(m: impl Into<String>) -> VerifyError {
     VerifyError::Bad(m.into())
 }
 
+/// Where [`decode_into`] puts decoded bytes: the decoder writes straight
+/// into the sink's buffer, so a sink that hands buffers to another thread
+/// costs no extra copy of the segment.
+pub trait Sink {
+    /// Room for the next decoded bytes; never empty.
+    fn chunk(&mut self) -> &mut [u8];
+    /// The first `n` bytes of the last [`Sink::chunk`] are decoded and
+    /// checked: they are the sink's now.
+    fn take(&mut self, n: usize) -> io::Result<()>;
+}
+
+/// Any writer as a [`Sink`], through a buffer of its own.
+struct WriteSink<'a, W> {
+    out: &'a mut W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Sink for WriteSink<'_, W> {
+    fn chunk(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn take(&mut self, n: usize) -> io::Result<()> {
+        self.out.write_all(&self.buf[..n])
+    }
+}
+
 /// Decodes `input` (codec sniffed from its first bytes) into `out`,
 /// checking the result against `check` (see the module docs). `out` may
 /// have received bytes when this fails: callers write to a temp file.
 pub fn decode_verify<R: Read, W: Write>(
-    mut input: R,
+    input: R,
     out: &mut W,
+    check: &Check,
+) -> Result<Verified, VerifyError> {
+    let mut sink = WriteSink {
+        out,
+        buf: vec![0u8; BUF_SIZE],
+    };
+    decode_into(input, &mut sink, check)
+}
+
+/// [`decode_verify`] into a [`Sink`].
+pub fn decode_into<R: Read, S: Sink>(
+    mut input: R,
+    out: &mut S,
     check: &Check,
 ) -> Result<Verified, VerifyError> {
     let mut head = Vec::with_capacity(codec::SNIFF_LEN);
@@ -119,9 +159,9 @@ pub fn decode_verify<R: Read, W: Write>(
     let mut seg_size = None;
     let mut size = 0u64;
     let mut hasher = check.hash.then(XxHash3_128::new);
-    let mut buf = vec![0u8; BUF_SIZE];
     loop {
-        let n = match dec.read(&mut buf) {
+        let buf = out.chunk();
+        let n = match dec.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -165,7 +205,7 @@ pub fn decode_verify<R: Read, W: Write>(
         if let Some(h) = hasher.as_mut() {
             h.write(chunk);
         }
-        out.write_all(chunk).map_err(VerifyError::Write)?;
+        out.take(n).map_err(VerifyError::Write)?;
     }
     if paged {
         match seg_size {
