@@ -300,6 +300,7 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
         name: name.clone(),
         sysid,
         hash: false,
+        seg_size: None,
     };
     let not_after = req.delay.map(|d| health::now() - d as i64);
     let buffer = Buffer::for_data_dir(cfg, &req.data_dir).filter(|_| settings.prefetch);
@@ -341,23 +342,23 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
     // 3. The hosts. Once one has the segment, the worker starts on the
     // following ones while this call downloads it: the first calls of a
     // standby (or the first after the worker left) no longer each fetch a
-    // segment by themselves while the worker gets going. The segment size
-    // is not known before the bytes arrive: the last request's, else the
-    // default (a wrong guess only costs the worker a restart of its queue
-    // once the call below records the real one).
+    // segment by themselves while the worker gets going. That needs the
+    // segment size before the bytes arrive: pg_control's. Without it (no
+    // data directory) the worker starts after the download, as it must not
+    // size its queue by a guess. It also starts when the copy then turns
+    // out bad (the next segments are wanted all the same).
+    let seg_size = verify::data_dir_seg_size(&req.data_dir);
     let started = std::cell::Cell::new(false);
-    let start_prefetch = || {
+    let start_prefetch = |mtime: i64| {
         let Some(b) = buffer.as_ref().filter(|_| name.kind() == WalKind::Segment) else {
             return;
         };
+        let Some(seg_size) = seg_size else { return };
         if started.replace(true) {
             return;
         }
-        let seg_size = b
-            .read_want()
-            .filter(|w| w.tli == name.timeline())
-            .map_or(crate::wal::DEFAULT_SEGMENT_SIZE, |w| w.seg_size);
-        after_served(&settings, Some(b), req, &name, seg_size, sysid, false);
+        let too_young = not_after.is_some_and(|t| mtime > t);
+        after_served(&settings, Some(b), req, &name, seg_size, sysid, too_young);
     };
     match from_hosts(cfg, req, &check, &dest, not_after, &start_prefetch).await {
         Ok((host, fetched)) => {
@@ -674,7 +675,7 @@ async fn from_hosts(
     check: &Check,
     dest: &Path,
     not_after: Option<i64>,
-    on_found: &dyn Fn(),
+    on_found: &dyn Fn(i64),
 ) -> std::result::Result<(String, fetch::Fetched), HostsError> {
     let health = HealthBook::open(&cfg.state_dir().join("health"))?;
     let ssh = SshSettings::from_config(cfg);

@@ -38,6 +38,15 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// Gives a stand-in data directory the corpus cluster's control file, as
+    /// a standby of it has.
+    pub fn copy_control_file(&self, data_dir: &Path) {
+        mkdir_postgres(data_dir.join("global"), 0o700);
+        let bytes =
+            std::fs::read(self.root.join(CONTROL_FILE)).expect("read the corpus pg_control");
+        crate::write_postgres_file(data_dir.join(CONTROL_FILE), bytes, 0o600);
+    }
+
     /// `<root>/pg_wal`.
     pub fn pg_wal(&self) -> PathBuf {
         self.root.join("pg_wal")
@@ -60,6 +69,7 @@ impl Corpus {
 }
 
 const CORPUS_INFO: &str = "corpus.txt";
+const CONTROL_FILE: &str = "global/pg_control";
 
 fn is_segment_name(n: &str) -> bool {
     n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit())
@@ -118,6 +128,12 @@ pub fn pgbench_corpus(lab: &Lab, root: &Path, count: usize, scale: u32) -> Corpu
     let cut_short = pg.switch_wal();
     wait_archived(&pg, &cut_short, Duration::from_secs(600));
     pg.stop();
+    // The cluster's control file, for stand-in data directories of a
+    // standby of it (system identifier, segment size).
+    mkdir_postgres(root.join("global"), 0o755);
+    let control = std::fs::read(pg.data_dir().join("global/pg_control")).expect("read pg_control");
+    std::fs::write(root.join(CONTROL_FILE), control).expect("write pg_control");
+    chown_postgres(root.join(CONTROL_FILE));
     drop(pg);
 
     let names: Vec<String> = list_files(&pg_wal)
@@ -162,6 +178,7 @@ fn existing_corpus(root: &Path, count: usize, scale: u32) -> Option<Corpus> {
     }
     let names: Vec<String> = lines.take(count).map(str::to_string).collect();
     let ok = names.len() == count
+        && root.join(CONTROL_FILE).is_file()
         && names.iter().all(|n| {
             std::fs::metadata(root.join("pg_wal").join(n))
                 .is_ok_and(|m| m.is_file() && m.len() == SEGMENT_BYTES)

@@ -125,4 +125,18 @@ impl Lab {
         }
         d
     }
+
+    /// Gives `data_dir` the control file of the cluster that wrote
+    /// `wal_segments(tag, ..)`: restore-cmd then knows its system identifier
+    /// and segment size, as on a real standby of that cluster.
+    pub fn copy_pg_control(&self, tag: &str, data_dir: &Path) {
+        let src = self
+            .dir()
+            .join("pg")
+            .join(format!("src-{tag}"))
+            .join("global/pg_control");
+        let bytes = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+        mkdir_postgres(data_dir.join("global"), 0o700);
+        write_postgres_file(data_dir.join("global/pg_control"), bytes, 0o600);
+    }
 }

@@ -67,13 +67,13 @@ impl std::fmt::Display for FetchError {
 /// On success `out` comes back holding the verified bytes (a temp file the
 /// caller commits, or drops when the file is too young for the delay).
 /// `on_found` runs once the host answered that it has the file, before its
-/// bytes arrive.
+/// bytes arrive, with the file's archive mtime.
 pub async fn fetch<W: Write + Send + 'static>(
     ch: &mut Channel,
     src_dir: &str,
     check: &Check,
     out: W,
-    on_found: impl FnOnce(),
+    on_found: impl FnOnce(i64),
 ) -> std::result::Result<(W, Fetched), FetchError> {
     let name = check.name.as_str();
     ch.send(&Request::Get {
@@ -107,7 +107,7 @@ pub async fn fetch<W: Write + Send + 'static>(
             format!("{name} is {size} bytes, larger than any WAL file"),
         )));
     }
-    on_found();
+    on_found(mtime);
 
     // The decoder runs on its own thread, fed chunk by chunk. Reads from the
     // channel's 1 MiB pipe fill whole chunks: 4 queued (1 MiB) keep the
@@ -338,11 +338,14 @@ fn stopped() -> io::Error {
 
 impl<W: Write + Send + 'static> Sink for ThreadWriter<W> {
     fn chunk(&mut self) -> &mut [u8] {
-        // Never full here: a full buffer is sent at once.
+        // Never full here: a full buffer is sent at once (or sending it
+        // failed, and the decoder stopped at that error).
+        debug_assert!(self.filled < WRITE_CHUNK);
         &mut self.cur[self.filled..]
     }
 
     fn take(&mut self, n: usize) -> io::Result<()> {
+        debug_assert!(n <= WRITE_CHUNK - self.filled);
         self.filled += n;
         if self.filled == WRITE_CHUNK {
             self.send_cur()?;
@@ -382,6 +385,7 @@ mod tests {
             name: WalName::parse("000000010000000000000007").unwrap(),
             sysid: None,
             hash: true,
+            seg_size: None,
         };
         let t = std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -395,6 +399,27 @@ mod tests {
         let (out, r) = t.join().unwrap();
         assert_eq!(r.unwrap().size, SEG);
         assert!(out == seg);
+    }
+
+    /// The decoder writes straight into the writer's buffers: the bytes
+    /// that reach the output are exactly the segment, across chunk ends.
+    #[test]
+    fn decoding_into_the_thread_writer_restores_the_exact_bytes() {
+        let seg = segment("000000010000000000000007");
+        let check = Check {
+            name: WalName::parse("000000010000000000000007").unwrap(),
+            sysid: None,
+            hash: true,
+            seg_size: Some(SEG),
+        };
+        for stored in [zstd(&seg), seg.clone()] {
+            let mut w = ThreadWriter::new(Vec::new()).unwrap();
+            let r = verify::decode_into(&stored[..], &mut w, &check);
+            let (out, written) = w.finish();
+            let v = merge_results(r, written).unwrap();
+            assert_eq!(v.size, SEG);
+            assert!(out == seg, "bytes differ");
+        }
     }
 
     #[test]
@@ -468,6 +493,7 @@ mod tests {
             name: WalName::parse("000000010000000000000007").unwrap(),
             sysid: None,
             hash: false,
+            seg_size: None,
         };
         let mut w = ThreadWriter::new(Failing {
             ok: usize::MAX,

@@ -3,17 +3,22 @@
 //! A restore-cmd call for segment N, once it served N or a host answered
 //! that it has N (the worker then runs while the call downloads N), writes
 //! the request to the buffer's `want` file and, when no worker holds the
-//! buffer's lock, starts one: restore-cmd itself with the hidden `--prefetch-worker DIR` flag,
-//! detached (own session, stdin and stdout on /dev/null, stderr to
-//! `worker.log` in the buffer, no descriptor inherited from PostgreSQL).
+//! buffer's lock, starts one: restore-cmd itself with the hidden
+//! `--prefetch-worker DIR` flag, detached (own session, stdin and stdout on
+//! /dev/null, stderr to `worker.log` in the buffer, no descriptor
+//! inherited from PostgreSQL).
 //!
 //! The worker keeps the window N+1 … N+k buffered, k = queue size / segment
-//! size: it fetches the lowest missing segments, `restore_parallel` at a time
-//! over channels of the one ssh master per host, spread over the healthy
-//! hosts (another host when one lacks a segment, fails, or has a bad copy), decodes and
-//! verifies each as it streams in, records its content digest next to it, and
-//! commits it durably. Each transfer counts as a whole segment from its
-//! start, so the buffer never holds more than the queue size. Segments
+//! size: it fetches the lowest missing segments, `restore_parallel` at a
+//! time over channels of the one ssh master per host, spread over the
+//! healthy hosts (another host when one lacks a segment, fails, or has a
+//! bad copy), decodes and verifies each as it streams in (a segment of
+//! another size than the request's is a bad copy), records its content
+//! digest next to it, and commits it durably. A segment that arrived frees
+//! its transfer for the next one while it is fsynced, so the disk's wait
+//! does not idle the CPUs. Each segment counts as a whole one from the
+//! start of its transfer until it is committed, so the buffer never holds
+//! more than the queue size. Segments
 //! older than the request or beyond the window are removed; a change of
 //! timeline, SRC-DIR or hosts empties the buffer. A segment the archive does
 //! not have yet is asked for again every half second, and nothing beyond it
@@ -110,7 +115,8 @@ fn close_inherited_on_exec() {
         // borrow lives only for this fcntl. If it was closed meanwhile the
         // call fails with EBADF; if the number was reused, the new
         // descriptor becomes close-on-exec, which is harmless here (this
-        // process is about to exit).
+        // process opens its own files close-on-exec anyway, and gives its
+        // children their stdio by dup2).
         let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         if let Ok(flags) = rustix::io::fcntl_getfd(bfd) {
             let _ = rustix::io::fcntl_setfd(bfd, flags | rustix::io::FdFlags::CLOEXEC);
@@ -426,6 +432,9 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64, received: impl FnOnce()) -
         name,
         sysid: want.sysid,
         hash: true,
+        // The queue counts every segment as this size: a larger one must
+        // not slip in (it would overrun restore_queue_max).
+        seg_size: Some(want.seg_size),
     };
     let dest = ctx.buffer.data_path(&n);
     let mut outcome = Outcome::NotFound;
@@ -461,7 +470,7 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64, received: impl FnOnce()) -
                 return Outcome::Failed;
             }
         };
-        let res = fetch::fetch(&mut ch, &want.src_dir, &check, out, || {}).await;
+        let res = fetch::fetch(&mut ch, &want.src_dir, &check, out, |_| {}).await;
         if res
             .as_ref()
             .map_or_else(FetchError::channel_usable, |_| true)

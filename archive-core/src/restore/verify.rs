@@ -1,7 +1,7 @@
 //! Decoding and checking a restored file, in one streaming pass.
 //!
 //! Whatever the source (a host, the manual directory, the prefetch buffer),
-//! a file reaches %p only through [`decode_verify`]: the codec is sniffed
+//! a file reaches %p only through [`decode_verify`] (or [`decode_into`]): the codec is sniffed
 //! from the content (zstd, gzip, bzip2 with any number of streams, plain),
 //! the decoded bytes are written out while being checked, and the result
 //! says whether they are the original file:
@@ -58,6 +58,9 @@ pub struct Check {
     /// Also compute the [`content_digest`] of the decoded bytes (for the
     /// prefetch buffer's records).
     pub hash: bool,
+    /// The segment size the page header must declare, when the caller
+    /// counts on one (the prefetch worker sizes its queue by it).
+    pub seg_size: Option<u64>,
 }
 
 /// A file that decoded and passed the checks.
@@ -188,6 +191,11 @@ pub fn decode_into<R: Read, S: Sink>(
                     }
                 }
                 limit = u64::from(hdr.seg_size);
+                if let Some(want) = check.seg_size.filter(|w| *w != limit) {
+                    return Err(bad(format!(
+                        "{limit}-byte segments in the page header, {want} expected"
+                    )));
+                }
                 seg_size = Some(limit);
             }
         }
@@ -242,6 +250,27 @@ pub fn data_dir_sysid(data_dir: &std::path::Path) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// Reads the WAL segment size from `<data_dir>/global/pg_control`: its
+/// `xlog_seg_size`, found after the float-format marker (1234567.0, there
+/// to detect incompatible builds) and the three block sizes that follow
+/// it, a sequence every release since 11 shares, unlike the offsets of the
+/// fields before it. `None` without a readable, plausible control file.
+pub fn data_dir_seg_size(data_dir: &std::path::Path) -> Option<u64> {
+    let bytes = std::fs::read(data_dir.join("global").join("pg_control")).ok()?;
+    let at = bytes
+        .windows(8)
+        .position(|w| w == 1_234_567.0f64.to_le_bytes())?;
+    let field = |i: usize| {
+        let b = bytes.get(at + 8 + 4 * i..at + 12 + 4 * i)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    };
+    let (blcksz, xlog_blcksz, seg) = (field(0)?, field(2)?, u64::from(field(3)?));
+    (blcksz.is_power_of_two()
+        && xlog_blcksz.is_power_of_two()
+        && crate::wal::check_segment_size(seg).is_ok())
+    .then_some(seg)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -290,6 +319,7 @@ pub(crate) mod tests {
             name: WalName::parse(name).unwrap(),
             sysid,
             hash: true,
+            seg_size: None,
         }
     }
 
@@ -402,6 +432,73 @@ pub(crate) mod tests {
         }
         let r = decode_verify(&segment(NAME)[..], &mut Full, &check(NAME, None));
         assert!(matches!(r, Err(VerifyError::Write(_))));
+    }
+
+    /// A sink with 7-byte chunks: the page header arrives across reads.
+    #[test]
+    fn a_sink_with_tiny_chunks_gets_the_exact_bytes() {
+        struct Tiny(Vec<u8>, [u8; 7]);
+        impl Sink for Tiny {
+            fn chunk(&mut self) -> &mut [u8] {
+                &mut self.1
+            }
+            fn take(&mut self, n: usize) -> io::Result<()> {
+                self.0.extend_from_slice(&self.1[..n]);
+                Ok(())
+            }
+        }
+        let seg = segment(NAME);
+        let mut t = Tiny(Vec::new(), [0; 7]);
+        let v = decode_into(&zstd(&seg)[..], &mut t, &check(NAME, Some(SYSID))).unwrap();
+        assert_eq!(v.size, SEG);
+        assert!(t.0 == seg);
+        let other = segment("000000010000000000000004");
+        let mut t = Tiny(Vec::new(), [0; 7]);
+        let r = decode_into(&zstd(&other)[..], &mut t, &check(NAME, None));
+        assert!(
+            matches!(r, Err(VerifyError::Bad(_))),
+            "checked across reads"
+        );
+    }
+
+    #[test]
+    fn a_segment_of_another_size_than_expected_is_bad_at_its_header() {
+        let seg = segment(NAME);
+        let mut c = check(NAME, None);
+        c.seg_size = Some(16 * SEG);
+        let (r, out) = run(&zstd(&seg), &c);
+        let Err(VerifyError::Bad(m)) = r else {
+            panic!("accepted")
+        };
+        assert!(m.contains("16777216 expected"), "{m}");
+        assert!(out.len() < SEG as usize, "stopped at the header");
+        c.seg_size = Some(SEG);
+        assert_eq!(run(&zstd(&seg), &c).0.unwrap().size, SEG);
+    }
+
+    /// The layout of PostgreSQL 15's pg_control around the marker (as
+    /// `initdb --wal-segsize=64` writes it: the marker at offset 208).
+    #[test]
+    fn segment_size_from_pg_control() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(data_dir_seg_size(d.path()), None);
+        std::fs::create_dir(d.path().join("global")).unwrap();
+        let ctl = |seg: u32| {
+            let mut b = vec![0u8; 208];
+            b.extend_from_slice(&1_234_567.0f64.to_le_bytes());
+            for v in [8192u32, 131_072, 8192, seg] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.resize(8192, 0);
+            b
+        };
+        let path = d.path().join("global/pg_control");
+        std::fs::write(&path, ctl(64 << 20)).unwrap();
+        assert_eq!(data_dir_seg_size(d.path()), Some(64 << 20));
+        std::fs::write(&path, ctl(3 << 20)).unwrap();
+        assert_eq!(data_dir_seg_size(d.path()), None, "not a segment size");
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        assert_eq!(data_dir_seg_size(d.path()), None, "no marker");
     }
 
     #[test]

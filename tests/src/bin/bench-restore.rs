@@ -445,6 +445,7 @@ fn run_scenario(
     cgroup: Option<&MemoryCgroup>,
 ) -> Result<Report, String> {
     let dd = lab.fake_data_dir(&format!("sb-{}", s.tag), true);
+    corpus.copy_control_file(&dd);
     // Older segments a restartpoint will remove, one per call (contents
     // do not matter; they are never compared).
     let mut older = Vec::new();

@@ -582,8 +582,9 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
 /// The worker used to start only once a call had handed its segment over,
 /// so a standby's first calls each downloaded a segment by themselves while
 /// the worker got going. It now starts as soon as a host has the requested
-/// segment. Seen here with a segment whose copies are both bad: the call
-/// fails, yet the worker runs and buffers the next segment.
+/// segment (sizing its queue by pg_control's segment size). Seen here with
+/// a segment whose copies are both bad: the call fails, yet the worker runs
+/// and buffers the next segment.
 #[test]
 fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
     let lab = lab();
@@ -593,6 +594,7 @@ fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
     corrupt(&lab.stored_path(1, &dst, &names[0]));
     corrupt(&lab.stored_path(2, &dst, &names[0]));
     let dd = lab.fake_data_dir("sb", true);
+    lab.copy_pg_control("e", &dd);
     let cfg = lab.restore_config("sb", "restore_queue_max = \"32MiB\"\n");
     let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -602,6 +604,48 @@ fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
         Duration::from_secs(30),
         "the worker to buffer the next segment",
         || buffer.join(&names[1]).exists(),
+    );
+    let out = restore(&lab, &cfg, &dst, &dd, &names[1]);
+    assert_restored(&out, &names[1]);
+    assert!(
+        stderr(&out).contains("from the prefetch buffer"),
+        "{}",
+        stderr(&out)
+    );
+    take_and_check(&dd, &wal.join(&names[1]));
+}
+
+/// The early start above first guessed 16 MiB segments when it had no
+/// size yet (review): with 64 MiB ones, three transfers counted as 16 MiB
+/// each put 178 MiB in a 128 MiB queue. The size now comes from
+/// pg_control, and a transfer of a segment of another size than its
+/// request's is refused at the page header.
+#[test]
+fn an_early_start_sizes_the_queue_by_the_clusters_segments() {
+    let lab = lab();
+    let dst = lab.dst("main");
+    let (wal, names) = lab.wal_segments("g", 5, 64);
+    archive_all(&lab, &dst, &wal, &names);
+    let dd = lab.fake_data_dir("sb", true);
+    lab.copy_pg_control("g", &dd);
+    let cfg = lab.restore_config(
+        "sb",
+        "restore_queue_max = \"128MiB\"\nrestore_parallel = 3\nrestore_prefetch_idle = 5\n",
+    );
+    let buffer = prefetch_dir(&dd);
+    let sampler = Sampler::start(buffer.clone());
+    let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
+    assert_restored(&out, &names[0]);
+    take_and_check(&dd, &wal.join(&names[0]));
+    wait_until(Duration::from_secs(60), "two segments buffered", || {
+        buffer.join(&names[1]).exists() && buffer.join(&names[2]).exists()
+    });
+    thread::sleep(Duration::from_secs(1));
+    let (max_bytes, _) = sampler.finish();
+    assert!(
+        max_bytes <= 128 * MIB,
+        "the buffer held {} MiB, over its 128 MiB bound",
+        max_bytes >> 20
     );
     let out = restore(&lab, &cfg, &dst, &dd, &names[1]);
     assert_restored(&out, &names[1]);
