@@ -14,7 +14,8 @@
 //! - DELAY-SECONDS: a file archived less than that long ago is "not
 //!   available" yet, with one log line per file, not one per retry.
 //! - Prefetch ([`prefetch`]): serving segment N (or finding it on a host,
-//!   before downloading it) records the request in the buffer and makes
+//!   before downloading it, when pg_control gives the segment size)
+//!   records the request in the buffer and makes
 //!   sure the buffer's worker runs; it fetches N+1, N+2, …
 //!   in parallel, and later calls are served from the buffer after the
 //!   buffered file is checked again (digest against its record, page header,
@@ -344,10 +345,12 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
     // standby (or the first after the worker left) no longer each fetch a
     // segment by themselves while the worker gets going. That needs the
     // segment size before the bytes arrive: pg_control's. Without it (no
-    // data directory) the worker starts after the download, as it must not
+    // data directory, an unreadable control file, or a size this name
+    // cannot have) the worker starts after the download, as it must not
     // size its queue by a guess. It also starts when the copy then turns
     // out bad (the next segments are wanted all the same).
-    let seg_size = verify::data_dir_seg_size(&req.data_dir);
+    let seg_size =
+        verify::data_dir_seg_size(&req.data_dir).filter(|s| name.check_segment_size(*s).is_ok());
     let started = std::cell::Cell::new(false);
     let start_prefetch = |mtime: i64| {
         let Some(b) = buffer.as_ref().filter(|_| name.kind() == WalKind::Segment) else {

@@ -81,7 +81,8 @@ pub struct Want {
     /// True when `segno` itself was not handed over yet (delay): the worker
     /// fetches it too.
     pub include: bool,
-    /// Segment size (from the requested segment's page header).
+    /// Segment size (the requested segment's page header, or pg_control's
+    /// when the request is recorded before its bytes arrived).
     pub seg_size: u64,
     /// HOSTS of the restore_command.
     pub hosts: Vec<String>,

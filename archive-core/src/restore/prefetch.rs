@@ -1,7 +1,8 @@
 //! The prefetch worker (pgBackRest's asynchronous archive-get, per standby).
 //!
 //! A restore-cmd call for segment N, once it served N or a host answered
-//! that it has N (the worker then runs while the call downloads N), writes
+//! that it has N (when pg_control gives the segment size: the worker then
+//! runs while the call downloads N), writes
 //! the request to the buffer's `want` file and, when no worker holds the
 //! buffer's lock, starts one: restore-cmd itself with the hidden
 //! `--prefetch-worker DIR` flag, detached (own session, stdin and stdout on
