@@ -15,11 +15,10 @@
 //!   available" yet, with one log line per file, not one per retry.
 //! - Prefetch ([`prefetch`]): serving segment N (or finding it on a host,
 //!   before downloading it, when pg_control gives the segment size)
-//!   records the request in the buffer and makes
-//!   sure the buffer's worker runs; it fetches N+1, N+2, …
-//!   in parallel, and later calls are served from the buffer after the
-//!   buffered file is checked again (digest against its record, page header,
-//!   system identifier, SRC-DIR).
+//!   records the request in the buffer and makes sure the buffer's worker
+//!   runs; it fetches N+1, N+2, … in parallel, and later calls are served
+//!   from the buffer after the buffered file is checked again (digest
+//!   against its record, page header, system identifier, SRC-DIR).
 //! - Exit codes ([`exit_code`]): 1 for "not available"; in archive recovery
 //!   (recovery.signal without standby.signal), when a host failed and no
 //!   host had the file, [`EXIT_STOP_RECOVERY`] (200): PostgreSQL treats a
