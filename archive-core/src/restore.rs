@@ -295,7 +295,8 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
     if let Some(f) = dest.file_name().and_then(|f| f.to_str()) {
         durable::remove_stale_temps(&dest_dir, f);
     }
-    let sysid = verify::data_dir_sysid(&req.data_dir);
+    let control = verify::read_control_file(&req.data_dir);
+    let sysid = control.map(|c| c.sysid);
     let check = Check {
         name: name.clone(),
         sysid,
@@ -348,8 +349,9 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
     // cannot have) the worker starts after the download, as it must not
     // size its queue by a guess. It also starts when the copy then turns
     // out bad (the next segments are wanted all the same).
-    let seg_size =
-        verify::data_dir_seg_size(&req.data_dir).filter(|s| name.check_segment_size(*s).is_ok());
+    let seg_size = control
+        .and_then(|c| c.seg_size)
+        .filter(|s| name.check_segment_size(*s).is_ok());
     let started = std::cell::Cell::new(false);
     let start_prefetch = |mtime: i64| {
         let Some(b) = buffer.as_ref().filter(|_| name.kind() == WalKind::Segment) else {

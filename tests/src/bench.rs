@@ -41,10 +41,7 @@ impl Corpus {
     /// Gives a stand-in data directory the corpus cluster's control file, as
     /// a standby of it has.
     pub fn copy_control_file(&self, data_dir: &Path) {
-        mkdir_postgres(data_dir.join("global"), 0o700);
-        let bytes =
-            std::fs::read(self.root.join(CONTROL_FILE)).expect("read the corpus pg_control");
-        crate::write_postgres_file(data_dir.join(CONTROL_FILE), bytes, 0o600);
+        crate::restore::install_pg_control(&self.root, data_dir);
     }
 
     /// `<root>/pg_wal`.
@@ -130,10 +127,7 @@ pub fn pgbench_corpus(lab: &Lab, root: &Path, count: usize, scale: u32) -> Corpu
     pg.stop();
     // The cluster's control file, for stand-in data directories of a
     // standby of it (system identifier, segment size).
-    mkdir_postgres(root.join("global"), 0o755);
-    let control = std::fs::read(pg.data_dir().join("global/pg_control")).expect("read pg_control");
-    std::fs::write(root.join(CONTROL_FILE), control).expect("write pg_control");
-    chown_postgres(root.join(CONTROL_FILE));
+    crate::restore::install_pg_control(pg.data_dir(), root);
     drop(pg);
 
     let names: Vec<String> = list_files(&pg_wal)

@@ -8,6 +8,15 @@ use std::process::Command;
 
 use crate::{bin, mkdir_postgres, write_postgres_file, Lab};
 
+/// Copies `from`'s `global/pg_control` into the stand-in data directory
+/// `data_dir`, owned by postgres as PostgreSQL keeps it.
+pub(crate) fn install_pg_control(from: &Path, data_dir: &Path) {
+    let src = from.join("global/pg_control");
+    let bytes = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    mkdir_postgres(data_dir.join("global"), 0o700);
+    write_postgres_file(data_dir.join("global/pg_control"), bytes, 0o600);
+}
+
 /// `%p` as PostgreSQL passes it to restore_command.
 pub const RECOVERYXLOG: &str = "pg_wal/RECOVERYXLOG";
 
@@ -130,13 +139,7 @@ impl Lab {
     /// `wal_segments(tag, ..)`: restore-cmd then knows its system identifier
     /// and segment size, as on a real standby of that cluster.
     pub fn copy_pg_control(&self, tag: &str, data_dir: &Path) {
-        let src = self
-            .dir()
-            .join("pg")
-            .join(format!("src-{tag}"))
-            .join("global/pg_control");
-        let bytes = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-        mkdir_postgres(data_dir.join("global"), 0o700);
-        write_postgres_file(data_dir.join("global/pg_control"), bytes, 0o600);
+        let cluster = self.dir().join("pg").join(format!("src-{tag}"));
+        install_pg_control(&cluster, data_dir);
     }
 }

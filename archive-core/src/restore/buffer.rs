@@ -581,25 +581,46 @@ mod tests {
         assert_eq!(want(10, false).window(MIB - 1), None);
     }
 
+    /// The sets a plan reads, owned by a test.
+    #[derive(Default)]
+    struct Sets {
+        present: BTreeSet<u64>,
+        inflight: BTreeSet<u64>,
+        committing: BTreeSet<u64>,
+        waiting: BTreeMap<u64, Instant>,
+    }
+
+    impl Sets {
+        fn plan<'a>(
+            &'a self,
+            want: &'a Want,
+            bytes_used: u64,
+            queue_max: u64,
+            parallel: usize,
+        ) -> Plan<'a> {
+            Plan {
+                want,
+                present: &self.present,
+                bytes_used,
+                inflight: &self.inflight,
+                committing: &self.committing,
+                waiting: &self.waiting,
+                now: Instant::now(),
+                queue_max,
+                parallel,
+            }
+        }
+    }
+
     #[test]
     fn plan_fetches_lowest_missing_within_parallel_and_bound() {
         let w = want(10, false);
-        let present: BTreeSet<u64> = [12].into();
-        let inflight: BTreeSet<u64> = [11].into();
-        let committing = BTreeSet::new();
-        let waiting = BTreeMap::new();
-        let now = Instant::now();
-        let p = Plan {
-            want: &w,
-            present: &present,
-            bytes_used: MIB,
-            inflight: &inflight,
-            committing: &committing,
-            waiting: &waiting,
-            now,
-            queue_max: 4 * MIB,
-            parallel: 4,
+        let sets = Sets {
+            present: [12].into(),
+            inflight: [11].into(),
+            ..Default::default()
         };
+        let p = sets.plan(&w, MIB, 4 * MIB, 4);
         // 12 buffered (1 MiB) + 11 in flight (1 MiB): room for 2 more.
         assert_eq!(p.next(), vec![13, 14]);
         let p = Plan { parallel: 2, ..p };
@@ -619,21 +640,12 @@ mod tests {
     #[test]
     fn a_committing_segment_frees_its_transfer_but_not_its_room() {
         let w = want(10, false);
-        let present = BTreeSet::new();
-        let inflight: BTreeSet<u64> = [13].into();
-        let committing: BTreeSet<u64> = [11, 12].into();
-        let waiting = BTreeMap::new();
-        let p = Plan {
-            want: &w,
-            present: &present,
-            bytes_used: 0,
-            inflight: &inflight,
-            committing: &committing,
-            waiting: &waiting,
-            now: Instant::now(),
-            queue_max: 5 * MIB,
-            parallel: 2,
+        let sets = Sets {
+            inflight: [13].into(),
+            committing: [11, 12].into(),
+            ..Default::default()
         };
+        let p = sets.plan(&w, 0, 5 * MIB, 2);
         // 11 and 12 are not fetched again; one transfer runs (13), so one
         // more starts; 3 segments pending leave room for 2 in 5 MiB.
         assert_eq!(p.next(), vec![14]);
@@ -650,27 +662,16 @@ mod tests {
 
     #[test]
     fn plan_never_exceeds_the_bound_whatever_the_state() {
-        let now = Instant::now();
+        let w = want(100, false);
         for q in 1..8u64 {
             for used in 0..=q {
                 for (nin, ncom) in [(0, 0), (1, 0), (2, 0), (0, 1), (1, 2), (0, 3)] {
-                    let w = want(100, false);
-                    let inflight: BTreeSet<u64> = (101..101 + nin).collect();
-                    let committing: BTreeSet<u64> = (101 + nin..101 + nin + ncom).collect();
-                    let present = BTreeSet::new();
-                    let waiting = BTreeMap::new();
-                    let p = Plan {
-                        want: &w,
-                        present: &present,
-                        bytes_used: used * MIB,
-                        inflight: &inflight,
-                        committing: &committing,
-                        waiting: &waiting,
-                        now,
-                        queue_max: q * MIB,
-                        parallel: 8,
+                    let sets = Sets {
+                        inflight: (101..101 + nin).collect(),
+                        committing: (101 + nin..101 + nin + ncom).collect(),
+                        ..Default::default()
                     };
-                    let n = p.next().len() as u64;
+                    let n = sets.plan(&w, used * MIB, q * MIB, 8).next().len() as u64;
                     let pending = nin + ncom;
                     if used + pending <= q {
                         assert!(
@@ -688,21 +689,14 @@ mod tests {
     #[test]
     fn plan_stops_at_a_segment_waiting_for_retry() {
         let w = want(10, false);
-        let present = BTreeSet::new();
-        let inflight = BTreeSet::new();
-        let committing = BTreeSet::new();
         let now = Instant::now();
-        let waiting: BTreeMap<u64, Instant> = [(12, now + Duration::from_secs(1))].into();
+        let sets = Sets {
+            waiting: [(12, now + Duration::from_secs(1))].into(),
+            ..Default::default()
+        };
         let p = Plan {
-            want: &w,
-            present: &present,
-            bytes_used: 0,
-            inflight: &inflight,
-            committing: &committing,
-            waiting: &waiting,
             now,
-            queue_max: 8 * MIB,
-            parallel: 4,
+            ..sets.plan(&w, 0, 8 * MIB, 4)
         };
         assert_eq!(p.next(), vec![11]);
         let later = now + Duration::from_secs(2);

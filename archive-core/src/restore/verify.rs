@@ -240,23 +240,32 @@ pub fn decode_into<R: Read, S: Sink>(
     })
 }
 
-/// Reads the system identifier from `<data_dir>/global/pg_control` (its
-/// first field); `None` when there is no readable control file (not a data
-/// directory, e.g. a manual call).
-pub fn data_dir_sysid(data_dir: &std::path::Path) -> Option<u64> {
-    let mut f = std::fs::File::open(data_dir.join("global").join("pg_control")).ok()?;
-    let mut b = [0u8; 8];
-    f.read_exact(&mut b).ok()?;
-    Some(u64::from_le_bytes(b))
+/// What restore-cmd reads from a data directory's `global/pg_control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlFile {
+    /// The system identifier (its first field).
+    pub sysid: u64,
+    /// The WAL segment size, when found and plausible (see
+    /// [`read_control_file`]).
+    pub seg_size: Option<u64>,
 }
 
-/// Reads the WAL segment size from `<data_dir>/global/pg_control`: its
-/// `xlog_seg_size`, found after the float-format marker (1234567.0, there
-/// to detect incompatible builds) and the three block sizes that follow
-/// it, a sequence every release since 11 shares, unlike the offsets of the
-/// fields before it. `None` without a readable, plausible control file.
-pub fn data_dir_seg_size(data_dir: &std::path::Path) -> Option<u64> {
+/// Reads `<data_dir>/global/pg_control`; `None` when there is no readable
+/// control file (not a data directory, e.g. a manual call). The segment
+/// size is its `xlog_seg_size`, found after the float-format marker
+/// (1234567.0, there to detect incompatible builds) and the three block
+/// sizes that follow it, a sequence every release since 11 shares, unlike
+/// the offsets of the fields before it.
+pub fn read_control_file(data_dir: &std::path::Path) -> Option<ControlFile> {
     let bytes = std::fs::read(data_dir.join("global").join("pg_control")).ok()?;
+    let sysid = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    Some(ControlFile {
+        sysid,
+        seg_size: control_seg_size(&bytes),
+    })
+}
+
+fn control_seg_size(bytes: &[u8]) -> Option<u64> {
     let at = bytes
         .windows(8)
         .position(|w| w == 1_234_567.0f64.to_le_bytes())?;
@@ -481,7 +490,8 @@ pub(crate) mod tests {
     #[test]
     fn segment_size_from_pg_control() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(data_dir_seg_size(d.path()), None);
+        let seg_size = || read_control_file(d.path()).and_then(|c| c.seg_size);
+        assert_eq!(seg_size(), None);
         std::fs::create_dir(d.path().join("global")).unwrap();
         let ctl = |seg: u32| {
             let mut b = vec![0u8; 208];
@@ -494,21 +504,22 @@ pub(crate) mod tests {
         };
         let path = d.path().join("global/pg_control");
         std::fs::write(&path, ctl(64 << 20)).unwrap();
-        assert_eq!(data_dir_seg_size(d.path()), Some(64 << 20));
+        assert_eq!(seg_size(), Some(64 << 20));
         std::fs::write(&path, ctl(3 << 20)).unwrap();
-        assert_eq!(data_dir_seg_size(d.path()), None, "not a segment size");
+        assert_eq!(seg_size(), None, "not a segment size");
         std::fs::write(&path, vec![0u8; 8192]).unwrap();
-        assert_eq!(data_dir_seg_size(d.path()), None, "no marker");
+        assert_eq!(seg_size(), None, "no marker");
     }
 
     #[test]
     fn sysid_from_pg_control() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(data_dir_sysid(d.path()), None);
+        let sysid = || read_control_file(d.path()).map(|c| c.sysid);
+        assert_eq!(sysid(), None);
         std::fs::create_dir(d.path().join("global")).unwrap();
         let mut ctl = SYSID.to_le_bytes().to_vec();
         ctl.extend_from_slice(&[0u8; 100]);
         std::fs::write(d.path().join("global/pg_control"), ctl).unwrap();
-        assert_eq!(data_dir_sysid(d.path()), Some(SYSID));
+        assert_eq!(sysid(), Some(SYSID));
     }
 }

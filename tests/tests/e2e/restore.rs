@@ -582,28 +582,39 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
 /// The worker used to start only once a call had handed its segment over,
 /// so a standby's first calls each downloaded a segment by themselves while
 /// the worker got going. It now starts as soon as a host has the requested
-/// segment (sizing its queue by pg_control's segment size). Seen here with
-/// a segment whose copies are both bad: the call fails, yet the worker runs
-/// and buffers the next segment.
-#[test]
-fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
+/// segment, sizing its queue by pg_control's segment size. Both copies of
+/// the requested segment are bad here: the call fails, so only that early
+/// start can start the worker, which buffers the next segments within the
+/// queue bound and serves them.
+fn early_start_with_bad_copies(tag: &str, count: usize, seg_mb: u32, queue_mib: u64) {
     let lab = lab();
     let dst = lab.dst("main");
-    let (wal, names) = lab.wal_segments("e", 3, 16);
+    let (wal, names) = lab.wal_segments(tag, count, seg_mb);
     archive_all(&lab, &dst, &wal, &names);
     corrupt(&lab.stored_path(1, &dst, &names[0]));
     corrupt(&lab.stored_path(2, &dst, &names[0]));
     let dd = lab.fake_data_dir("sb", true);
-    lab.copy_pg_control("e", &dd);
-    let cfg = lab.restore_config("sb", "restore_queue_max = \"32MiB\"\n");
+    lab.copy_pg_control(tag, &dd);
+    let cfg = lab.restore_config(
+        "sb",
+        &format!(
+            "restore_queue_max = \"{queue_mib}MiB\"\nrestore_parallel = 3\nrestore_prefetch_idle = 5\n"
+        ),
+    );
+    let buffer = prefetch_dir(&dd);
+    let sampler = Sampler::start(buffer.clone());
     let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!dd.join(RECOVERYXLOG).exists());
-    let buffer = prefetch_dir(&dd);
-    wait_until(
-        Duration::from_secs(30),
-        "the worker to buffer the next segment",
-        || buffer.join(&names[1]).exists(),
+    wait_until(Duration::from_secs(60), "two segments buffered", || {
+        buffer.join(&names[1]).exists() && buffer.join(&names[2]).exists()
+    });
+    thread::sleep(Duration::from_secs(1));
+    let (max_bytes, _) = sampler.finish();
+    assert!(
+        max_bytes <= queue_mib * MIB,
+        "the buffer held {} MiB, over its {queue_mib} MiB bound",
+        max_bytes >> 20
     );
     let out = restore(&lab, &cfg, &dst, &dd, &names[1]);
     assert_restored(&out, &names[1]);
@@ -615,47 +626,17 @@ fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
     take_and_check(&dd, &wal.join(&names[1]));
 }
 
-/// The early start above first guessed 16 MiB segments when it had no
-/// size yet (review): with 64 MiB ones, three transfers counted as 16 MiB
-/// each put 178-192 MiB in a 128 MiB queue. The size now comes from
-/// pg_control. The requested segment's copies are bad, so only an early
-/// start can start the worker here.
+#[test]
+fn the_worker_starts_as_soon_as_a_host_has_the_requested_segment() {
+    early_start_with_bad_copies("e", 3, 16, 32);
+}
+
+/// The early start first guessed 16 MiB segments when it had no size yet
+/// (review): with 64 MiB ones, three transfers counted as 16 MiB each put
+/// 178-256 MiB in a 128 MiB queue.
 #[test]
 fn an_early_start_sizes_the_queue_by_the_clusters_segments() {
-    let lab = lab();
-    let dst = lab.dst("main");
-    let (wal, names) = lab.wal_segments("g", 5, 64);
-    archive_all(&lab, &dst, &wal, &names);
-    corrupt(&lab.stored_path(1, &dst, &names[0]));
-    corrupt(&lab.stored_path(2, &dst, &names[0]));
-    let dd = lab.fake_data_dir("sb", true);
-    lab.copy_pg_control("g", &dd);
-    let cfg = lab.restore_config(
-        "sb",
-        "restore_queue_max = \"128MiB\"\nrestore_parallel = 3\nrestore_prefetch_idle = 5\n",
-    );
-    let buffer = prefetch_dir(&dd);
-    let sampler = Sampler::start(buffer.clone());
-    let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    wait_until(Duration::from_secs(60), "two segments buffered", || {
-        buffer.join(&names[1]).exists() && buffer.join(&names[2]).exists()
-    });
-    thread::sleep(Duration::from_secs(1));
-    let (max_bytes, _) = sampler.finish();
-    assert!(
-        max_bytes <= 128 * MIB,
-        "the buffer held {} MiB, over its 128 MiB bound",
-        max_bytes >> 20
-    );
-    let out = restore(&lab, &cfg, &dst, &dd, &names[1]);
-    assert_restored(&out, &names[1]);
-    assert!(
-        stderr(&out).contains("from the prefetch buffer"),
-        "{}",
-        stderr(&out)
-    );
-    take_and_check(&dd, &wal.join(&names[1]));
+    early_start_with_bad_copies("g", 5, 64, 128);
 }
 
 /// restore_command as a DBA may write it: paths relative to the data
