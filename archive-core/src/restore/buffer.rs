@@ -12,7 +12,8 @@
 //!
 //! ```text
 //! <NAME>                 a decoded segment, verified when fetched, fsynced
-//! <NAME>.meta            its record: size, content digest (xxh3), archive mtime, host, SRC-DIR
+//! <NAME>.meta            its record: size, content digest (xxh3), archive mtime, host, SRC-DIR,
+//!                        the file's identity (inode, size, mtime, boot)
 //! .<NAME>.tmp-<pid>-<n>  a segment being fetched (AtomicFile temp)
 //! .<NAME>.claim-<pid>    a segment a restore-cmd call took and is checking
 //! want                   what PostgreSQL asked for last (JSON): the worker's window
@@ -69,6 +70,49 @@ pub struct Meta {
     pub codec: Codec,
     /// SRC-DIR it came from.
     pub src_dir: String,
+    /// The buffered file as the worker left it (absent in records of older
+    /// versions: their files are hashed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileId>,
+}
+
+/// Identifies a buffered file as the worker wrote and verified it, so a
+/// call can tell it is unchanged without reading it: any write through the
+/// file system moves its mtime, a replacement is another inode, a
+/// truncation another size. What this cannot vouch for is the disk under
+/// a file that was written before the machine last booted (nothing was
+/// cached then): the boot's id tells such leftovers apart, and their bytes
+/// are hashed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    /// `/proc/sys/kernel/random/boot_id` when it was written.
+    pub boot: String,
+}
+
+impl FileId {
+    /// The identity of `file` now; `None` when the boot id is unknown (no
+    /// /proc): then every hit hashes the file.
+    pub fn of(file: &File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some(FileId {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            boot: boot_id()?,
+        })
+    }
+}
+
+fn boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// What PostgreSQL asked for last: tells the worker which segments to fetch.
@@ -750,6 +794,13 @@ mod tests {
             host: "arch1".into(),
             codec: Codec::Zstd,
             src_dir: "/a".into(),
+            file: Some(FileId {
+                ino: 7,
+                size: 100,
+                mtime_sec: 1_700_000_000,
+                mtime_nsec: 123_456_789,
+                boot: "b".into(),
+            }),
         };
         b.write_meta(n, &meta).unwrap();
         b.write_want(&want(2, false)).unwrap();

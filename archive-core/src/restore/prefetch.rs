@@ -38,7 +38,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::buffer::{self, Buffer, Plan, Want};
+use super::buffer::{self, Buffer, FileId, Plan, Want};
 use super::fetch::{self, FetchError};
 use super::verify::Check;
 use super::{order_hosts, Settings};
@@ -479,12 +479,15 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64, received: impl FnOnce()) -
             ctx.give_back(ch);
         }
         match res {
-            Ok((out, fetched)) => {
+            Ok((mut out, fetched)) => {
                 // The fsync below waits for the disk, with little for the
                 // CPUs to do: the next transfer runs meanwhile.
                 received();
                 let _ = ctx.health.record_success(&host);
-                let Some(meta) = super::meta_for(&fetched, &host, &want.src_dir) else {
+                // Every byte is written (the writer thread is done): the
+                // identity a call checks instead of hashing them again.
+                let id = FileId::of(out.file());
+                let Some(meta) = super::meta_for(&fetched, &host, &want.src_dir, id) else {
                     return Outcome::Failed;
                 };
                 if let Err(e) = ctx.buffer.write_meta(&n, &meta) {

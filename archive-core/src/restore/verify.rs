@@ -28,8 +28,9 @@ use twox_hash::XxHash3_128;
 /// The fingerprint that ties a buffered segment to what the worker
 /// verified: xxh3-128, hex. It guards against a buffer file changed or
 /// damaged after the check, not against an attacker (whoever can write
-/// pg_wal owns the cluster anyway), and a buffer hit hashes 16 MiB on
-/// PostgreSQL's critical path: blake3 cost about twice as much.
+/// pg_wal owns the cluster anyway); a buffer hit hashes 16 MiB again when
+/// the file's identity does not vouch for it (blake3 cost about twice as
+/// much).
 pub fn content_digest(bytes: &[u8]) -> String {
     let mut h = XxHash3_128::new();
     h.write(bytes);
@@ -180,22 +181,7 @@ pub fn decode_into<R: Read, S: Sink>(
             first[first_len..first_len + take].copy_from_slice(&chunk[..take]);
             first_len += take;
             if first_len == LONG_HEADER_LEN {
-                let hdr = page_header::validate_first_page(&first, name)
-                    .map_err(|e| bad(format!("not the file its name says: {e}")))?;
-                if let Some(want) = check.sysid {
-                    if hdr.system_identifier != want {
-                        return Err(bad(format!(
-                            "WAL of another database: system identifier {} in the page header, {want} in this data directory's pg_control",
-                            hdr.system_identifier
-                        )));
-                    }
-                }
-                limit = u64::from(hdr.seg_size);
-                if let Some(want) = check.seg_size.filter(|w| *w != limit) {
-                    return Err(bad(format!(
-                        "{limit}-byte segments in the page header, {want} expected"
-                    )));
-                }
+                limit = check_first_page(&first, check)?;
                 seg_size = Some(limit);
             }
         }
@@ -238,6 +224,29 @@ pub fn decode_into<R: Read, S: Sink>(
         digest: hasher.map(digest_hex),
         seg_size,
     })
+}
+
+/// Checks the long page header a segment starts with against `check`
+/// (name, system identifier, segment size); returns the segment size it
+/// declares.
+pub fn check_first_page(first: &[u8; LONG_HEADER_LEN], check: &Check) -> Result<u64, VerifyError> {
+    let hdr = page_header::validate_first_page(first, &check.name)
+        .map_err(|e| bad(format!("not the file its name says: {e}")))?;
+    if let Some(want) = check.sysid {
+        if hdr.system_identifier != want {
+            return Err(bad(format!(
+                "WAL of another database: system identifier {} in the page header, {want} in this data directory's pg_control",
+                hdr.system_identifier
+            )));
+        }
+    }
+    let size = u64::from(hdr.seg_size);
+    if let Some(want) = check.seg_size.filter(|w| *w != size) {
+        return Err(bad(format!(
+            "{size}-byte segments in the page header, {want} expected"
+        )));
+    }
+    Ok(size)
 }
 
 /// What restore-cmd reads from a data directory's `global/pg_control`.

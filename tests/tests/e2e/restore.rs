@@ -540,6 +540,7 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
             wait_until(Duration::from_secs(60), "the worker to buffer it", || {
                 buffer.join(n).exists()
             });
+            assert_identity_recorded(&buffer, n);
         }
         let out = restore(&lab, &cfg, &dst, &dd, n);
         assert_restored(&out, n);
@@ -577,6 +578,17 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
         prefetch_workers(&buffer).is_empty()
     });
     assert_eq!(prefetch_wal_bytes(&buffer), 0);
+}
+
+/// The worker records each buffered file's identity, which spares a call
+/// reading and hashing it again (unit tests in archive-core's restore).
+fn assert_identity_recorded(buffer: &Path, name: &str) {
+    let b = archive_core::restore::buffer::Buffer::at(buffer);
+    let meta = b.read_meta(name).expect("a record next to the segment");
+    let file = fs::File::open(buffer.join(name)).unwrap();
+    let now = archive_core::restore::buffer::FileId::of(&file);
+    assert!(meta.file.is_some(), "no identity in {name}'s record");
+    assert_eq!(meta.file, now, "{name}'s identity");
 }
 
 /// The worker used to start only once a call had handed its segment over,
