@@ -38,7 +38,8 @@ Behaviour:
   directory) that fetches N+1, N+2, ... in parallel into
   pg_wal/.restore-prefetch (or restore_buffer_dir), bounded by
   restore_queue_max; later calls take the file from there after checking it
-  again (digest against the worker's record, header, system identifier). A
+  against the worker's record (the file unchanged since: same inode, size,
+  mtime and boot, else its digest; header, system identifier). A
   restored history file or a segment of another timeline empties the buffer.
   The worker leaves after restore_prefetch_idle seconds without a request.
 
