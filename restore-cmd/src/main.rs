@@ -34,13 +34,13 @@ Behaviour:
   process is killed.
   DELAY-SECONDS: only files archived at least that long ago are handed over
   (one log line per waiting file).
-  Prefetch: serving segment N starts a background worker (one per data
-  directory) that fetches N+1, N+2, ... in parallel into
-  pg_wal/.restore-prefetch (or restore_buffer_dir), bounded by
+  Prefetch: a request for segment N starts a background worker (one per
+  data directory; as soon as a host has N) that fetches N+1, N+2, ... in
+  parallel into pg_wal/.restore-prefetch (or restore_buffer_dir), bounded by
   restore_queue_max; later calls take the file from there after checking it
   against the worker's record (the file unchanged since: same inode, size,
-  mtime and boot, else its digest; header, system identifier). A
-  restored history file or a segment of another timeline empties the buffer.
+  mtime and boot, else its digest; header, system identifier). A restored
+  history file or a segment of another timeline empties the buffer.
   The worker leaves after restore_prefetch_idle seconds without a request.
 
 Configuration (flat TOML; then PGARCHIVE_<KEY> variables; then --set):
