@@ -597,9 +597,18 @@ fn from_buffer(
     match fs::rename(&claim, dest) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let r = copy_into(&claim, dest);
-            let _ = fs::remove_file(&claim);
-            r?;
+            // The copy reads every byte anyway: they are checked against
+            // the record on the way, whatever the identity said.
+            match copy_checked(&claim, dest, check, &meta) {
+                Ok(Ok(())) => {
+                    let _ = fs::remove_file(&claim);
+                }
+                Ok(Err(why)) => return fail(why),
+                Err(e) => {
+                    let _ = fs::remove_file(&claim);
+                    return Err(e);
+                }
+            }
         }
         Err(e) => {
             let _ = fs::remove_file(&claim);
@@ -620,11 +629,13 @@ fn from_buffer(
 /// Checks a claimed buffer file against its record. The worker verified
 /// the bytes before recording them; what is left to rule out is a file
 /// changed since. When its identity (inode, size, mtime, this boot) is the
-/// recorded one, the file is the one the worker verified, and reading the
-/// first page header is enough (a wrong segment there means a wrong
-/// record); otherwise (another identity, a leftover from before a reboot,
-/// a record of an older version) every byte is read and hashed again. The
-/// fast path spares PostgreSQL's critical path a 16 MiB read and hash.
+/// recorded one, no write through the file system has touched it since
+/// (short of one within the same timestamp tick, or a deliberate reset of
+/// its mtime), and reading the first page header is enough (a wrong
+/// segment there means a wrong record); otherwise (another identity, a
+/// leftover from before a reboot, a record of an older version) every byte
+/// is read and hashed again. The fast path spares PostgreSQL's critical
+/// path a 16 MiB read and hash.
 fn check_buffered(mut file: File, check: &Check, meta: &Meta) -> std::result::Result<(), String> {
     let unchanged = meta.file.is_some() && meta.file == FileId::of(&file);
     if unchanged && check.name.has_page_header() {
@@ -639,25 +650,52 @@ fn check_buffered(mut file: File, check: &Check, meta: &Meta) -> std::result::Re
         }
         return Ok(());
     }
+    match hash_buffered(file, &mut io::sink(), check, meta) {
+        Ok(r) => r,
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads every byte of a buffered file into `out` and compares them with
+/// the record: `Ok(Err(why))` when they differ, `Err` when writing `out`
+/// failed.
+fn hash_buffered<W: io::Write>(
+    file: File,
+    out: &mut W,
+    check: &Check,
+    meta: &Meta,
+) -> io::Result<std::result::Result<(), String>> {
     let chk = Check {
         hash: true,
         ..check.clone()
     };
-    match verify::decode_verify(file, &mut io::sink(), &chk) {
+    Ok(match verify::decode_verify(file, out, &chk) {
         Ok(v) if v.codec != Codec::Plain => Err(format!("stored {}", v.codec)),
         Ok(v) if v.size != meta.size || v.digest.as_deref() != Some(meta.digest.as_str()) => {
             Err("content differs from its record".into())
         }
         Ok(_) => Ok(()),
+        Err(VerifyError::Write(e)) => return Err(e),
         Err(e) => Err(e.to_string()),
-    }
+    })
 }
 
-fn copy_into(src: &Path, dest: &Path) -> Result<()> {
-    let mut input = File::open(src).map_err(|e| Error::io("cannot open", src, e))?;
+/// Copies a buffered file to `dest` on another file system, checking every
+/// byte against the record on the way; `Ok(Err(why))` when they differ
+/// (nothing is left at `dest` then).
+fn copy_checked(
+    src: &Path,
+    dest: &Path,
+    check: &Check,
+    meta: &Meta,
+) -> Result<std::result::Result<(), String>> {
+    let input = File::open(src).map_err(|e| Error::io("cannot open", src, e))?;
     let mut out = AtomicFile::create(dest)?;
-    io::copy(&mut input, &mut out).map_err(|e| Error::io("cannot copy into", dest, e))?;
-    commit_replace(out, dest)
+    match hash_buffered(input, &mut out, check, meta) {
+        Ok(Ok(())) => commit_replace(out, dest).map(Ok),
+        Ok(Err(why)) => Ok(Err(why)),
+        Err(e) => Err(Error::io("cannot copy into", dest, e)),
+    }
 }
 
 /// Waits for the worker's transfer of `name` to complete while its temp
@@ -1048,9 +1086,8 @@ mod tests {
         meta
     }
 
-    /// Flips one byte of `path` in place, then sets its mtime to `mtime`
-    /// when given (as if the change had come from below the file system).
-    fn flip_byte(path: &Path, mtime: Option<&FileId>) {
+    /// Flips one byte of `path` in place, then sets its mtime to `mtime`.
+    fn flip_byte(path: &Path, mtime: std::time::SystemTime) {
         use std::io::{Read, Seek, SeekFrom, Write};
         let mut f = fs::OpenOptions::new()
             .read(true)
@@ -1062,11 +1099,13 @@ mod tests {
         f.read_exact(&mut byte).unwrap();
         f.seek(SeekFrom::Start(500_000)).unwrap();
         f.write_all(&[byte[0] ^ 1]).unwrap();
-        if let Some(id) = mtime {
-            let t =
-                std::time::UNIX_EPOCH + Duration::new(id.mtime_sec as u64, id.mtime_nsec as u32);
-            f.set_modified(t).unwrap();
-        }
+        f.set_modified(mtime).unwrap();
+    }
+
+    /// The mtime a record holds, as a time to set.
+    fn recorded_mtime(meta: &Meta) -> std::time::SystemTime {
+        let id = meta.file.as_ref().unwrap();
+        std::time::UNIX_EPOCH + Duration::new(id.mtime_sec as u64, id.mtime_nsec as u32)
     }
 
     #[tokio::test]
@@ -1101,12 +1140,28 @@ mod tests {
         let cfg = no_worker_cfg(d.path());
         let name = "000000010000000000000005";
         let seg = verify::tests::segment(name);
+        let path = |b: &Buffer| b.data_path(name);
+        // Written to later (a write moves the mtime: here set explicitly,
+        // as file systems with coarse timestamps may keep it within a tick).
         let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
-        record_identity(&b, name, |_| {});
-        // Past the coarse clock's tick (at most 10 ms), so the write below
-        // moves the mtime also on kernels without fine-grained timestamps.
-        std::thread::sleep(Duration::from_millis(20));
-        flip_byte(&b.data_path(name), None);
+        let meta = record_identity(&b, name, |_| {});
+        flip_byte(&path(&b), recorded_mtime(&meta) + Duration::from_secs(1));
+        refused_and_dropped(&cfg, d.path(), &b, name).await;
+        // Replaced by a changed copy whose mtime was set back: another inode.
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        let meta = record_identity(&b, name, |_| {});
+        let copy = b.dir().join("copy");
+        fs::copy(path(&b), &copy).unwrap();
+        flip_byte(&copy, recorded_mtime(&meta));
+        fs::rename(&copy, path(&b)).unwrap();
+        refused_and_dropped(&cfg, d.path(), &b, name).await;
+        // Truncated, mtime set back: its page header still declares the
+        // recorded size, only the file's size tells.
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        let meta = record_identity(&b, name, |_| {});
+        let f = fs::OpenOptions::new().write(true).open(path(&b)).unwrap();
+        f.set_len(seg.len() as u64 - 8192).unwrap();
+        f.set_modified(recorded_mtime(&meta)).unwrap();
         refused_and_dropped(&cfg, d.path(), &b, name).await;
     }
 
@@ -1122,10 +1177,41 @@ mod tests {
         let meta = record_identity(&b, name, |m| {
             m.file.as_mut().unwrap().boot = "an earlier boot".into()
         });
-        flip_byte(&b.data_path(name), meta.file.as_ref());
+        flip_byte(&b.data_path(name), recorded_mtime(&meta));
         let mut now = FileId::of(&File::open(b.data_path(name)).unwrap()).unwrap();
         now.boot = "an earlier boot".into();
         assert_eq!(meta.file.as_ref(), Some(&now), "identity kept");
+        refused_and_dropped(&cfg, d.path(), &b, name).await;
+    }
+
+    #[tokio::test]
+    async fn a_buffer_on_another_file_system_is_copied_and_checked_on_the_way() {
+        // /dev/shm (tmpfs) is another file system than the data directory's
+        // (the temp dir's): a hit copies instead of renaming, and the copy
+        // reads every byte, so they are checked whatever the identity says.
+        let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs)");
+        let d = data_dir();
+        let mut cfg = no_worker_cfg(d.path());
+        cfg.restore_buffer_dir = Some(shm.path().to_path_buf());
+        let name = "000000010000000000000005";
+        let seg = verify::tests::segment(name);
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        assert!(b.dir().starts_with(shm.path()));
+        {
+            use std::os::unix::fs::MetadataExt;
+            let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+            assert_ne!(dev(b.dir()), dev(d.path()), "not another file system");
+        }
+        record_identity(&b, name, |_| {});
+        restore(&cfg, &request(d.path(), name, None)).await.unwrap();
+        assert_eq!(fs::read(d.path().join("pg_wal/RECOVERYXLOG")).unwrap(), seg);
+        assert!(!b.data_path(name).exists(), "taken from the buffer");
+        assert_eq!(fs::read_dir(b.dir()).unwrap().count(), 0, "no claim left");
+        // A change the identity cannot see is caught by the copy.
+        fs::remove_file(d.path().join("pg_wal/RECOVERYXLOG")).unwrap();
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        let meta = record_identity(&b, name, |_| {});
+        flip_byte(&b.data_path(name), recorded_mtime(&meta));
         refused_and_dropped(&cfg, d.path(), &b, name).await;
     }
 

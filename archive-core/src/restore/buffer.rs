@@ -77,12 +77,14 @@ pub struct Meta {
 }
 
 /// Identifies a buffered file as the worker wrote and verified it, so a
-/// call can tell it is unchanged without reading it: any write through the
-/// file system moves its mtime, a replacement is another inode, a
-/// truncation another size. What this cannot vouch for is the disk under
-/// a file that was written before the machine last booted (nothing was
-/// cached then): the boot's id tells such leftovers apart, and their bytes
-/// are hashed again.
+/// call can tell it was not changed through the file system since, without
+/// reading it: a write moves its mtime (unless within the same timestamp
+/// tick, or set back on purpose), a replacement is another inode, a
+/// truncation another size. It says nothing of the disk under a file
+/// written before the machine last booted (the page cache was lost): the
+/// boot's id tells such leftovers apart, and their bytes are hashed again.
+/// Nor does it count where every byte is read anyway (a copy to another
+/// file system checks them against the digest on the way).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
     pub ino: u64,
