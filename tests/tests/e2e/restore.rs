@@ -607,10 +607,13 @@ fn early_start_with_bad_copies(tag: &str, count: usize, seg_mb: u32, queue_mib: 
     corrupt(&lab.stored_path(2, &dst, &names[0]));
     let dd = lab.fake_data_dir("sb", true);
     lab.copy_pg_control(tag, &dd);
+    // The worker must outlast the wait below: with 5 s idle it emptied the
+    // buffer and left before the second call on a loaded CI machine (64 MiB
+    // segments), and the call fetched from arch1.
     let cfg = lab.restore_config(
         "sb",
         &format!(
-            "restore_queue_max = \"{queue_mib}MiB\"\nrestore_parallel = 3\nrestore_prefetch_idle = 5\n"
+            "restore_queue_max = \"{queue_mib}MiB\"\nrestore_parallel = 3\nrestore_prefetch_idle = 60\n"
         ),
     );
     let buffer = prefetch_dir(&dd);
@@ -663,7 +666,7 @@ fn relative_paths_work_for_the_call_and_its_prefetch_worker() {
     let (wal, names) = lab.wal_segments("r", 3, 1);
     archive_all(&lab, &dst, &wal, &names);
     let dd = lab.fake_data_dir("sb", true);
-    let cfg = lab.restore_config("sb", "restore_prefetch_idle = 3\n");
+    let cfg = lab.restore_config("sb", "");
     write_postgres_file(
         dd.join("restore.toml"),
         fs::read_to_string(&cfg).unwrap(),
