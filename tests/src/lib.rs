@@ -44,5 +44,7 @@ pub use proc::{
     write_postgres_file, PostgresUser, PG_BIN_DIR,
 };
 pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
-pub use restore::{niceness, prefetch_dir, prefetch_wal_bytes, prefetch_workers, RECOVERYXLOG};
+pub use restore::{
+    niceness, prefetch_dir, prefetch_wal_bytes, prefetch_workers, thread_policies, RECOVERYXLOG,
+};
 pub use sshd::ArchiveServer;

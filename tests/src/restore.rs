@@ -68,6 +68,27 @@ pub fn niceness(pid: i32) -> (Option<i32>, Option<i32>) {
     (own, group)
 }
 
+/// The scheduling policy of each thread of `pid` (`SCHED_*` numbers, from
+/// /proc/<pid>/task/*/stat).
+pub fn thread_policies(pid: i32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // Field 41, the 39th after the comm field's closing ')'.
+            s.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(38)?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 impl Lab {
     /// Writes `<lab>/<tag>/restore.toml`: the primary's ssh settings (same
     /// ssh config and control sockets), its own state dir (host health),

@@ -171,6 +171,16 @@ enum Outcome {
     Failed,
 }
 
+/// SCHED_BATCH for this thread and those it starts: the scheduler takes
+/// them for CPU-bound work and lets a waking task (a restore-cmd call
+/// PostgreSQL waits for) preempt them sooner. Needs no privilege.
+#[allow(unsafe_code)]
+fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+}
+
 /// Runs the worker of buffer `dir` until it is idle (see the module docs).
 pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     // Detached from PostgreSQL's session: its shutdown signals are not ours.
@@ -186,6 +196,7 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     // same value. Lowering a priority needs no privilege; without autogroup
     // the file is absent or ignored.
     let _ = std::fs::write("/proc/self/autogroup", niceness.to_string());
+    batch_scheduling();
     let settings = Settings::from_config(cfg)?;
     let b = Buffer::at(dir);
     if !dir.is_dir() {

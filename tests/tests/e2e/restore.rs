@@ -573,6 +573,13 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
     if let Some(g) = group {
         assert_eq!(g, want, "the worker's autogroup nice");
     }
+    // And it is batch work: a waking call preempts it sooner.
+    let policies = e2e::thread_policies(workers[0]);
+    assert!(!policies.is_empty(), "no threads of {}", workers[0]);
+    assert!(
+        policies.iter().all(|&p| p == libc::SCHED_BATCH as u32),
+        "the worker's threads' policies: {policies:?}"
+    );
     // Nothing asked for 3 s: the worker empties the buffer and leaves.
     wait_until(Duration::from_secs(60), "the idle worker to leave", || {
         prefetch_workers(&buffer).is_empty()
