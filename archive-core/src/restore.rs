@@ -1206,13 +1206,71 @@ mod tests {
         restore(&cfg, &request(d.path(), name, None)).await.unwrap();
         assert_eq!(fs::read(d.path().join("pg_wal/RECOVERYXLOG")).unwrap(), seg);
         assert!(!b.data_path(name).exists(), "taken from the buffer");
-        assert_eq!(fs::read_dir(b.dir()).unwrap().count(), 0, "no claim left");
+        // (The records this test rewrote stay as temps of this process.)
+        let left: Vec<String> = fs::read_dir(b.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            left.iter().all(|n| !n.contains(".claim-")),
+            "a claim left: {left:?}"
+        );
         // A change the identity cannot see is caught by the copy.
         fs::remove_file(d.path().join("pg_wal/RECOVERYXLOG")).unwrap();
         let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
         let meta = record_identity(&b, name, |_| {});
         flip_byte(&b.data_path(name), recorded_mtime(&meta));
         refused_and_dropped(&cfg, d.path(), &b, name).await;
+    }
+
+    #[tokio::test]
+    async fn a_call_leaves_the_request_it_replaces_for_the_worker_to_free() {
+        // Freeing blocks can cost a synchronous discard on some file systems
+        // (and `want`, replaced by a rename, always has its block: ext4
+        // allocates at once a file renamed over another): the request a
+        // call replaces stays linked under a temp name of the call, which
+        // the worker removes as a dead temp once the call has exited.
+        let d = data_dir();
+        let cfg = no_worker_cfg(d.path());
+        let name = "000000010000000000000005";
+        let seg = verify::tests::segment(name);
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        let old_want = Want {
+            tli: 1,
+            segno: 4,
+            include: false,
+            seg_size: seg.len() as u64,
+            hosts: vec!["nohost".into()],
+            src_dir: "/archive/main".into(),
+            sysid: None,
+            at_ms: 0,
+        };
+        b.write_want(&old_want).unwrap();
+        let ino = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(p).unwrap().ino()
+        };
+        let before = ino(&b.dir().join("want"));
+        // Prefetch on, with this test holding the worker's lock: the call
+        // records its request but starts no worker.
+        let cfg = Config {
+            restore_queue_max: crate::config::ByteSize(64 << 20),
+            ..cfg
+        };
+        let _lock = b.lock_worker(Duration::ZERO).unwrap().unwrap();
+        restore(&cfg, &request(d.path(), name, None)).await.unwrap();
+        assert_eq!(b.read_want().unwrap().segno, 5, "the request moved on");
+        let own = format!(".want.tmp-{}-", std::process::id());
+        let kept: Vec<PathBuf> = fs::read_dir(b.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(&own))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(ino(&kept[0]), before, "the replaced request");
+        // Once this process is gone it is a dead temp: what the worker's
+        // scan removes.
+        assert!(b.scan().dead.is_empty(), "alive while we run");
     }
 
     #[tokio::test]

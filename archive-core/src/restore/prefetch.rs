@@ -223,6 +223,7 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
     let mut t = Transfers::default();
     let mut current: Option<Want> = None;
     let mut ticks = 0u64;
+    let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
     let idle_ms = settings.idle.as_millis() as i64;
     let why = loop {
         while let Ok(ev) = done_rx.try_recv() {
@@ -280,8 +281,16 @@ pub async fn run_worker(cfg: &Config, dir: &Path) -> Result<()> {
             current = Some(want.clone());
         }
         let scan = b.scan();
-        for d in &scan.dead {
-            let _ = std::fs::remove_file(d);
+        // Dead temps include the requests finished calls replaced and left
+        // for us to free (see `buffer::write_small`): freeing blocks may wait
+        // for a discard, so not on this thread, which drives the transfers.
+        if !scan.dead.is_empty() && sweep.as_ref().is_none_or(|h| h.is_finished()) {
+            let dead = scan.dead.clone();
+            sweep = Some(tokio::task::spawn_blocking(move || {
+                for d in dead {
+                    let _ = std::fs::remove_file(d);
+                }
+            }));
         }
         let stale = buffer::stale(Some(&want), settings.queue_max, &scan.entries);
         for e in &stale {
