@@ -650,34 +650,29 @@ fn check_buffered(mut file: File, check: &Check, meta: &Meta) -> std::result::Re
         }
         return Ok(());
     }
-    match hash_buffered(file, &mut io::sink(), check, meta) {
-        Ok(r) => r,
-        Err(e) => Err(e.to_string()),
-    }
+    hash_buffered(file, &mut io::sink(), check, meta).map_err(|e| e.to_string())
 }
 
 /// Reads every byte of a buffered file into `out` and compares them with
-/// the record: `Ok(Err(why))` when they differ, `Err` when writing `out`
-/// failed.
+/// the record (a mismatch is [`VerifyError::Bad`]).
 fn hash_buffered<W: io::Write>(
     file: File,
     out: &mut W,
     check: &Check,
     meta: &Meta,
-) -> io::Result<std::result::Result<(), String>> {
+) -> std::result::Result<(), VerifyError> {
     let chk = Check {
         hash: true,
         ..check.clone()
     };
-    Ok(match verify::decode_verify(file, out, &chk) {
-        Ok(v) if v.codec != Codec::Plain => Err(format!("stored {}", v.codec)),
-        Ok(v) if v.size != meta.size || v.digest.as_deref() != Some(meta.digest.as_str()) => {
-            Err("content differs from its record".into())
-        }
-        Ok(_) => Ok(()),
-        Err(VerifyError::Write(e)) => return Err(e),
-        Err(e) => Err(e.to_string()),
-    })
+    let v = verify::decode_verify(file, out, &chk)?;
+    if v.codec != Codec::Plain {
+        return Err(VerifyError::Bad(format!("stored {}", v.codec)));
+    }
+    if v.size != meta.size || v.digest.as_deref() != Some(meta.digest.as_str()) {
+        return Err(VerifyError::Bad("content differs from its record".into()));
+    }
+    Ok(())
 }
 
 /// Copies a buffered file to `dest` on another file system, checking every
@@ -692,9 +687,9 @@ fn copy_checked(
     let input = File::open(src).map_err(|e| Error::io("cannot open", src, e))?;
     let mut out = AtomicFile::create(dest)?;
     match hash_buffered(input, &mut out, check, meta) {
-        Ok(Ok(())) => commit_replace(out, dest).map(Ok),
-        Ok(Err(why)) => Ok(Err(why)),
-        Err(e) => Err(Error::io("cannot copy into", dest, e)),
+        Ok(()) => commit_replace(out, dest).map(Ok),
+        Err(VerifyError::Bad(why)) => Ok(Err(why)),
+        Err(VerifyError::Write(e)) => Err(Error::io("cannot copy into", dest, e)),
     }
 }
 
