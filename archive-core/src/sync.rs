@@ -121,6 +121,7 @@ pub async fn wal_sync(
         report.to_peer = pushes;
         report.from_peer = pulls;
         report.bytes = total_bytes;
+        control.close().await;
         return Ok(report);
     }
 
@@ -150,7 +151,10 @@ pub async fn wal_sync(
             log::error(format!("wal-sync worker failed: {e}"));
         }
     }
-    drop(control);
+    // Waits for the peer's process to exit: it holds the peer's wal-sync
+    // lock until then, and a run started right after this one (a dry run,
+    // then the real one) found it still held.
+    control.close().await;
     let p = progress.lock().expect("not poisoned");
     report.to_peer = p.to_peer;
     report.from_peer = p.from_peer;
