@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::push::{self, ArchiveRequest, PushOutcome};
-use archive_core::{cli, log, Error};
+use archive_core::client::archive::{self, ArchiveRequest, PushOutcome};
+use archive_core::common::{cli, log, names};
+use archive_core::Error;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -69,11 +70,11 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<PushOutcome, Error> {
     let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
     let req = ArchiveRequest {
-        hosts: push::parse_hosts(&args.hosts)?,
+        hosts: names::parse_hosts(&args.hosts)?,
         dst_dir: args.dst_dir.clone(),
         wal_path: args.wal_path.clone(),
         name: args.wal_name.clone(),
         cluster: args.cluster.clone(),
     };
-    cli::runtime()?.block_on(push::archive(&cfg, &req))
+    cli::runtime()?.block_on(archive::archive(&cfg, &req))
 }

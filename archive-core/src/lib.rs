@@ -1,38 +1,24 @@
-//! archive-core: everything the suite's binaries share.
+//! archive-core: everything the suite's binaries share, in five layers.
+//! Each layer imports only the layers listed before it (ARCHITECTURE.md at
+//! the repository root is the map; `tests/layers.rs` checks the rule):
 //!
-//! One module per concept, so a behaviour can be found from the file name:
-//! WAL names ([`wal`]), the WAL page header ([`page_header`]), compression
-//! ([`codec`]), crash-safe files ([`durable`]), failure counters and cooldowns
-//! ([`health`]), configuration ([`config`]), one-line logging ([`log`]), the
-//! ssh transport ([`transport`]), the wire protocol between the tools and
-//! `archive-remote-cmd` ([`protocol`]), the archive server's storage
-//! ([`store`]), segments owed to the peer server ([`owed`]) and the primary's
-//! push logic ([`push`]); what every binary's main does ([`cli`]).
+//! 1. [`common`]: WAL names, page headers, codecs, durable files, locks,
+//!    configuration, errors and exit codes, logging.
+//! 2. [`net`]: ssh masters and channels, the wire protocol, host health,
+//!    the backup_queue database.
+//! 3. [`server`]: what `archive-remote-cmd serve` runs: requests, the store,
+//!    owed segments, backup directories.
+//! 4. [`client`]: one module per program (archive-cmd, restore-cmd,
+//!    wal-sync, wal-cleanup, restore-backup, base-backup).
+//! 5. [`status`]: archive-status: collect, check and render a report.
 //!
 //! Architecture invariant: this crate never prints to stdout and never exits
-//! the process; binaries map [`error::Error`] to exit codes in one place.
+//! the process; binaries end through [`common::cli::exit`].
 
-pub mod backups;
-pub mod cleanup;
-pub mod cli;
-pub mod codec;
-pub mod config;
-pub mod durable;
-pub mod error;
-pub mod health;
-pub mod lock;
-pub mod log;
-pub mod owed;
-pub mod page_header;
-pub mod pitr;
-pub mod protocol;
-pub mod push;
-pub mod restore;
+pub mod client;
+pub mod common;
+pub mod net;
 pub mod server;
 pub mod status;
-pub mod store;
-pub mod sync;
-pub mod transport;
-pub mod wal;
 
-pub use error::{Error, Result};
+pub use common::error::{Error, Result};

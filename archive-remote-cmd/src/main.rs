@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::health::HealthBook;
-use archive_core::server::{self, Server};
-use archive_core::{cli, log, owed, Error};
+use archive_core::common::{cli, log};
+use archive_core::net::health::HealthBook;
+use archive_core::server::owed;
+use archive_core::server::serve::{self, Server};
+use archive_core::Error;
 use clap::{Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
@@ -60,13 +62,13 @@ fn run(args: Args) -> Result<(), Error> {
     match args.command {
         Command::Serve => {
             let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
-            server::check_forced_command(original.as_deref())?;
+            serve::check_forced_command(original.as_deref())?;
             let mut server = Server::new(cfg)?;
-            server::widen_stdio();
+            serve::widen_stdio();
             rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))
         }
         Command::DeliverOwed => {
-            let (delivered, remaining) = rt.block_on(server::sweep(cfg))?;
+            let (delivered, remaining) = rt.block_on(serve::sweep(cfg))?;
             log::info(format!(
                 "delivered {delivered} owed file(s), {remaining} still owed"
             ));

@@ -2,20 +2,20 @@
 //! backups and the backup queue, as a report (text, JSON, Prometheus) or a
 //! Nagios check.
 
-mod queue;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use archive_core::config::{parse_byte_size, Config};
-use archive_core::health;
-use archive_core::push::parse_hosts;
+use archive_core::common::config::{parse_byte_size, Config};
+use archive_core::common::names::{self, parse_hosts};
+use archive_core::common::{durable, log};
+use archive_core::net::health;
+use archive_core::net::ssh::SshSettings;
 use archive_core::status::{
-    self, local, render, Collector, Level, Limit, Options, QueueSource, Report, Target, Thresholds,
+    self, local, queue, render, Collector, Level, Limit, Options, QueueSource, Report, Target,
+    Thresholds,
 };
-use archive_core::transport::SshSettings;
-use archive_core::{durable, log, Error};
+use archive_core::Error;
 use clap::{Parser, Subcommand};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -314,7 +314,7 @@ fn run(args: &Args, check: bool) -> Result<i32, Error> {
         .as_deref()
         .map(|s| {
             let n = parse_byte_size(s).map_err(|e| Error::Usage(format!("--segment-size: {e}")))?;
-            archive_core::wal::check_segment_size(n)
+            archive_core::common::wal::check_segment_size(n)
                 .map_err(|e| Error::Usage(format!("--segment-size: {e}")))?;
             Ok::<u64, Error>(n)
         })
@@ -387,7 +387,7 @@ fn run(args: &Args, check: bool) -> Result<i32, Error> {
             }
             let hosts: Vec<String> = h.archivers.to_vec();
             for a in &hosts {
-                health::validate_host_name(a)?;
+                names::validate_host_name(a)?;
             }
             targets.push(Target {
                 cluster: h.cluster.clone(),
@@ -435,7 +435,7 @@ fn run(args: &Args, check: bool) -> Result<i32, Error> {
         segment_size,
         state_dir,
     };
-    let rt = archive_core::cli::runtime()?;
+    let rt = archive_core::common::cli::runtime()?;
     let mut collector = Collector::new(SshSettings::from_config(&cfg), opts);
     rt.block_on(async {
         for t in &targets {

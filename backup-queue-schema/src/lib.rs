@@ -1,7 +1,7 @@
 //! The backup_queue database: its versioned SQL ([`MIGRATIONS`], one file
 //! per version in `migrations/NNNN_name.sql`, embedded at build time), the
-//! code that applies them ([`migrate`]), and the queue client base-backup
-//! uses ([`queue`]).
+//! code that applies them ([`migrate`]); the queue client lives
+//! in `archive_core::net::queue`.
 //!
 //! The schema (`backups`): table `hosts` (one row per cluster: where to back
 //! it up from, its two archive servers, directories, periodicity, how many
@@ -11,7 +11,7 @@
 //! `clear_failures(cluster, archiver)`, view `overview`. The rules are
 //! documented in `migrations/0001_init.sql` above `get_next`.
 
-pub mod queue;
+use archive_core::net::queue;
 
 use archive_core::{Error, Result};
 use postgres::Client;

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::{log, Error};
-use backup_queue_schema::{applied, migrate, queue, script, MIGRATIONS};
+use archive_core::common::log;
+use archive_core::net::queue;
+use archive_core::Error;
+use backup_queue_schema::{applied, migrate, script, MIGRATIONS};
 use clap::{Parser, Subcommand};
 use postgres::Client;
 
@@ -99,7 +101,7 @@ fn run(args: Args) -> Result<i32, Error> {
         print!("{}", script());
         return Ok(0);
     }
-    let cfg = archive_core::cli::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = archive_core::common::cli::load_config(args.config.as_deref(), &args.set)?;
     let dsn = args.dsn.clone().or(cfg.queue_dsn.clone()).ok_or_else(|| {
         Error::Usage("no queue database: pass --dsn or set queue_dsn in the config".into())
     })?;

@@ -4,14 +4,11 @@
 //! rotates `<directory>/data.master.<N>` (oldest .0), runs wal-cleanup and
 //! wal-sync with the peer, and marks the task done.
 
-mod job;
-mod pgbb;
-mod verify;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::log;
+use archive_core::client::base_backup::{self as job, verify};
+use archive_core::common::log;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -87,9 +84,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cfg = match archive_core::cli::load_config(args.config.as_deref(), &args.set) {
+    let cfg = match archive_core::common::cli::load_config(args.config.as_deref(), &args.set) {
         Ok(c) => c,
-        Err(e) => return archive_core::cli::exit(Err(e), None),
+        Err(e) => return archive_core::common::cli::exit(Err(e), None),
     };
     match job::run(&cfg) {
         Ok(_) => ExitCode::SUCCESS,

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::pitr::{self, PitrRequest, Target};
-use archive_core::push::parse_hosts;
-use archive_core::{cli, log, Error};
+use archive_core::client::restore_backup::{self, PitrRequest, Target};
+use archive_core::common::names::parse_hosts;
+use archive_core::common::{cli, log};
+use archive_core::Error;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -108,10 +109,10 @@ fn run(args: &Args) -> Result<(), Error> {
         extra_conf: args.conf.clone(),
     };
     let rt = cli::runtime()?;
-    let chosen = rt.block_on(pitr::restore(&cfg, &req))?;
+    let chosen = rt.block_on(restore_backup::restore(&cfg, &req))?;
     log::info(format!(
         "restored {} into {}",
-        pitr::describe(&chosen),
+        restore_backup::describe(&chosen),
         args.data_dir.display()
     ));
     println!(

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use archive_core::config::Config;
-use archive_core::restore::{
+use archive_core::client::restore::{
     self, prefetch, Attempt, RecoveryMode, RestoreRequest, Source, Unavailable, EXIT_STOP_RECOVERY,
 };
-use archive_core::{log, push, Error};
+use archive_core::common::config::Config;
+use archive_core::common::{log, names};
+use archive_core::Error;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -109,7 +110,7 @@ fn main() -> ExitCode {
             } else if mode == RecoveryMode::ArchiveRecovery {
                 EXIT_STOP_RECOVERY
             } else {
-                archive_core::error::EXIT_USAGE
+                archive_core::common::error::EXIT_USAGE
             };
             return ExitCode::from(code as u8);
         }
@@ -122,11 +123,11 @@ fn main() -> ExitCode {
 }
 
 fn config(args: &Args) -> Result<Config, Error> {
-    archive_core::cli::load_config(args.config.as_deref(), &args.set)
+    archive_core::common::cli::load_config(args.config.as_deref(), &args.set)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    archive_core::cli::runtime()
+    archive_core::common::cli::runtime()
 }
 
 fn worker(args: &Args, dir: &Path) -> i32 {
@@ -159,7 +160,7 @@ fn run(args: Args, data_dir: PathBuf, mode: RecoveryMode) -> i32 {
             worker_args.push(s.into());
         }
         let req = RestoreRequest {
-            hosts: push::parse_hosts(args.hosts.as_deref().unwrap_or_default())?,
+            hosts: names::parse_hosts(args.hosts.as_deref().unwrap_or_default())?,
             src_dir: args.src_dir.clone().unwrap_or_default(),
             name: name.clone(),
             dest: args.wal_path.clone().unwrap_or_default(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use archive_core::codec;
+use archive_core::common::codec;
 
 use crate::{bin, list_files, mkdir_postgres, wait_until, Lab, PgCluster, PgOptions};
 

@@ -684,14 +684,14 @@ pub fn machine_speed_line(sample: &Path) -> String {
 /// each segment compressed as the archive servers store it (zstd at their
 /// default level, with checksum) and decompressed once, on one core.
 pub fn corpus_decode_line(corpus: &Corpus, target_per_sec: f64) -> String {
-    let level = archive_core::config::Config::default().compress_level;
+    let level = archive_core::common::config::Config::default().compress_level;
     let (mut secs, mut bytes) = (0.0, 0usize);
     for name in &corpus.names {
         let path = corpus.path(name);
         let Ok(raw) = std::fs::read(&path) else {
             return format!("corpus decoding: cannot read {}", path.display());
         };
-        let z = archive_core::codec::zstd_compress(&raw, level).expect("compress");
+        let z = archive_core::common::codec::zstd_compress(&raw, level).expect("compress");
         let t = Instant::now();
         let out = zstd::bulk::decompress(&z, raw.len()).expect("decompress");
         secs += t.elapsed().as_secs_f64();

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use archive_core::page_header::{build_long_header, magic_for_pg_version};
-use archive_core::wal::WalName;
+use archive_core::common::page_header::{build_long_header, magic_for_pg_version};
+use archive_core::common::wal::WalName;
 
 use crate::{chown_postgres, list_files, mkdir_postgres, write_postgres_file, Lab};
 
@@ -248,7 +248,7 @@ pub fn fabricate_segment(
 /// `bytes` compressed the way the servers store WAL (zstd with checksum).
 pub fn zstd_stored(bytes: &[u8]) -> Vec<u8> {
     let mut enc =
-        archive_core::codec::zstd_encoder(Vec::with_capacity(bytes.len() / 3), ZSTD_LEVEL)
+        archive_core::common::codec::zstd_encoder(Vec::with_capacity(bytes.len() / 3), ZSTD_LEVEL)
             .expect("zstd encoder");
     let _ = enc.set_pledged_src_size(Some(bytes.len() as u64));
     enc.write_all(bytes).expect("compress into memory");
@@ -513,8 +513,8 @@ fn existing_corpus(root: &Path, header: &str) -> Option<SyncCorpus> {
         let stored_bytes: u64 = it.next()?.parse().ok()?;
         let raw_bytes: u64 = it.next()?.parse().ok()?;
         let kind = match WalName::parse(&name).ok()?.kind() {
-            archive_core::wal::WalKind::Segment => FileKind::Segment,
-            archive_core::wal::WalKind::History => FileKind::History,
+            archive_core::common::wal::WalKind::Segment => FileKind::Segment,
+            archive_core::common::wal::WalKind::History => FileKind::History,
             _ => FileKind::Backup,
         };
         let path = root.join(format!("arch{side}")).join(&name);
@@ -561,7 +561,7 @@ pub fn place_corpus(lab: &Lab, corpus: &SyncCorpus, dst: &str) -> usize {
             0o600,
         );
         assert_eq!(
-            archive_core::store::recorded_identity(&dir).map(|i| i.system_identifier),
+            archive_core::server::store::recorded_identity(&dir).map(|i| i.system_identifier),
             Some(corpus.system_identifier),
             "the store reads back the identity record"
         );
@@ -653,9 +653,9 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
     let mut ba = vec![0u8; 1 << 20];
     let mut bb = vec![0u8; 1 << 20];
     loop {
-        let n = archive_core::codec::read_full(&mut fa, &mut ba)
+        let n = archive_core::common::codec::read_full(&mut fa, &mut ba)
             .map_err(|e| format!("read {}: {e}", a.display()))?;
-        let m = archive_core::codec::read_full(&mut fb, &mut bb)
+        let m = archive_core::common::codec::read_full(&mut fb, &mut bb)
             .map_err(|e| format!("read {}: {e}", b.display()))?;
         if n != m || ba[..n] != bb[..m] {
             return Ok(false);
@@ -974,8 +974,8 @@ pub fn cpu_count() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archive_core::codec::{self, Codec};
-    use archive_core::page_header::validate_first_page;
+    use archive_core::common::codec::{self, Codec};
+    use archive_core::common::page_header::validate_first_page;
 
     #[test]
     fn fabricated_segments_pass_the_store_checks_and_compress_as_planned() {

@@ -28,7 +28,7 @@ pub fn prefetch_dir(data_dir: &Path) -> PathBuf {
 /// Bytes of WAL in a prefetch buffer (complete segments, claims, temps): what
 /// `restore_queue_max` bounds.
 pub fn prefetch_wal_bytes(buffer: &Path) -> u64 {
-    archive_core::restore::buffer::wal_bytes(buffer)
+    archive_core::client::restore::buffer::wal_bytes(buffer)
 }
 
 /// Living prefetch workers whose buffer is `buffer`.

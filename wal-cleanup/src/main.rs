@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::cleanup::{self, CleanupOptions};
-use archive_core::{cli, log, Error};
+use archive_core::client::cleanup::{self, CleanupOptions};
+use archive_core::common::{cli, log};
+use archive_core::Error;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), Error> {
     let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
-    archive_core::health::validate_host_name(&args.remote_archive)?;
+    archive_core::common::names::validate_host_name(&args.remote_archive)?;
     let rt = cli::runtime()?;
     let opts = CleanupOptions {
         dry_run: args.dry_run,

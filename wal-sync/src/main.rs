@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::error::{EXIT_CONFLICT, EXIT_RETRY};
-use archive_core::sync::{self, SyncOptions};
-use archive_core::{cli, log, Error};
+use archive_core::client::sync::{self, SyncOptions};
+use archive_core::common::error::{EXIT_CONFLICT, EXIT_RETRY};
+use archive_core::common::{cli, log};
+use archive_core::Error;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<i32, Error> {
     let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
-    archive_core::health::validate_host_name(&args.remote_archive)?;
+    archive_core::common::names::validate_host_name(&args.remote_archive)?;
     // Copies decode and hash each file to verify it: use every core.
     let rt = cli::runtime_all_cores()?;
     let opts = SyncOptions {

@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backups::parse_lsn;
-use crate::wal::{check_segment_size, WalKind, WalName};
+use crate::common::wal::{check_segment_size, WalKind, WalName};
+use crate::server::backups::parse_lsn;
 
 /// One line of a timeline history file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -256,7 +256,7 @@ pub fn evaluate(report: &mut Report, t: &Thresholds) {
             let cooldown = if h.in_cooldown {
                 format!(
                     ", in cooldown for {} more (archive-cmd tries it last)",
-                    human_age(h.cooldown_until - crate::health::now())
+                    human_age(h.cooldown_until - crate::net::health::now())
                 )
             } else {
                 String::new()
@@ -900,7 +900,7 @@ mod tests {
                             host: "arch1".into(),
                             failures: 6,
                             in_cooldown: true,
-                            cooldown_until: crate::health::now() + 60,
+                            cooldown_until: crate::net::health::now() + 60,
                             ..Default::default()
                         }],
                     });

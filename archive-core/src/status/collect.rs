@@ -13,11 +13,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::protocol::{BackupEntry, DirStatus, ListEntry, RawDigest};
-use crate::transport::{self, Channel, SshSettings};
-use crate::wal::{self, WalKind, WalName};
+use crate::common::codec;
+use crate::common::error::{Error, Result};
+use crate::common::wal::{self, WalKind, WalName};
+use crate::net::ssh::{self, Channel, SshSettings};
+use crate::net::wire::{BackupEntry, DirStatus, ListEntry, RawDigest};
 
 use super::chain::{self, Timelines};
 use super::local;
@@ -98,7 +98,7 @@ impl Conn {
             return Err(Error::host(&self.host, format!("{e} (not retried)")));
         }
         if self.chan.is_none() {
-            match transport::connect(ssh, &self.host).await {
+            match ssh::connect(ssh, &self.host).await {
                 Ok(c) => self.chan = Some(c),
                 Err(e) => {
                     self.down = Some(e.to_string());
@@ -632,7 +632,7 @@ impl Collector {
                 .or_else(|| {
                     b.start_time
                         .as_deref()
-                        .and_then(crate::pitr::parse_time)
+                        .and_then(crate::client::restore_backup::parse_time)
                         .map(|t| t.timestamp())
                 })
                 .map(|t| now - t);

@@ -152,7 +152,7 @@ impl std::fmt::Display for Memory {
 /// `BENCH_MEMORY` (`fresh,steady`) and `BENCH_MEMORY_LIMIT` (`768MiB`).
 fn memory_regimes() -> Result<Vec<Memory>, String> {
     let limit = std::env::var("BENCH_MEMORY_LIMIT").unwrap_or_else(|_| "768MiB".into());
-    let limit = archive_core::config::parse_byte_size(&limit)
+    let limit = archive_core::common::config::parse_byte_size(&limit)
         .map_err(|e| format!("BENCH_MEMORY_LIMIT: {e}"))?;
     std::env::var("BENCH_MEMORY")
         .unwrap_or_else(|_| "fresh,steady".into())

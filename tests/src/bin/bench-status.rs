@@ -33,8 +33,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::process::{Command, ExitCode, Output};
 use std::time::{Duration, Instant};
 
+use archive_core::common::wal::WalName;
 use archive_core::status::{chain::format_lsn, Report};
-use archive_core::wal::WalName;
 use e2e::{bin, bin_dir, mkdir_postgres, write_postgres_file, Lab};
 
 const SEG: u64 = 16 << 20;

@@ -760,7 +760,8 @@ fn a_local_error_never_drops_a_segment_nor_blames_the_hosts() {
         .join("dropped.log")
         .exists());
     let health =
-        archive_core::health::HealthBook::open(&lab.primary_state_dir().join("health")).unwrap();
+        archive_core::net::health::HealthBook::open(&lab.primary_state_dir().join("health"))
+            .unwrap();
     for host in ["arch1", "arch2"] {
         assert_eq!(health.state(host).failures, 0, "{host} was blamed");
     }
@@ -869,7 +870,8 @@ fn a_peer_alias_reaching_the_server_itself_is_no_second_copy() {
     assert!(lab.stored_names(2, &dst).is_empty());
     assert_eq!(lab.owed_names(1, &dst), names, "still owed to arch2");
     // And arch1 says why, where its peer's health is kept.
-    let health = archive_core::health::HealthBook::open(&s1.state_dir().join("health")).unwrap();
+    let health =
+        archive_core::net::health::HealthBook::open(&s1.state_dir().join("health")).unwrap();
     let st = health.state("arch2");
     assert!(
         st.last_error.contains("answers as this server itself"),

@@ -88,17 +88,17 @@ fn assert_complete_backup(b: &Path, archive: &str) {
         assert!(files.contains(&f.to_string()), "{}: {files:?}", b.display());
     }
     let label = fs::read_to_string(b.join("backup_label")).unwrap();
-    let parsed = archive_core::backups::parse_label(&label).expect("a valid backup_label");
+    let parsed = archive_core::server::backups::parse_label(&label).expect("a valid backup_label");
     assert_eq!(success_field(b, "start_wal"), parsed.start_wal);
     // Its end, for choosing a backup for a recovery target.
-    let stop = archive_core::backups::parse_lsn(&success_field(b, "stop_lsn")).unwrap();
+    let stop = archive_core::server::backups::parse_lsn(&success_field(b, "stop_lsn")).unwrap();
     assert!(
         stop > parsed.start_lsn,
         "{stop:X} after {:X}",
         parsed.start_lsn
     );
     let success = fs::read_to_string(b.join("SUCCESS")).unwrap();
-    let at = |k: &str| archive_core::backups::success_time_micros(&success, k).expect(k);
+    let at = |k: &str| archive_core::server::backups::success_time_micros(&success, k).expect(k);
     // consistent_by is rounded up to the second.
     assert!(
         at("consistent_by") - 1_000_000 <= at("finished"),

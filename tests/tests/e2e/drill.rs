@@ -253,10 +253,10 @@ fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
 
     let newest = lab.stored_backup_dir(1, "main").join("data.master.1");
     let label = std::fs::read_to_string(newest.join("backup_label")).unwrap();
-    let parsed = archive_core::backups::parse_label(&label).unwrap();
+    let parsed = archive_core::server::backups::parse_label(&label).unwrap();
     let start = parsed.start_time;
     let success = std::fs::read_to_string(newest.join("SUCCESS")).unwrap();
-    let field = |k: &str| archive_core::backups::success_value(&success, k).unwrap();
+    let field = |k: &str| archive_core::server::backups::success_value(&success, k).unwrap();
     // "2026-12-01 10:11:12 MSK": Moscow is UTC+3 all year. The START TIME
     // is cut to the second: the target is at or before the backup's start.
     let target = format!("{}+03", start.strip_suffix(" MSK").expect(&label));
@@ -289,9 +289,9 @@ fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
     pitr.stop();
 
     // An LSN strictly inside the newest backup: the one before it, too.
-    let stop_lsn = archive_core::backups::parse_lsn(field("stop_lsn")).unwrap();
+    let stop_lsn = archive_core::server::backups::parse_lsn(field("stop_lsn")).unwrap();
     assert!(stop_lsn > parsed.start_lsn + 1, "{label}");
-    let inside = archive_core::page_header::format_lsn((parsed.start_lsn + stop_lsn) / 2);
+    let inside = archive_core::common::page_header::format_lsn((parsed.start_lsn + stop_lsn) / 2);
     let (pitr, said) = restore(&lab, "pitr-lsn", 1, &format!("lsn:{inside}"), &cfg);
     assert!(said.contains("restored data.master.0 "), "{said}");
     pitr.stop();

@@ -590,10 +590,10 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
 /// The worker records each buffered file's identity, which spares a call
 /// reading and hashing it again (unit tests in archive-core's restore).
 fn assert_identity_recorded(buffer: &Path, name: &str) {
-    let b = archive_core::restore::buffer::Buffer::at(buffer);
+    let b = archive_core::client::restore::buffer::Buffer::at(buffer);
     let meta = b.read_meta(name).expect("a record next to the segment");
     let file = fs::File::open(buffer.join(name)).unwrap();
-    let now = archive_core::restore::buffer::FileId::of(&file);
+    let now = archive_core::client::restore::buffer::FileId::of(&file);
     assert!(meta.file.is_some(), "no identity in {name}'s record");
     assert_eq!(meta.file, now, "{name}'s identity");
 }

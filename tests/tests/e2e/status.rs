@@ -9,8 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use archive_core::common::wal::WalName;
 use archive_core::status::{chain::format_lsn, Level, Report};
-use archive_core::wal::WalName;
 use e2e::{bin, mkdir_postgres, run, write_postgres_file, HostRow, Lab, LabOptions, QueueDb};
 
 const MB: u64 = 1 << 20;

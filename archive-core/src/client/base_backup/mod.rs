@@ -1,0 +1,442 @@
+//! One base-backup run: lock, ask the queue, back up, verify, rotate, clean
+//! up and sync WAL, stop the task.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::client::cleanup::{self, CleanupOptions};
+use crate::client::sync::{self, SyncOptions};
+use crate::common::config::Config;
+use crate::common::names::validate_cluster_name;
+use crate::common::{durable, lock, log};
+use crate::net::queue::{self, Task};
+use crate::server::backups::{self, Label};
+use crate::server::store::Store;
+use crate::{Error, Result};
+
+pub mod pg_basebackup;
+pub mod verify;
+
+use self::pg_basebackup as pgbb;
+use self::verify::{Follower, Verified};
+
+/// Name of the single-instance lock file in state_dir.
+pub const LOCK_FILE: &str = "base-backup.lock";
+
+/// How a run ended well.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing was due on this server.
+    NoTask,
+    /// Task done.
+    Done,
+}
+
+/// A run that failed; what failed has been logged. The exit code to use.
+#[derive(Debug)]
+pub struct Failed(pub i32);
+
+fn fail(e: Error, context: &str) -> Failed {
+    log::error(format!("{context}{e}"));
+    Failed(e.exit_code())
+}
+
+/// The whole run (see the crate docs).
+pub fn run(cfg: &Config) -> std::result::Result<Outcome, Failed> {
+    let server = cfg.server_name.clone().ok_or_else(|| {
+        fail(
+            Error::Usage(
+                "server_name is not set: base-backup asks the queue for the tasks of this server by that name"
+                    .into(),
+            ),
+            "",
+        )
+    })?;
+    let dsn = cfg.queue_dsn.clone().ok_or_else(|| {
+        fail(
+            Error::Usage(
+                "queue_dsn is not set: base-backup needs the backup_queue database".into(),
+            ),
+            "",
+        )
+    })?;
+    let state = cfg.state_dir();
+    durable::create_dir_all(&state).map_err(|e| fail(e, ""))?;
+    let holder = format!("base-backup on {server} (pid {})", std::process::id());
+    let _lock = lock::try_lock(&state.join(LOCK_FILE), &holder).map_err(|e| fail(e, ""))?;
+
+    let queue_ctx = "backup_queue: ";
+    let mut client = queue::connect(&dsn, cfg.connect_timeout(), "base-backup")
+        .map_err(|e| fail(e, queue_ctx))?;
+    for u in queue::unfinished(&mut client, &server).map_err(|e| fail(e, queue_ctx))? {
+        log::warn(format!(
+            "task #{} ({}) was left unfinished by an earlier run on {server}{}: get_next marks it failed now, and {server} makes no backup of {} until it is cleared (select backups.clear({}))",
+            u.id,
+            u.cluster,
+            u.error.map(|e| format!(" ({e})")).unwrap_or_default(),
+            u.cluster,
+            u.id
+        ));
+        // What it left behind (a partial backup) goes now, not at the next task.
+        repair_dir(cfg, &u.directory);
+    }
+    let Some(task) = queue::get_next(&mut client, &server).map_err(|e| fail(e, queue_ctx))? else {
+        log::info(format!("no backup is due on {server}"));
+        return Ok(Outcome::NoTask);
+    };
+    // A backup can take hours: do not keep an idle session open meanwhile.
+    drop(client);
+    log::info(format!(
+        "task #{}: backing up {} from {}@{}:{} into {} (keep {}, peer {})",
+        task.id,
+        task.cluster,
+        task.pg_user,
+        task.host,
+        task.port,
+        task.directory,
+        task.keep_backups_cnt,
+        task.peer
+    ));
+    let ctx = format!("task #{} ({}): ", task.id, task.cluster);
+    match backup(cfg, &server, &task) {
+        Ok(done) => {
+            let mut client = queue::connect(&dsn, cfg.connect_timeout(), "base-backup")
+                .map_err(|e| fail(e, &format!("{ctx}backup made, but cannot reach the queue to stop the task (it will count as failed): ")))?;
+            queue::stop(&mut client, task.id, &done.details)
+                .map_err(|e| fail(e, &format!("{ctx}backup made, but backups.stop failed: ")))?;
+            log::info(format!("{ctx}done: {}", done.summary));
+            Ok(Outcome::Done)
+        }
+        Err((step, e)) => {
+            let failed = fail(
+                e,
+                &format!("{ctx}{step} failed; the task stays unfinished and the next get_next on {server} marks it failed: "),
+            );
+            if let Ok(mut c) = queue::connect(&dsn, cfg.connect_timeout(), "base-backup") {
+                let _ = queue::set_error(
+                    &mut c,
+                    task.id,
+                    &format!("{step} failed (exit {})", failed.0),
+                );
+            }
+            Err(failed)
+        }
+    }
+}
+
+struct Done {
+    details: String,
+    summary: String,
+}
+
+type StepResult<T> = std::result::Result<T, (&'static str, Error)>;
+
+fn step<T>(name: &'static str, r: Result<T>) -> StepResult<T> {
+    r.map_err(|e| (name, e))
+}
+
+/// Bytes for people.
+pub fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Puts a backup directory right after an interrupted run (best effort,
+/// logged; the next backup of that cluster does it again anyway).
+fn repair_dir(cfg: &Config, directory: &str) {
+    let store = Store::new(
+        cfg.archive_roots.clone(),
+        cfg.compress_level,
+        cfg.io_timeout(),
+    );
+    let Ok(dir) = store.backup_dir(directory) else {
+        return;
+    };
+    match backups::repair(&dir) {
+        Ok(r) if r.is_clean() => {}
+        Ok(r) => log::warn(format!(
+            "{}: put right what an interrupted run left: removed {:?}, re-inserted {:?}, renumbered {:?}, set aside (not backups, not deleted) {:?}",
+            dir.display(),
+            r.removed,
+            r.reinserted,
+            r.renumbered,
+            r.set_aside
+        )),
+        Err(e) => log::warn(format!("{}: cannot repair: {e}", dir.display())),
+    }
+}
+
+fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
+    let started = Instant::now();
+    // The task comes from a database: check it like any input.
+    step("checking the task", validate_cluster_name(&task.cluster))?;
+    let store = Store::new(
+        cfg.archive_roots.clone(),
+        cfg.compress_level,
+        cfg.io_timeout(),
+    );
+    let dir = step("checking the task", store.backup_dir(&task.directory))?;
+    let wals_dir = step("checking the task", store.archive_dir(&task.wals_dir))?;
+    let keep = u32::try_from(task.keep_backups_cnt)
+        .ok()
+        .filter(|k| *k >= 1)
+        .ok_or_else(|| {
+            (
+                "checking the task",
+                Error::Refused(format!(
+                    "keep_backups_cnt {} is not at least 1",
+                    task.keep_backups_cnt
+                )),
+            )
+        })?;
+
+    step(
+        "preparing the backup directory",
+        durable::create_dir_all(&dir),
+    )?;
+    repair_dir(cfg, &task.directory);
+    let tmp = backups::temp_dir(&dir, std::process::id());
+    step(
+        "preparing the backup directory",
+        durable::create_dir_all(&tmp),
+    )?;
+
+    // pg_basebackup, read back as it writes.
+    let label = format!(
+        "base-backup task {} of {} on {server}",
+        task.id, task.cluster
+    );
+    let cmd = pgbb::command(
+        cfg,
+        &pgbb::Source {
+            host: &task.host,
+            port: task.port,
+            user: &task.pg_user,
+            label: &label,
+        },
+        &tmp,
+    );
+    let follower = (cfg.backup_verify == "manifest").then(|| Follower::start(&tmp));
+    let finished = pgbb::run(cmd, Duration::from_secs(cfg.backup_progress_interval));
+    let finished = match finished {
+        Ok(f) if f.status.success() => f,
+        other => {
+            if let Some(f) = follower {
+                let _ = f.finish();
+            }
+            let _ = backups::remove_backup_dir(&tmp);
+            let e = match other {
+                Ok(f) => Error::host(
+                    &format!("{}:{}", task.host, task.port),
+                    format!("pg_basebackup {}: {}", f.status, f.tail.join(" | ")),
+                ),
+                Err(e) => e,
+            };
+            return Err(("pg_basebackup", e));
+        }
+    };
+    // The backup ended before pg_basebackup exited: restoring it to a time
+    // before this could not work (see backups::Consistency).
+    // Whole seconds, rounded up: never before the exit.
+    let now = chrono::Utc::now();
+    let consistent_by = chrono::DateTime::from_timestamp(
+        now.timestamp() + i64::from(now.timestamp_subsec_nanos() != 0),
+        0,
+    )
+    .unwrap_or(now);
+    let after_copy = Instant::now();
+    let verified: Result<Verified> = match follower {
+        Some(f) => f
+            .finish()
+            .and_then(|scan| verify::check_against_manifest(&tmp, scan)),
+        None => verify::extract_and_verify(
+            &tmp,
+            &dir.join(format!(
+                "{}{}.verify",
+                backups::TEMP_PREFIX,
+                std::process::id()
+            )),
+            &pgbb::pg_program(cfg, "pg_verifybackup"),
+        ),
+    };
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = backups::remove_backup_dir(&tmp);
+            return Err(("verification", e));
+        }
+    };
+    let verify_extra = after_copy.elapsed();
+    let parsed: Label = step(
+        "reading backup_label",
+        backups::parse_label(&verified.label)
+            .map_err(|e| Error::Refused(format!("backup_label: {e}"))),
+    )?;
+    let stop_lsn = step(
+        "reading backup_manifest",
+        backups::manifest_stop_lsn(&tmp.join(backups::MANIFEST)),
+    )?;
+    step(
+        "writing backup_label",
+        durable::write_replace(&tmp.join(backups::LABEL), verified.label.as_bytes()),
+    )?;
+    let copy_secs = finished.elapsed.as_secs_f64();
+    log::info(format!(
+        "task #{}: backup verified ({}, {} files, {} of data in {} on disk; START WAL {}); pg_basebackup took {:.1}s ({}/s), verification {:.1}s more",
+        task.id,
+        cfg.backup_verify,
+        verified.files,
+        human(verified.data_bytes),
+        human(verified.stored_bytes),
+        parsed.start_wal,
+        copy_secs,
+        human((verified.data_bytes as f64 / copy_secs.max(0.001)) as u64),
+        verify_extra.as_secs_f64()
+    ));
+    let mut fields = vec![
+        ("task", task.id.to_string()),
+        ("cluster", task.cluster.clone()),
+        ("server", server.to_string()),
+        ("source", format!("{}:{}", task.host, task.port)),
+        ("start_wal", parsed.start_wal.clone()),
+        (
+            "consistent_by",
+            consistent_by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        ("verified", cfg.backup_verify.clone()),
+        ("data_bytes", verified.data_bytes.to_string()),
+        ("stored_bytes", verified.stored_bytes.to_string()),
+    ];
+    if let Some(l) = stop_lsn {
+        fields.push(("stop_lsn", crate::common::page_header::format_lsn(l)));
+    }
+    step("writing SUCCESS", backups::write_success(&tmp, &fields))?;
+    let rotation_started = Instant::now();
+    let installed = step("rotation", backups::install(&dir, &tmp, keep))?;
+    let rotate_secs = rotation_started.elapsed().as_secs_f64();
+    log::info(format!(
+        "task #{}: backup is {}; {} rotated out; {} kept",
+        task.id,
+        installed.path.display(),
+        installed.dropped.len(),
+        keep
+    ));
+
+    if cfg.backup_wal_maintenance {
+        wal_maintenance(cfg, &dir, &wals_dir, &task.peer)?;
+    } else {
+        log::info("backup_wal_maintenance = false: wal-cleanup and wal-sync not run");
+    }
+
+    let details = serde_json::json!({
+        "path": installed.path.display().to_string(),
+        "start_wal": parsed.start_wal,
+        "size": human(verified.stored_bytes),
+        "data_bytes": verified.data_bytes,
+        "stored_bytes": verified.stored_bytes,
+        "files": verified.files,
+        "compress": cfg.backup_compress,
+        "verified": cfg.backup_verify,
+        "pg_basebackup_seconds": (copy_secs * 100.0).round() / 100.0,
+        "verify_extra_seconds": (verify_extra.as_secs_f64() * 100.0).round() / 100.0,
+        "rotate_seconds": (rotate_secs * 100.0).round() / 100.0,
+        "total_seconds": (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    });
+    Ok(Done {
+        summary: format!(
+            "{} ({}) in {:.1}s",
+            installed.path.display(),
+            human(verified.stored_bytes),
+            started.elapsed().as_secs_f64()
+        ),
+        details: details.to_string(),
+    })
+}
+
+/// wal-cleanup, then wal-sync with the peer, through the library.
+fn wal_maintenance(cfg: &Config, dir: &Path, wals_dir: &Path, peer: &str) -> StepResult<()> {
+    let rt = step(
+        "wal-cleanup",
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}"))),
+    )?;
+    let cleaned = rt.block_on(cleanup::wal_cleanup(
+        cfg,
+        dir,
+        wals_dir,
+        peer,
+        &CleanupOptions::default(),
+    ));
+    if let Some(r) = step(
+        "wal-cleanup",
+        tolerate_unimplemented("wal-cleanup", cleaned),
+    )? {
+        log::info(format!(
+            "wal-cleanup: kept from {}; removed {} here, {} on {peer}",
+            r.keep_from.as_deref().unwrap_or("(everything kept)"),
+            r.removed_local,
+            r.removed_peer
+        ));
+    }
+    let synced = rt.block_on(sync::wal_sync(cfg, wals_dir, peer, &SyncOptions::default()));
+    if let Some(r) = step("wal-sync", tolerate_unimplemented("wal-sync", synced))? {
+        log::info(format!(
+            "wal-sync with {peer}: {} sent, {} received, {}{}",
+            r.to_peer,
+            r.from_peer,
+            human(r.bytes),
+            if r.divergent.is_empty() {
+                String::new()
+            } else {
+                format!("; DIVERGENT (left alone on both sides): {:?}", r.divergent)
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// TEMPORARY (issue 4, while wal-cleanup and wal-sync are being written):
+/// their "not implemented yet" error is a WARNING, not a failed task.
+/// Remove this function (and call `?` directly) once both exist.
+fn tolerate_unimplemented<T>(what: &str, r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Err(Error::Usage(m)) if m.contains("not implemented yet") => {
+            log::warn(format!("{what} skipped: {m}"));
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn only_the_unimplemented_error_is_tolerated() {
+        let r: Result<u8> = Err(Error::Usage("wal-sync is not implemented yet".into()));
+        assert!(tolerate_unimplemented("wal-sync", r).unwrap().is_none());
+        let r: Result<u8> = Err(Error::Usage("bad".into()));
+        assert!(tolerate_unimplemented("wal-sync", r).is_err());
+        assert_eq!(tolerate_unimplemented("x", Ok(3u8)).unwrap(), Some(3));
+    }
+}

@@ -1,0 +1,919 @@
+//! The prefetch buffer of one standby: a directory of decoded, verified WAL
+//! segments fetched ahead of PostgreSQL's requests, with what is needed to
+//! check each one again before it is handed over.
+//!
+//! Where: `<data dir>/pg_wal/.restore-prefetch` by default (same file system
+//! as pg_wal, so a buffered segment reaches %p by a rename; base backups
+//! skip pg_wal's contents, and PostgreSQL ignores a hidden directory there);
+//! with `restore_buffer_dir` set, `<that dir>/pgdata-<hash of the data
+//! directory's path>`. Either way two standbys never share a buffer.
+//!
+//! Layout:
+//!
+//! ```text
+//! <NAME>                 a decoded segment, verified when fetched, fsynced
+//! <NAME>.meta            its record: size, content digest (xxh3), archive mtime, host, SRC-DIR,
+//!                        the file's identity (inode, size, mtime, boot)
+//! .<NAME>.tmp-<pid>-<n>  a segment being fetched (AtomicFile temp)
+//! .<NAME>.claim-<pid>    a segment a restore-cmd call took and is checking
+//! want                   what PostgreSQL asked for last (JSON): the worker's window
+//! worker.lock            flock of the one worker of this buffer
+//! worker.log             the worker's log
+//! notice                 the last segment a delay message was logged for
+//! ```
+//!
+//! The bound `restore_queue_max` covers the WAL bytes: complete segments,
+//! claims and temps (each temp counted as a whole segment from the moment
+//! its transfer starts).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::codec::Codec;
+use crate::common::config::Config;
+use crate::common::durable;
+use crate::common::error::{Error, Result};
+use crate::common::wal::{WalKind, WalName};
+
+/// Directory name of the default buffer, under `pg_wal`.
+pub const DEFAULT_SUBDIR: &str = ".restore-prefetch";
+
+const WANT: &str = "want";
+const LOCK: &str = "worker.lock";
+/// The worker's log file in the buffer directory.
+pub const LOG: &str = "worker.log";
+const NOTICE: &str = "notice";
+const META_SUFFIX: &str = ".meta";
+const TEMP_MARK: &str = ".tmp-";
+const CLAIM_MARK: &str = ".claim-";
+
+/// The record kept next to a buffered segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Decoded size.
+    pub size: u64,
+    /// [`super::verify::content_digest`] of the decoded bytes (`blake3`:
+    /// records of older versions, which never match and are refetched).
+    #[serde(alias = "blake3")]
+    pub digest: String,
+    /// The archive's mtime of the file (when it was archived), Unix seconds.
+    pub mtime: i64,
+    /// Host it came from.
+    pub host: String,
+    /// Codec it was stored with.
+    pub codec: Codec,
+    /// SRC-DIR it came from.
+    pub src_dir: String,
+    /// The buffered file as the worker left it (absent in records of older
+    /// versions: their files are hashed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileId>,
+}
+
+/// Identifies a buffered file as the worker wrote and verified it, so a
+/// call can tell it was not changed through the file system since, without
+/// reading it: a write moves its mtime (unless within the same timestamp
+/// tick, or set back on purpose), a replacement is another inode, a
+/// truncation another size. It says nothing of the disk under a file
+/// written before the machine last booted (the page cache was lost): the
+/// boot's id tells such leftovers apart, and their bytes are hashed again.
+/// Nor does it count where every byte is read anyway (a copy to another
+/// file system checks them against the digest on the way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    /// `/proc/sys/kernel/random/boot_id` when it was written.
+    pub boot: String,
+}
+
+impl FileId {
+    /// The identity of `file` now; `None` when the boot id is unknown (no
+    /// /proc): then every hit hashes the file.
+    pub fn of(file: &File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some(FileId {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            boot: boot_id()?,
+        })
+    }
+}
+
+fn boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// What PostgreSQL asked for last: tells the worker which segments to fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    /// Timeline of the requested segment.
+    pub tli: u32,
+    /// Its segment number.
+    pub segno: u64,
+    /// True when `segno` itself was not handed over yet (delay): the worker
+    /// fetches it too.
+    pub include: bool,
+    /// Segment size (the requested segment's page header, or pg_control's
+    /// when the request is recorded before its bytes arrived).
+    pub seg_size: u64,
+    /// HOSTS of the restore_command.
+    pub hosts: Vec<String>,
+    /// SRC-DIR of the restore_command.
+    pub src_dir: String,
+    /// System identifier of the data directory, when known.
+    pub sysid: Option<u64>,
+    /// When it was asked for, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl Want {
+    /// The segment numbers the buffer should hold, as an inclusive range;
+    /// `None` when not even one segment fits in `queue_max`.
+    pub fn window(&self, queue_max: u64) -> Option<(u64, u64)> {
+        let k = queue_max / self.seg_size.max(1);
+        if k == 0 {
+            return None;
+        }
+        let first = self.segno + u64::from(!self.include);
+        Some((first, first + k - 1))
+    }
+
+    /// Everything but the position: when it changes, the buffer is emptied.
+    pub fn same_stream(&self, other: &Want) -> bool {
+        self.tli == other.tli
+            && self.seg_size == other.seg_size
+            && self.hosts == other.hosts
+            && self.src_dir == other.src_dir
+            && self.sysid == other.sysid
+    }
+
+    /// The segment name for `segno` on this timeline.
+    pub fn name(&self, segno: u64) -> WalName {
+        WalName::from_segment_number(self.tli, segno, self.seg_size)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A buffered segment found by [`Buffer::scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name.
+    pub name: WalName,
+    /// Bytes on disk.
+    pub size: u64,
+}
+
+/// What the buffer directory holds.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Complete segments.
+    pub entries: Vec<Entry>,
+    /// Bytes of claimed segments (being handed over).
+    pub claim_bytes: u64,
+    /// Segments being handed over: present as far as the worker is
+    /// concerned, so it never fetches one again meanwhile.
+    pub claimed: Vec<WalName>,
+    /// Temps and claims whose writer is gone.
+    pub dead: Vec<PathBuf>,
+}
+
+/// The prefetch buffer of one data directory.
+#[derive(Debug, Clone)]
+pub struct Buffer {
+    dir: PathBuf,
+}
+
+/// Directory name for a data directory under `restore_buffer_dir`: a hash
+/// of this machine's name and the data directory's path, so standbys on
+/// several machines with the same path never share a buffer when
+/// `restore_buffer_dir` is on a shared (network) file system.
+pub fn key_for(data_dir: &Path) -> String {
+    let host = rustix::system::uname();
+    key_for_host(host.nodename().to_bytes(), data_dir)
+}
+
+fn key_for_host(host: &[u8], data_dir: &Path) -> String {
+    let canon = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut h = blake3::Hasher::new();
+    h.update(host);
+    h.update(b"\0");
+    h.update(canon.as_os_str().as_encoded_bytes());
+    format!("pgdata-{}", &h.finalize().to_hex()[..16])
+}
+
+/// True when `dir` looks like a PostgreSQL data directory.
+pub fn is_data_dir(dir: &Path) -> bool {
+    dir.join("PG_VERSION").is_file()
+}
+
+impl Buffer {
+    /// The buffer of `data_dir`, `None` when there is nowhere sensible for
+    /// one (no `restore_buffer_dir` and `data_dir` is not a data directory).
+    pub fn for_data_dir(cfg: &Config, data_dir: &Path) -> Option<Buffer> {
+        match &cfg.restore_buffer_dir {
+            Some(root) => Some(Buffer::at(&root.join(key_for(data_dir)))),
+            None if is_data_dir(data_dir) => {
+                Some(Buffer::at(&data_dir.join("pg_wal").join(DEFAULT_SUBDIR)))
+            }
+            None => None,
+        }
+    }
+
+    /// The buffer in `dir`.
+    pub fn at(dir: &Path) -> Buffer {
+        Buffer {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (0700) if missing.
+    pub fn ensure(&self) -> Result<()> {
+        durable::create_dir_all(&self.dir)
+    }
+
+    /// Path of buffered segment `name`.
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{META_SUFFIX}"))
+    }
+
+    /// The record of buffered segment `name`.
+    pub fn read_meta(&self, name: &str) -> Option<Meta> {
+        let bytes = fs::read(self.meta_path(name)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Writes the record of `name` (before the segment itself appears).
+    pub fn write_meta(&self, name: &str, meta: &Meta) -> Result<()> {
+        write_small(
+            &self.meta_path(name),
+            &serde_json::to_vec(meta).expect("json"),
+        )
+    }
+
+    /// The last request, if any.
+    pub fn read_want(&self) -> Option<Want> {
+        let bytes = fs::read(self.dir.join(WANT)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records a request for the worker.
+    pub fn write_want(&self, want: &Want) -> Result<()> {
+        write_small(
+            &self.dir.join(WANT),
+            &serde_json::to_vec(want).expect("json"),
+        )
+    }
+
+    /// Tells the worker to stop (nothing is wanted).
+    pub fn remove_want(&self) {
+        let _ = fs::remove_file(self.dir.join(WANT));
+    }
+
+    /// The segment a delay message was last logged for.
+    pub fn read_notice(&self) -> String {
+        fs::read_to_string(self.dir.join(NOTICE)).unwrap_or_default()
+    }
+
+    /// Remembers that a delay message was logged for `name`.
+    pub fn write_notice(&self, name: &str) {
+        let _ = write_small(&self.dir.join(NOTICE), name.as_bytes());
+    }
+
+    /// Complete segments, claims and dead temps.
+    pub fn scan(&self) -> Scan {
+        let mut scan = Scan::default();
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return scan;
+        };
+        for e in rd.flatten() {
+            let file_name = e.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            if let Some(rest) = name.strip_prefix('.') {
+                let pid = temp_pid(rest);
+                if let Some(pid) = pid {
+                    let alive = process_alive(pid);
+                    if !alive {
+                        scan.dead.push(e.path());
+                    } else if let Some((seg, _)) = rest.split_once(CLAIM_MARK) {
+                        scan.claim_bytes += e.metadata().map_or(0, |m| m.len());
+                        if let Ok(w) = WalName::parse(seg) {
+                            scan.claimed.push(w);
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Ok(w) = WalName::parse(name) {
+                let size = e.metadata().map_or(0, |m| m.len());
+                scan.entries.push(Entry { name: w, size });
+            }
+        }
+        scan.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        scan
+    }
+
+    /// Bytes of WAL in the buffer: complete segments, claims and temps (what
+    /// `restore_queue_max` bounds). Also for tests and monitoring.
+    pub fn wal_bytes(&self) -> u64 {
+        wal_bytes(&self.dir)
+    }
+
+    /// Removes buffered segment `name` and its record.
+    pub fn remove_entry(&self, name: &str) {
+        let _ = fs::remove_file(self.data_path(name));
+        let _ = fs::remove_file(self.meta_path(name));
+    }
+
+    /// Removes every buffered segment and record, and dead temps (a
+    /// timeline change, an idle worker leaving). Live temps are left to their
+    /// writers.
+    pub fn clear(&self) {
+        let scan = self.scan();
+        for e in &scan.entries {
+            self.remove_entry(e.name.as_str());
+        }
+        for d in &scan.dead {
+            let _ = fs::remove_file(d);
+        }
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(seg) = n.strip_suffix(META_SUFFIX) {
+                    // The worker writes a record just before renaming its
+                    // segment in: a record whose segment is still a live
+                    // temp stays, or that segment would land without one,
+                    // count as buffered and never be served.
+                    if !self.data_path(seg).exists() && self.inflight_temp(seg).is_none() {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A temp of `name` whose writer (the worker) is alive: a transfer in
+    /// progress.
+    pub fn inflight_temp(&self, name: &str) -> Option<PathBuf> {
+        let prefix = format!(".{name}{TEMP_MARK}");
+        let rd = fs::read_dir(&self.dir).ok()?;
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .find(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                temp_pid(&n[1..]).is_some_and(process_alive)
+            })
+            .map(|e| e.path())
+    }
+
+    /// Takes buffered segment `name` out of the worker's reach by renaming it
+    /// to a claim name; `None` when it is not buffered.
+    pub fn claim(&self, name: &str) -> Option<PathBuf> {
+        let claim = self
+            .dir
+            .join(format!(".{name}{CLAIM_MARK}{}", std::process::id()));
+        match fs::rename(self.data_path(name), &claim) {
+            Ok(()) => Some(claim),
+            Err(_) => None,
+        }
+    }
+
+    /// True while a worker holds this buffer's lock.
+    pub fn worker_running(&self) -> bool {
+        let Ok(f) = open_lock(&self.dir.join(LOCK)) else {
+            return false;
+        };
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+    }
+
+    /// Takes the worker lock, trying for up to `wait`; `None` when another
+    /// worker holds it. The lock file names the holder's pid.
+    pub fn lock_worker(&self, wait: Duration) -> Result<Option<File>> {
+        let path = self.dir.join(LOCK);
+        let mut f = open_lock(&path)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = write!(f, "restore-cmd prefetch worker pid {}", std::process::id());
+        Ok(Some(f))
+    }
+
+    /// Path of the worker's log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG)
+    }
+}
+
+fn open_lock(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(durable::FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io("cannot open lock", path, e))
+}
+
+/// Bytes of WAL (complete segments, claims, temps) in buffer directory `dir`.
+pub fn wal_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let base = match n.strip_prefix('.') {
+                Some(rest) => [TEMP_MARK, CLAIM_MARK]
+                    .iter()
+                    .find_map(|m| rest.find(m).map(|i| rest[..i].to_string()))
+                    .unwrap_or_default(),
+                None => n,
+            };
+            WalName::parse(&base).is_ok()
+        })
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The pid in a temp or claim name (without its leading dot):
+/// `<name>.tmp-<pid>-<nanos>` or `<name>.claim-<pid>`.
+fn temp_pid(rest: &str) -> Option<i32> {
+    let tail = if let Some(i) = rest.find(TEMP_MARK) {
+        &rest[i + TEMP_MARK.len()..]
+    } else if let Some(i) = rest.find(CLAIM_MARK) {
+        &rest[i + CLAIM_MARK.len()..]
+    } else {
+        return None;
+    };
+    tail.split('-').next()?.parse().ok()
+}
+
+fn process_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Replaces a small control file atomically (temp + rename). Not fsynced:
+/// these files only steer a worker that a crash ends anyway, and every
+/// buffered segment is checked against its record before use.
+fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}{TEMP_MARK}{}-0", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(durable::FILE_MODE)
+        .open(&tmp)
+        .map_err(|e| Error::io("cannot create", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    drop(f);
+    // The file this replaces stays linked under a temp name of this process,
+    // so the rename drops a name, not the inode: freeing its blocks can cost
+    // a synchronous discard (ext4 without a journal, mounted with `discard`:
+    // up to 8 ms on the test VM), which belongs to the worker's removal of
+    // dead temps, not to a restore-cmd call PostgreSQL waits for.
+    let _ = fs::hard_link(path, retired_name(path));
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", path, e)
+    })
+}
+
+/// A temp name of this process for a file taken out of use: a dead temp
+/// once the process exits, removed by the worker's next scan.
+fn retired_name(path: &Path) -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{name}{TEMP_MARK}{}-r{seq}", std::process::id()))
+}
+
+/// Buffered segments that must go: another timeline, not a segment, or
+/// outside the window `want` asks for (stale: older than requested, or
+/// beyond what the bound allows).
+pub fn stale<'a>(want: Option<&Want>, queue_max: u64, entries: &'a [Entry]) -> Vec<&'a Entry> {
+    entries
+        .iter()
+        .filter(|e| {
+            let Some(w) = want else { return true };
+            if e.name.kind() != WalKind::Segment || e.name.timeline() != w.tli {
+                return true;
+            }
+            match w.window(queue_max) {
+                None => true,
+                Some((first, last)) => {
+                    let s = e.name.segment_number(w.seg_size);
+                    s < first || s > last
+                }
+            }
+        })
+        .collect()
+}
+
+/// What the worker should start now, given the buffer and its transfers.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// The request.
+    pub want: &'a Want,
+    /// Segment numbers buffered (complete).
+    pub present: &'a BTreeSet<u64>,
+    /// Bytes of complete segments and claims in the buffer.
+    pub bytes_used: u64,
+    /// Segment numbers being fetched: each holds one of `parallel`
+    /// transfers.
+    pub inflight: &'a BTreeSet<u64>,
+    /// Segment numbers received and being made durable (fsync, rename):
+    /// not fetched again and counted against the bound, but no longer
+    /// holding a transfer, so the next one starts while the disk works.
+    pub committing: &'a BTreeSet<u64>,
+    /// Segment numbers not to retry before the given instant (not found,
+    /// bad copies, failed hosts).
+    pub waiting: &'a BTreeMap<u64, Instant>,
+    /// Now.
+    pub now: Instant,
+    /// `restore_queue_max`.
+    pub queue_max: u64,
+    /// `restore_parallel`.
+    pub parallel: usize,
+}
+
+impl Plan<'_> {
+    /// Segment numbers to fetch now, oldest first: the lowest missing ones
+    /// of the window, no more than `parallel` transfers at once, never past
+    /// a segment that is waiting for a retry, and only while every transfer,
+    /// counted as a whole segment, fits in `queue_max` with what is buffered.
+    pub fn next(&self) -> Vec<u64> {
+        let Some((first, last)) = self.want.window(self.queue_max) else {
+            return Vec::new();
+        };
+        let seg = self.want.seg_size;
+        let pending = self.inflight.len() + self.committing.len();
+        let mut used = self.bytes_used + pending as u64 * seg;
+        let mut out = Vec::new();
+        for s in first..=last {
+            if self.inflight.len() + out.len() >= self.parallel {
+                break;
+            }
+            if self.present.contains(&s)
+                || self.inflight.contains(&s)
+                || self.committing.contains(&s)
+            {
+                continue;
+            }
+            if self.waiting.get(&s).is_some_and(|t| self.now < *t) {
+                break;
+            }
+            if used + seg > self.queue_max {
+                break;
+            }
+            used += seg;
+            out.push(s);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn want(segno: u64, include: bool) -> Want {
+        Want {
+            tli: 1,
+            segno,
+            include,
+            seg_size: MIB,
+            hosts: vec!["arch1".into(), "arch2".into()],
+            src_dir: "/a".into(),
+            sysid: Some(1),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn window_follows_the_request_and_the_bound() {
+        assert_eq!(want(10, false).window(4 * MIB), Some((11, 14)));
+        assert_eq!(want(10, true).window(4 * MIB), Some((10, 13)));
+        assert_eq!(want(10, false).window(4 * MIB + 1), Some((11, 14)));
+        assert_eq!(want(10, false).window(MIB - 1), None);
+    }
+
+    /// The sets a plan reads, owned by a test.
+    #[derive(Default)]
+    struct Sets {
+        present: BTreeSet<u64>,
+        inflight: BTreeSet<u64>,
+        committing: BTreeSet<u64>,
+        waiting: BTreeMap<u64, Instant>,
+    }
+
+    impl Sets {
+        fn plan<'a>(
+            &'a self,
+            want: &'a Want,
+            bytes_used: u64,
+            queue_max: u64,
+            parallel: usize,
+        ) -> Plan<'a> {
+            Plan {
+                want,
+                present: &self.present,
+                bytes_used,
+                inflight: &self.inflight,
+                committing: &self.committing,
+                waiting: &self.waiting,
+                now: Instant::now(),
+                queue_max,
+                parallel,
+            }
+        }
+    }
+
+    #[test]
+    fn plan_fetches_lowest_missing_within_parallel_and_bound() {
+        let w = want(10, false);
+        let sets = Sets {
+            present: [12].into(),
+            inflight: [11].into(),
+            ..Default::default()
+        };
+        let p = sets.plan(&w, MIB, 4 * MIB, 4);
+        // 12 buffered (1 MiB) + 11 in flight (1 MiB): room for 2 more.
+        assert_eq!(p.next(), vec![13, 14]);
+        let p = Plan { parallel: 2, ..p };
+        assert_eq!(p.next(), vec![13]);
+        // A claim being handed over counts too.
+        let p = Plan {
+            bytes_used: 2 * MIB,
+            parallel: 4,
+            ..p
+        };
+        assert_eq!(p.next(), vec![13]);
+    }
+
+    /// A transfer that ended held its slot through the fsync of its
+    /// segment: with every transfer committing at once, the machine sat
+    /// idle for the disk between batches (a sixth of the worker's time).
+    #[test]
+    fn a_committing_segment_frees_its_transfer_but_not_its_room() {
+        let w = want(10, false);
+        let sets = Sets {
+            inflight: [13].into(),
+            committing: [11, 12].into(),
+            ..Default::default()
+        };
+        let p = sets.plan(&w, 0, 5 * MIB, 2);
+        // 11 and 12 are not fetched again; one transfer runs (13), so one
+        // more starts; 3 segments pending leave room for 2 in 5 MiB.
+        assert_eq!(p.next(), vec![14]);
+        let p = Plan {
+            queue_max: 3 * MIB,
+            ..p
+        };
+        assert_eq!(
+            p.next(),
+            Vec::<u64>::new(),
+            "committing ones fill the bound"
+        );
+    }
+
+    #[test]
+    fn plan_never_exceeds_the_bound_whatever_the_state() {
+        let w = want(100, false);
+        for q in 1..8u64 {
+            for used in 0..=q {
+                for (nin, ncom) in [(0, 0), (1, 0), (2, 0), (0, 1), (1, 2), (0, 3)] {
+                    let sets = Sets {
+                        inflight: (101..101 + nin).collect(),
+                        committing: (101 + nin..101 + nin + ncom).collect(),
+                        ..Default::default()
+                    };
+                    let n = sets.plan(&w, used * MIB, q * MIB, 8).next().len() as u64;
+                    let pending = nin + ncom;
+                    if used + pending <= q {
+                        assert!(
+                            used + pending + n <= q,
+                            "q={q} used={used} inflight={nin} committing={ncom} n={n}"
+                        );
+                    } else {
+                        assert_eq!(n, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plan_stops_at_a_segment_waiting_for_retry() {
+        let w = want(10, false);
+        let now = Instant::now();
+        let sets = Sets {
+            waiting: [(12, now + Duration::from_secs(1))].into(),
+            ..Default::default()
+        };
+        let p = Plan {
+            now,
+            ..sets.plan(&w, 0, 8 * MIB, 4)
+        };
+        assert_eq!(p.next(), vec![11]);
+        let later = now + Duration::from_secs(2);
+        let p = Plan { now: later, ..p };
+        assert_eq!(p.next(), vec![11, 12, 13, 14]);
+    }
+
+    fn entry(n: &str) -> Entry {
+        Entry {
+            name: WalName::parse(n).unwrap(),
+            size: MIB,
+        }
+    }
+
+    #[test]
+    fn stale_entries_are_older_beyond_or_on_another_timeline() {
+        let entries = vec![
+            entry("00000001000000000000000A"), // the requested one: consumed
+            entry("00000001000000000000000B"),
+            entry("00000001000000000000000E"),
+            entry("00000001000000000000000F"), // beyond a 4-segment window
+            entry("00000002000000000000000C"), // other timeline
+        ];
+        let w = want(10, false);
+        let names: Vec<&str> = stale(Some(&w), 4 * MIB, &entries)
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "00000001000000000000000A",
+                "00000001000000000000000F",
+                "00000002000000000000000C"
+            ]
+        );
+        assert_eq!(stale(None, 4 * MIB, &entries).len(), 5);
+    }
+
+    #[test]
+    fn buffer_files_claims_and_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Buffer::at(&d.path().join("buf"));
+        b.ensure().unwrap();
+        let n = "000000010000000000000003";
+        fs::write(b.data_path(n), vec![1u8; 100]).unwrap();
+        let meta = Meta {
+            size: 100,
+            digest: "x".into(),
+            mtime: 5,
+            host: "arch1".into(),
+            codec: Codec::Zstd,
+            src_dir: "/a".into(),
+            file: Some(FileId {
+                ino: 7,
+                size: 100,
+                mtime_sec: 1_700_000_000,
+                mtime_nsec: 123_456_789,
+                boot: "b".into(),
+            }),
+        };
+        b.write_meta(n, &meta).unwrap();
+        b.write_want(&want(2, false)).unwrap();
+        // A dead writer's temp and a live one.
+        fs::write(b.dir().join(format!(".{n}.tmp-2147483647-1")), [0u8; 7]).unwrap();
+        let live = b.dir().join(format!(
+            ".000000010000000000000004.tmp-{}-1",
+            std::process::id()
+        ));
+        fs::write(&live, [0u8; 9]).unwrap();
+        assert_eq!(b.wal_bytes(), 116);
+        assert_eq!(b.read_meta(n).as_ref(), Some(&meta));
+        assert_eq!(b.read_want(), Some(want(2, false)));
+        assert_eq!(
+            b.inflight_temp("000000010000000000000004").as_deref(),
+            Some(live.as_path())
+        );
+        assert!(
+            b.inflight_temp(n).is_none(),
+            "a dead writer's temp is not in flight"
+        );
+        let s = b.scan();
+        assert_eq!(s.entries.len(), 1);
+        assert_eq!(s.dead.len(), 1);
+
+        let claim = b.claim(n).unwrap();
+        assert!(!b.data_path(n).exists());
+        assert!(b.claim(n).is_none(), "claimed once");
+        assert_eq!(b.scan().claim_bytes, 100);
+        // Still present for the worker while it is handed over.
+        assert_eq!(b.scan().claimed, [WalName::parse(n).unwrap()]);
+        fs::remove_file(claim).unwrap();
+
+        fs::write(b.data_path(n), vec![1u8; 100]).unwrap();
+        b.clear();
+        assert!(b.scan().entries.is_empty());
+        assert!(b.read_meta(n).is_none());
+        assert!(live.exists(), "a live writer's temp stays");
+        assert_eq!(b.scan().dead.len(), 0);
+
+        // A record written for a segment still being committed stays; one
+        // whose segment is gone does not.
+        let committing = "000000010000000000000004";
+        b.write_meta(committing, &meta).unwrap();
+        b.write_meta("000000010000000000000005", &meta).unwrap();
+        b.clear();
+        assert!(b.read_meta(committing).is_some(), "its temp is live");
+        assert!(b.read_meta("000000010000000000000005").is_none());
+    }
+
+    #[test]
+    fn buffer_keys_differ_by_data_directory_and_by_machine() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let key = |host: &str, p: &Path| key_for_host(host.as_bytes(), p);
+        assert_eq!(key("s1", &a), key("s1", &a));
+        assert_ne!(key("s1", &a), key("s1", &b));
+        assert_ne!(key("s1", &a), key("s2", &a), "same path on two machines");
+        assert!(key_for(&a).starts_with("pgdata-"));
+    }
+
+    #[test]
+    fn one_worker_lock_per_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Buffer::at(d.path());
+        assert!(!b.worker_running());
+        let held = b.lock_worker(Duration::ZERO).unwrap().unwrap();
+        assert!(b.worker_running());
+        assert!(b.lock_worker(Duration::from_millis(50)).unwrap().is_none());
+        drop(held);
+        assert!(!b.worker_running());
+    }
+
+    #[test]
+    fn buffers_are_per_data_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        fs::write(a.join("PG_VERSION"), "15\n").unwrap();
+        fs::write(b.join("PG_VERSION"), "15\n").unwrap();
+        let mut cfg = Config::default();
+        let ba = Buffer::for_data_dir(&cfg, &a).unwrap();
+        assert_eq!(ba.dir(), a.join("pg_wal").join(DEFAULT_SUBDIR));
+        cfg.restore_buffer_dir = Some(d.path().join("spool"));
+        let ba = Buffer::for_data_dir(&cfg, &a).unwrap();
+        let bb = Buffer::for_data_dir(&cfg, &b).unwrap();
+        assert_ne!(ba.dir(), bb.dir());
+        assert!(ba.dir().starts_with(d.path().join("spool")));
+        cfg.restore_buffer_dir = None;
+        assert!(
+            Buffer::for_data_dir(&cfg, d.path()).is_none(),
+            "not a data dir"
+        );
+    }
+}
