@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use archive_core::client::archive::{self, ArchiveRequest, PushOutcome};
-use archive_core::common::{cli, log, names};
+use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::{log, names};
 use archive_core::Error;
 use clap::Parser;
 
@@ -43,12 +44,8 @@ Exit codes (all below 126, which PostgreSQL would treat as fatal):
 #[derive(Parser, Debug)]
 #[command(name = "archive-cmd", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key, e.g. --set retry_count=3 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Archive hosts in one argument: 'HOST1 HOST2' (or a single host).
     hosts: String,
     /// Archive directory on the servers (DST-DIR).
@@ -68,7 +65,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<PushOutcome, Error> {
-    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = args.config.load()?;
     let req = ArchiveRequest {
         hosts: names::parse_hosts(&args.hosts)?,
         dst_dir: args.dst_dir.clone(),

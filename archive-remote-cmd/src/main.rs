@@ -3,10 +3,10 @@
 //! as the forced command of the clients' keys); `deliver-owed` is the cron
 //! sweep that hands the peer what it missed; `status` shows what is owed.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::common::{cli, log};
+use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::log;
 use archive_core::net::health::HealthBook;
 use archive_core::server::owed;
 use archive_core::server::serve::{self, Server};
@@ -30,12 +30,8 @@ command asked for something else; 3 refused input; 4 conflict.";
 #[derive(Parser, Debug)]
 #[command(name = "archive-remote-cmd", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Error> {
-    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = args.config.load()?;
     let rt = cli::runtime()?;
     match args.command {
         Command::Serve => {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use archive_core::common::config::{parse_byte_size, Config};
+use archive_core::common::error::Failure as _;
 use archive_core::common::names::{self, parse_hosts};
 use archive_core::common::{durable, log};
 use archive_core::net::health;

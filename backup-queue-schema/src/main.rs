@@ -1,8 +1,8 @@
 //! backup-queue: applies the backup_queue schema and shows the queue.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::log;
 use archive_core::net::queue;
 use archive_core::Error;
@@ -44,12 +44,8 @@ const EXIT_PROBLEMS: i32 = 6;
 #[derive(Parser, Debug)]
 #[command(name = "backup-queue", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key, e.g. --set connect_timeout=5 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Connection string of the queue database (overrides queue_dsn).
     #[arg(long, value_name = "DSN")]
     dsn: Option<String>,
@@ -86,14 +82,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("backup-queue", false);
-    let code = match run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error(e.to_string());
-            e.exit_code()
-        }
-    };
-    ExitCode::from(code as u8)
+    cli::exit(run(args), None)
 }
 
 fn run(args: Args) -> Result<i32, Error> {
@@ -101,7 +90,7 @@ fn run(args: Args) -> Result<i32, Error> {
         print!("{}", script());
         return Ok(0);
     }
-    let cfg = archive_core::common::cli::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = args.config.load()?;
     let dsn = args.dsn.clone().or(cfg.queue_dsn.clone()).ok_or_else(|| {
         Error::Usage("no queue database: pass --dsn or set queue_dsn in the config".into())
     })?;

@@ -4,11 +4,13 @@
 //! rotates `<directory>/data.master.<N>` (oldest .0), runs wal-cleanup and
 //! wal-sync with the peer, and marks the task done.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use archive_core::client::base_backup::{self as job, verify};
+use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::log;
+use archive_core::Error;
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -51,12 +53,8 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "base-backup", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key, e.g. --set backup_checkpoint=fast (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Do not back up: verify the stored backup in DIR (a data.master.<N>
     /// directory) against its manifest, print its label, exit 0 or 3.
     #[arg(long, value_name = "DIR")]
@@ -66,30 +64,30 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     log::init("base-backup", false);
-    if let Some(dir) = &args.verify {
-        return match verify::scan_dir(dir).and_then(|s| verify::check_against_manifest(dir, s)) {
-            Ok(v) => {
-                log::info(format!(
-                    "{}: verified: {} files, {} bytes of data; backup_label: {}",
-                    dir.display(),
-                    v.files,
-                    v.data_bytes,
-                    v.label.trim()
-                ));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                log::error(e.to_string());
-                ExitCode::from(e.exit_code() as u8)
-            }
-        };
+    match &args.verify {
+        Some(dir) => cli::exit(verify_stored(dir), None),
+        None => cli::exit(backup_next(&args), None),
     }
-    let cfg = match archive_core::common::cli::load_config(args.config.as_deref(), &args.set) {
-        Ok(c) => c,
-        Err(e) => return archive_core::common::cli::exit(Err(e), None),
-    };
-    match job::run(&cfg) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(job::Failed(code)) => ExitCode::from(code as u8),
-    }
+}
+
+/// `--verify DIR`: checks a stored backup against its manifest.
+fn verify_stored(dir: &Path) -> Result<i32, Error> {
+    let v = verify::scan_dir(dir).and_then(|s| verify::check_against_manifest(dir, s))?;
+    log::info(format!(
+        "{}: verified: {} files, {} bytes of data; backup_label: {}",
+        dir.display(),
+        v.files,
+        v.data_bytes,
+        v.label.trim()
+    ));
+    Ok(0)
+}
+
+/// The cron run: the next task of this server, if any.
+fn backup_next(args: &Args) -> Result<i32, job::Failed> {
+    let cfg = args.config.load().map_err(|error| job::Failed {
+        context: String::new(),
+        error,
+    })?;
+    job::run(&cfg).map(|_| 0)
 }

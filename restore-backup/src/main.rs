@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use archive_core::client::restore_backup::{self, PitrRequest, Target};
+use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::log;
 use archive_core::common::names::parse_hosts;
-use archive_core::common::{cli, log};
 use archive_core::Error;
 use clap::Parser;
 
@@ -37,12 +38,8 @@ backup); 5 no such backup.";
 #[derive(Parser, Debug)]
 #[command(name = "restore-backup", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file (ssh settings to reach the archive servers).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Archive server to take the backup from.
     #[arg(long)]
     from: String,
@@ -87,7 +84,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Error> {
-    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = args.config.load()?;
     if !["pause", "promote", "shutdown"].contains(&args.action.as_str()) {
         return Err(Error::Usage(format!(
             "--action {:?}: use pause, promote or shutdown",

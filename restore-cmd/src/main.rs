@@ -2,7 +2,7 @@
 //! the two archive servers (or the local prefetch buffer), verifies it, and
 //! puts it at %p; exits 0 only when %p holds the exact original file.
 
-use std::ffi::OsString;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -10,7 +10,8 @@ use std::time::Instant;
 use archive_core::client::restore::{
     self, prefetch, Attempt, RecoveryMode, RestoreRequest, Source, Unavailable, EXIT_STOP_RECOVERY,
 };
-use archive_core::common::config::Config;
+use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::error::{Failure, EXIT_USAGE};
 use archive_core::common::{log, names};
 use archive_core::Error;
 use clap::Parser;
@@ -71,12 +72,8 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "restore-cmd", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key, e.g. --set restore_prefetch=false (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Internal: run as the prefetch worker of this buffer directory.
     #[arg(long = "prefetch-worker", value_name = "DIR", hide = true)]
     prefetch_worker: Option<PathBuf>,
@@ -103,62 +100,104 @@ fn main() -> ExitCode {
     let mode = RecoveryMode::detect(&data_dir);
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            let code = if !e.use_stderr() {
-                0 // --help, --version
-            } else if mode == RecoveryMode::ArchiveRecovery {
-                EXIT_STOP_RECOVERY
-            } else {
-                archive_core::common::error::EXIT_USAGE
-            };
-            return ExitCode::from(code as u8);
-        }
+        Err(error) => return cli::exit(Err(BadArguments { error, mode }), None),
     };
-    if let Some(dir) = args.prefetch_worker.clone() {
-        return ExitCode::from(worker(&args, &dir) as u8);
+    if let Some(dir) = &args.prefetch_worker {
+        log::init("restore-cmd prefetch", false);
+        return cli::exit(worker(&args, dir).map(|()| 0), Some("prefetch worker"));
     }
     log::init("restore-cmd", false);
-    ExitCode::from(run(args, data_dir, mode) as u8)
+    let name = args.wal_name.clone().unwrap_or_default();
+    cli::exit(run(&args, data_dir, mode), Some(&name))
 }
 
-fn config(args: &Args) -> Result<Config, Error> {
-    archive_core::common::cli::load_config(args.config.as_deref(), &args.set)
+/// Arguments clap refused (or `--help`/`--version`, which clap reports the
+/// same way). In archive recovery a bad restore_command must stop
+/// PostgreSQL, not look like "not available".
+struct BadArguments {
+    error: clap::Error,
+    mode: RecoveryMode,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    archive_core::common::cli::runtime()
+impl fmt::Display for BadArguments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
-fn worker(args: &Args, dir: &Path) -> i32 {
-    log::init("restore-cmd prefetch", false);
-    let result = config(args).and_then(|cfg| {
-        let rt = runtime()?;
-        rt.block_on(prefetch::run_worker(&cfg, dir))
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error(format!("prefetch worker: {e}"));
-            e.exit_code()
+impl Failure for BadArguments {
+    fn exit_code(&self) -> i32 {
+        if !self.error.use_stderr() {
+            0 // --help, --version
+        } else if self.mode == RecoveryMode::ArchiveRecovery {
+            EXIT_STOP_RECOVERY
+        } else {
+            EXIT_USAGE
+        }
+    }
+
+    fn report(&self, _context: Option<&str>) {
+        let _ = self.error.print();
+    }
+}
+
+/// A file not handed to PostgreSQL, and in which recovery mode: together
+/// they decide the exit code (see `restore::exit_code`).
+struct NotRestored {
+    why: Unavailable,
+    mode: RecoveryMode,
+}
+
+impl fmt::Display for NotRestored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.why.fmt(f)
+    }
+}
+
+impl Failure for NotRestored {
+    fn exit_code(&self) -> i32 {
+        restore::exit_code(self.mode, &self.why)
+    }
+
+    /// Most "not available" answers are routine and stay out of
+    /// PostgreSQL's log; a stop of recovery always explains itself.
+    fn report(&self, context: Option<&str>) {
+        let name = context.unwrap_or_default();
+        let code = self.exit_code();
+        let u = &self.why;
+        match u {
+            // Quiet: PostgreSQL asks for the next file until it exists.
+            Unavailable::NotFound => {}
+            // Logged once per file by the library.
+            Unavailable::TooYoung { .. } => {}
+            // A standby retries: each host failure was logged when it
+            // happened (and a host in cooldown is not asked at all).
+            // Bad copies get the line naming every host.
+            Unavailable::Failed(attempts)
+                if code != EXIT_STOP_RECOVERY
+                    && !attempts.iter().any(|(_, a)| matches!(a, Attempt::Bad(_))) => {}
+            _ if code == EXIT_STOP_RECOVERY => log::error(format!(
+                "{name}: {u}. This is archive recovery (recovery.signal without standby.signal): \
+                 answering \"not available\" would end recovery here and promote with WAL \
+                 possibly missing, so restore-cmd exits {EXIT_STOP_RECOVERY} and PostgreSQL \
+                 stops. Bring the failed host back (or name only the hosts you trust in \
+                 restore_command) and start PostgreSQL again"
+            )),
+            _ => log::error(format!("{name}: not restored: {u}")),
         }
     }
 }
 
-fn run(args: Args, data_dir: PathBuf, mode: RecoveryMode) -> i32 {
+fn worker(args: &Args, dir: &Path) -> Result<(), Error> {
+    let cfg = args.config.load()?;
+    cli::runtime()?.block_on(prefetch::run_worker(&cfg, dir))
+}
+
+fn run(args: &Args, data_dir: PathBuf, mode: RecoveryMode) -> Result<i32, NotRestored> {
     let started = Instant::now();
     let name = args.wal_name.clone().unwrap_or_default();
-    let result = (|| -> Result<restore::Restored, Unavailable> {
-        let cfg = config(&args)?;
-        let mut worker_args: Vec<OsString> = Vec::new();
-        if let Some(c) = &args.config {
-            worker_args.push("--config".into());
-            worker_args.push(c.into());
-        }
-        for s in &args.set {
-            worker_args.push("--set".into());
-            worker_args.push(s.into());
-        }
+    let restored = (|| -> Result<restore::Restored, Unavailable> {
+        let cfg = args.config.load()?;
         let req = RestoreRequest {
             hosts: names::parse_hosts(args.hosts.as_deref().unwrap_or_default())?,
             src_dir: args.src_dir.clone().unwrap_or_default(),
@@ -167,57 +206,29 @@ fn run(args: Args, data_dir: PathBuf, mode: RecoveryMode) -> i32 {
             delay: args.delay.filter(|d| *d > 0),
             data_dir,
             mode,
-            worker_args,
+            worker_args: args.config.to_command_line(),
         };
-        let rt = runtime()?;
-        rt.block_on(restore::restore(&cfg, &req))
-    })();
+        cli::runtime()?.block_on(restore::restore(&cfg, &req))
+    })()
+    .map_err(|why| NotRestored { why, mode })?;
     let ms = started.elapsed().as_millis();
-    match result {
-        Ok(r) => {
-            let from = match &r.source {
-                Source::Manual(d) => format!("the manual directory {}", d.display()),
-                Source::Buffer { host, waited: None } => {
-                    format!("the prefetch buffer (fetched from {host})")
-                }
-                Source::Buffer {
-                    host,
-                    waited: Some(w),
-                } => format!(
-                    "the prefetch buffer (fetched from {host}, waited {} ms for the transfer)",
-                    w.as_millis()
-                ),
-                Source::Host(h) => h.clone(),
-            };
-            log::info(format!(
-                "restored {name} from {from} ({}, {} bytes, {ms} ms)",
-                r.codec, r.size
-            ));
-            0
+    let from = match &restored.source {
+        Source::Manual(d) => format!("the manual directory {}", d.display()),
+        Source::Buffer { host, waited: None } => {
+            format!("the prefetch buffer (fetched from {host})")
         }
-        Err(u) => {
-            let code = restore::exit_code(mode, &u);
-            match &u {
-                // Quiet: PostgreSQL asks for the next file until it exists.
-                Unavailable::NotFound => {}
-                // Logged once per file by the library.
-                Unavailable::TooYoung { .. } => {}
-                // A standby retries: each host failure was logged when it
-                // happened (and a host in cooldown is not asked at all).
-                // Bad copies get the line naming every host.
-                Unavailable::Failed(attempts)
-                    if code != EXIT_STOP_RECOVERY
-                        && !attempts.iter().any(|(_, a)| matches!(a, Attempt::Bad(_))) => {}
-                _ if code == EXIT_STOP_RECOVERY => log::error(format!(
-                    "{name}: {u}. This is archive recovery (recovery.signal without standby.signal): \
-                     answering \"not available\" would end recovery here and promote with WAL \
-                     possibly missing, so restore-cmd exits {EXIT_STOP_RECOVERY} and PostgreSQL \
-                     stops. Bring the failed host back (or name only the hosts you trust in \
-                     restore_command) and start PostgreSQL again"
-                )),
-                _ => log::error(format!("{name}: not restored: {u}")),
-            }
-            code
-        }
-    }
+        Source::Buffer {
+            host,
+            waited: Some(w),
+        } => format!(
+            "the prefetch buffer (fetched from {host}, waited {} ms for the transfer)",
+            w.as_millis()
+        ),
+        Source::Host(h) => h.clone(),
+    };
+    log::info(format!(
+        "restored {name} from {from} ({}, {} bytes, {ms} ms)",
+        restored.codec, restored.size
+    ));
+    Ok(0)
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use archive_core::client::cleanup::{self, CleanupOptions};
-use archive_core::common::{cli, log};
+use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::log;
 use archive_core::Error;
 use clap::Parser;
 
@@ -30,12 +31,8 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "wal-cleanup", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Override a config key (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Only report what would be removed.
     #[arg(long)]
     dry_run: bool,
@@ -54,7 +51,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Error> {
-    let cfg = cli::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = args.config.load()?;
     archive_core::common::names::validate_host_name(&args.remote_archive)?;
     let rt = cli::runtime()?;
     let opts = CleanupOptions {

@@ -217,7 +217,7 @@ pub fn exit_code(mode: RecoveryMode, u: &Unavailable) -> i32 {
         Unavailable::Failed(_) if stop => EXIT_STOP_RECOVERY,
         Unavailable::Failed(_) => EXIT_RETRY,
         Unavailable::Local(_) if stop => EXIT_STOP_RECOVERY,
-        Unavailable::Local(e) => e.exit_code(),
+        Unavailable::Local(e) => crate::common::error::Failure::exit_code(e),
     }
 }
 

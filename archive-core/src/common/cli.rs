@@ -1,13 +1,49 @@
-//! What every binary does around its work: load the configuration, start
-//! the async runtime, and turn the outcome into one log line and an exit
-//! code. Kept here so the binaries stay a page of argument parsing.
+//! What every binary does around its work: the `--config`/`--set` options,
+//! loading the configuration, starting the async runtime, and ending the
+//! process through [`exit`], the one place an outcome becomes an exit code.
+//! Kept here so the binaries stay a page of argument parsing.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::common::config::Config;
-use crate::common::error::{Error, Result};
+use crate::common::error::{Error, Failure, Result};
 use crate::common::log;
+
+/// The configuration options every binary takes (flattened into its
+/// arguments).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set retry_count=3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// Loads the configuration (file, then `PGARCHIVE_*`, then `--set`) and
+    /// applies its logging settings.
+    pub fn load(&self) -> Result<Config> {
+        load_config(self.config.as_deref(), &self.set)
+    }
+
+    /// The same options as command-line words, for a child process.
+    pub fn to_command_line(&self) -> Vec<OsString> {
+        let mut words: Vec<OsString> = Vec::new();
+        if let Some(c) = &self.config {
+            words.push("--config".into());
+            words.push(c.into());
+        }
+        for s in &self.set {
+            words.push("--set".into());
+            words.push(s.into());
+        }
+        words
+    }
+}
 
 /// Loads the configuration (file, then `PGARCHIVE_*`, then `--set`) and
 /// applies its logging settings.
@@ -34,17 +70,16 @@ pub fn runtime_all_cores() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))
 }
 
-/// The process exit code for `outcome`: its code on success; on an error,
-/// the error logged (prefixed with `context` when given) and its code.
-pub fn exit(outcome: Result<i32>, context: Option<&str>) -> ExitCode {
+/// How every binary's `main` ends: a success carries its exit code (0, or
+/// a code that is a result, like a Nagios level); a failure is reported
+/// once (see [`Failure::report`], prefixed with `context` when given) and
+/// exits with its own code.
+pub fn exit<F: Failure>(outcome: std::result::Result<i32, F>, context: Option<&str>) -> ExitCode {
     let code = match outcome {
         Ok(code) => code,
-        Err(e) => {
-            match context {
-                Some(c) => log::error(format!("{c}: {e}")),
-                None => log::error(e.to_string()),
-            }
-            e.exit_code()
+        Err(failure) => {
+            failure.report(context);
+            failure.exit_code()
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

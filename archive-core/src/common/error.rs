@@ -1,5 +1,6 @@
-//! The library's error type. Every variant knows its process exit code, so a
-//! binary never has to guess it (see [`Error::exit_code`]).
+//! The library's error type, and the one trait through which every failure
+//! of the suite says its process exit code ([`Failure`]), so a binary never
+//! guesses it: `main` ends through [`crate::common::cli::exit`].
 //!
 //! Exit codes shared by all binaries (documented in every `--help`):
 //!
@@ -13,9 +14,13 @@
 //! | 5 | not found |
 //!
 //! All codes stay below 126: PostgreSQL treats higher codes (and death by a
-//! signal) from archive_command as fatal for the archiver.
+//! signal) from archive_command as fatal for the archiver. The one exception
+//! is restore-cmd's deliberate 200 (see `client::restore`), and
+//! archive-status's check uses the Nagios codes 0-3 as successes.
 
 use std::path::PathBuf;
+
+use crate::common::log;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,9 +69,25 @@ pub enum Error {
     Protocol(String),
 }
 
-impl Error {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+/// A failure that ends a program: its exit code and how it is reported.
+/// Implemented by every error type a binary can end with.
+pub trait Failure: std::fmt::Display {
+    /// The process exit code.
+    fn exit_code(&self) -> i32;
+
+    /// Reports the failure once, as the program ends: an ERROR line,
+    /// prefixed with `context` (e.g. the WAL file) when given. A program for
+    /// which some failures are routine overrides this to keep them quiet.
+    fn report(&self, context: Option<&str>) {
+        match context {
+            Some(c) => log::error(format!("{c}: {self}")),
+            None => log::error(self.to_string()),
+        }
+    }
+}
+
+impl Failure for Error {
+    fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Refused(_) => EXIT_REFUSED,
@@ -75,7 +96,9 @@ impl Error {
             Error::Host { .. } | Error::Io { .. } | Error::Protocol(_) => EXIT_RETRY,
         }
     }
+}
 
+impl Error {
     /// Short helper for [`Error::Io`].
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

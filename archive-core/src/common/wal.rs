@@ -712,6 +712,9 @@ mod tests {
     fn error_converts_to_refused() {
         let e: crate::Error = WalName::parse("../x").unwrap_err().into();
         assert!(matches!(e, crate::Error::Refused(_)));
-        assert_eq!(e.exit_code(), crate::common::error::EXIT_REFUSED);
+        assert_eq!(
+            crate::common::error::Failure::exit_code(&e),
+            crate::common::error::EXIT_REFUSED
+        );
     }
 }

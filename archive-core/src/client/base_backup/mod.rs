@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::client::cleanup::{self, CleanupOptions};
 use crate::client::sync::{self, SyncOptions};
 use crate::common::config::Config;
+use crate::common::error::Failure;
 use crate::common::names::validate_cluster_name;
 use crate::common::{durable, lock, log};
 use crate::net::queue::{self, Task};
@@ -32,13 +33,32 @@ pub enum Outcome {
     Done,
 }
 
-/// A run that failed; what failed has been logged. The exit code to use.
+/// A run that failed: the error and what the run was doing.
 #[derive(Debug)]
-pub struct Failed(pub i32);
+pub struct Failed {
+    /// What the run was doing, ending in ": " (or empty).
+    pub context: String,
+    /// What went wrong.
+    pub error: Error,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.context, self.error)
+    }
+}
+
+impl Failure for Failed {
+    fn exit_code(&self) -> i32 {
+        self.error.exit_code()
+    }
+}
 
 fn fail(e: Error, context: &str) -> Failed {
-    log::error(format!("{context}{e}"));
-    Failed(e.exit_code())
+    Failed {
+        context: context.to_string(),
+        error: e,
+    }
 }
 
 /// The whole run (see the crate docs).
@@ -116,7 +136,7 @@ pub fn run(cfg: &Config) -> std::result::Result<Outcome, Failed> {
                 let _ = queue::set_error(
                     &mut c,
                     task.id,
-                    &format!("{step} failed (exit {})", failed.0),
+                    &format!("{step} failed (exit {})", failed.exit_code()),
                 );
             }
             Err(failed)
