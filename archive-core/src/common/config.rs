@@ -6,6 +6,12 @@
 //! apply. Every key may also come from `PGARCHIVE_<KEY>` (upper case), e.g.
 //! `PGARCHIVE_RETRY_COUNT=3`. Unknown keys are an error, so a typo never
 //! silently falls back to a default.
+//!
+//! One convention for every duration and size: a duration is a number of
+//! seconds or a value with units (`90s`, `15m`, `6h`, `2d`, `1h 30m`); a size
+//! is a number of bytes or a value with a unit (`512MiB`, `4GiB`; `k`, `M`,
+//! `G`, `T`, `KB`, `MB`, `GB`, `TB` mean the same binary multiples). Values
+//! with a fixed set of choices are enums, checked when the file is read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,15 +47,19 @@ pub struct Config {
     /// instructions. Empty: ssh's own choice.
     pub ssh_ciphers: String,
     /// Seconds to establish an ssh connection.
+    #[serde(deserialize_with = "seconds")]
     pub connect_timeout: u64,
     /// Seconds without progress after which a transfer counts as stalled.
     /// A long transfer that keeps moving never times out.
+    #[serde(deserialize_with = "seconds")]
     pub io_timeout: u64,
     /// Seconds an idle ssh master connection stays open for later calls.
+    #[serde(deserialize_with = "seconds")]
     pub control_persist: u64,
     /// Consecutive failures of a host before it goes into cooldown.
     pub retry_count: u32,
     /// Seconds a host in cooldown is tried only as a last resort.
+    #[serde(deserialize_with = "seconds")]
     pub cooldown: u64,
     /// Look-ahead: when more than this many segments are `.ready`,
     /// archive-cmd sends the following ones in the same call.
@@ -77,6 +87,7 @@ pub struct Config {
     pub server_name: Option<String>,
     /// Archive servers: seconds forwarding to the peer is skipped after a
     /// failure (segments are recorded as owed meanwhile).
+    #[serde(deserialize_with = "seconds")]
     pub forward_cooldown: u64,
     /// Archive servers: most owed files delivered after one put.
     pub owed_batch: usize,
@@ -94,14 +105,14 @@ pub struct Config {
     /// base-backup: pg_basebackup's `--compress` value,
     /// `[client-|server-]{none,gzip,lz4,zstd}[:DETAIL]`, e.g. "server-zstd:3"
     /// (compress on the standby) or "client-zstd:level=1,workers=4".
-    pub backup_compress: String,
+    pub backup_compress: BackupCompress,
     /// base-backup: pg_basebackup's `--checkpoint`: "spread" (PostgreSQL's
     /// default; on a standby the backup waits for the next restartpoint) or
     /// "fast".
-    pub backup_checkpoint: String,
+    pub backup_checkpoint: Checkpoint,
     /// base-backup: pg_basebackup's `--max-rate` ("100M", "32k"); unset
     /// means no limit.
-    pub backup_max_rate: Option<String>,
+    pub backup_max_rate: Option<MaxRate>,
     /// base-backup: how a new backup is verified before it replaces an old
     /// one. "manifest": every file of the tar archives is read back
     /// (decompressed) and checked against backup_manifest (size, CRC32C or
@@ -110,12 +121,13 @@ pub struct Config {
     /// the backup and `pg_verifybackup --no-parse-wal` checks it (PostgreSQL
     /// 15's pg_verifybackup cannot read tar format itself); needs the
     /// backup's size again in free space.
-    pub backup_verify: String,
+    pub backup_verify: BackupVerify,
     /// base-backup: seconds between two pg_basebackup progress lines in the
     /// log; 0 (the default): none. Progress costs time: pg_basebackup's
     /// `--progress` makes the server walk the whole data directory to
     /// estimate its size before it sends anything (measured here: about a
     /// quarter more wall time for a 1.5 GiB cluster).
+    #[serde(deserialize_with = "seconds")]
     pub backup_progress_interval: u64,
     /// base-backup: after each backup, run wal-cleanup and wal-sync with the
     /// peer (the task only counts as done when both succeed). Turn off only
@@ -136,6 +148,7 @@ pub struct Config {
     pub restore_parallel: usize,
     /// restore-cmd: seconds without a request after which the prefetch
     /// worker empties the buffer and exits.
+    #[serde(deserialize_with = "seconds")]
     pub restore_prefetch_idle: u64,
     /// restore-cmd: where prefetch buffers live. Unset: inside the data
     /// directory, `pg_wal/.restore-prefetch` (same file system as pg_wal, so
@@ -175,10 +188,10 @@ impl Default for Config {
             quiet: false,
             queue_dsn: None,
             pg_bin_dir: None,
-            backup_compress: "client-zstd:1".to_string(),
-            backup_checkpoint: "spread".to_string(),
+            backup_compress: BackupCompress::parse("client-zstd:1").expect("valid default"),
+            backup_checkpoint: Checkpoint::Spread,
             backup_max_rate: None,
-            backup_verify: "manifest".to_string(),
+            backup_verify: BackupVerify::Manifest,
             backup_progress_interval: 0,
             backup_wal_maintenance: true,
             restore_manual_dir: None,
@@ -235,6 +248,182 @@ pub fn parse_byte_size(s: &str) -> std::result::Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// A duration key: an integer is seconds, a string is a duration with
+/// units (`"15m"`, `"1h 30m"`) or bare seconds (`"90"`, from the
+/// environment or `--set`).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(n),
+        Raw::S(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a duration in whole seconds: "90", "90s", "15m", "6h", "2d",
+/// "1h 30m" (humantime's syntax).
+pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+        return t.parse().map_err(|_| format!("{s:?} is too large"));
+    }
+    humantime::parse_duration(t)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 15m, 6h or 2d: {e}"))
+}
+
+/// pg_basebackup's `--checkpoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpoint {
+    /// PostgreSQL's default; on a standby the backup waits for the next
+    /// restartpoint.
+    Spread,
+    /// Start at once.
+    Fast,
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Checkpoint::Spread => "spread",
+            Checkpoint::Fast => "fast",
+        })
+    }
+}
+
+/// How base-backup verifies a new backup (see `backup_verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupVerify {
+    /// Every file read back and checked against backup_manifest.
+    Manifest,
+    /// Extracted next to the backup and checked by pg_verifybackup.
+    PgVerifybackup,
+}
+
+impl std::fmt::Display for BackupVerify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupVerify::Manifest => "manifest",
+            BackupVerify::PgVerifybackup => "pg_verifybackup",
+        })
+    }
+}
+
+/// Where pg_basebackup compresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressPlace {
+    /// On the archive server, as the backup arrives.
+    Client,
+    /// On the database server, before sending.
+    Server,
+}
+
+/// pg_basebackup's compression method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressMethod {
+    /// Plain tar.
+    None,
+    /// `.tar.gz`.
+    Gzip,
+    /// `.tar.lz4`.
+    Lz4,
+    /// `.tar.zst`.
+    Zstd,
+}
+
+/// `backup_compress`: pg_basebackup's `--compress` value,
+/// `[client-|server-]{none,gzip,lz4,zstd}[:DETAIL]`, checked when read and
+/// passed on as written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub struct BackupCompress {
+    /// Where it compresses (client when the prefix is left out).
+    pub place: CompressPlace,
+    /// The method.
+    pub method: CompressMethod,
+    spec: String,
+}
+
+impl BackupCompress {
+    /// Parses and checks a `--compress` value.
+    pub fn parse(spec: &str) -> std::result::Result<Self, String> {
+        let spec = spec.trim();
+        let head = spec.split(':').next().unwrap_or_default();
+        let (place, method) = head.split_once('-').unwrap_or(("client", head));
+        let place = match place {
+            "client" => Some(CompressPlace::Client),
+            "server" => Some(CompressPlace::Server),
+            _ => None,
+        };
+        let method = match method {
+            "none" => Some(CompressMethod::None),
+            "gzip" => Some(CompressMethod::Gzip),
+            "lz4" => Some(CompressMethod::Lz4),
+            "zstd" => Some(CompressMethod::Zstd),
+            _ => None,
+        };
+        match (place, method) {
+            (Some(place), Some(method)) => Ok(BackupCompress {
+                place,
+                method,
+                spec: spec.to_string(),
+            }),
+            _ => Err(format!(
+                "backup_compress {spec:?}: expected [client-|server-]{{none,gzip,lz4,zstd}}[:DETAIL], e.g. \"client-zstd:1\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackupCompress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.spec)
+    }
+}
+
+impl From<BackupCompress> for String {
+    fn from(c: BackupCompress) -> String {
+        c.spec
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupCompress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        BackupCompress::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `backup_max_rate`: pg_basebackup's `--max-rate`, kB/s with an optional
+/// `k` or `M` ("100M", "32k"); checked when read, passed on as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxRate(String);
+
+impl std::fmt::Display for MaxRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxRate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let rate = String::deserialize(d)?;
+        let t = rate.trim();
+        let digits = t.trim_end_matches(['k', 'K', 'm', 'M']);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(serde::de::Error::custom(format!(
+                "backup_max_rate {rate:?}: use a number of kB/s, optionally with k or M (\"100M\")"
+            )));
+        }
+        Ok(MaxRate(t.to_string()))
+    }
 }
 
 impl Config {
@@ -304,52 +493,7 @@ impl Config {
                 "parallel and lookahead_max must be at least 1".into(),
             ));
         }
-        self.validate_backup()
-    }
-
-    fn validate_backup(&self) -> Result<()> {
-        self.backup_compression()?;
-        if !matches!(self.backup_checkpoint.as_str(), "fast" | "spread") {
-            return Err(Error::Usage(format!(
-                "backup_checkpoint must be \"fast\" or \"spread\", not {:?}",
-                self.backup_checkpoint
-            )));
-        }
-        if !matches!(self.backup_verify.as_str(), "manifest" | "pg_verifybackup") {
-            return Err(Error::Usage(format!(
-                "backup_verify must be \"manifest\" or \"pg_verifybackup\", not {:?}",
-                self.backup_verify
-            )));
-        }
-        if let Some(rate) = &self.backup_max_rate {
-            let t = rate.trim();
-            let digits = t.trim_end_matches(['k', 'K', 'm', 'M']);
-            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                return Err(Error::Usage(format!(
-                    "backup_max_rate {rate:?}: use a number of kB/s, optionally with k or M (\"100M\")"
-                )));
-            }
-        }
         Ok(())
-    }
-
-    /// `backup_compress` split into where ("client" or "server") and the
-    /// method ("none", "gzip", "lz4", "zstd").
-    pub fn backup_compression(&self) -> Result<(&str, &str)> {
-        let spec = self.backup_compress.trim();
-        let head = spec.split(':').next().unwrap_or_default();
-        let (place, method) = match head.split_once('-') {
-            Some((p, m)) => (p, m),
-            None => ("client", head),
-        };
-        if !matches!(place, "client" | "server")
-            || !matches!(method, "none" | "gzip" | "lz4" | "zstd")
-        {
-            return Err(Error::Usage(format!(
-                "backup_compress {spec:?}: expected [client-|server-]{{none,gzip,lz4,zstd}}[:DETAIL], e.g. \"client-zstd:1\""
-            )));
-        }
-        Ok((place, method))
     }
 
     /// Stall timeout.
@@ -436,9 +580,25 @@ mod tests {
             &["backup_compress=server-zstd:level=3,workers=2".into()],
         )
         .unwrap();
-        assert_eq!(c.backup_compression().unwrap(), ("server", "zstd"));
+        assert_eq!(c.backup_compress.place, CompressPlace::Server);
+        assert_eq!(c.backup_compress.method, CompressMethod::Zstd);
+        assert_eq!(
+            c.backup_compress.to_string(),
+            "server-zstd:level=3,workers=2"
+        );
         let c = Config::load(None, &["backup_compress=gzip".into()]).unwrap();
-        assert_eq!(c.backup_compression().unwrap(), ("client", "gzip"));
+        assert_eq!(c.backup_compress.place, CompressPlace::Client);
+        assert_eq!(c.backup_compress.method, CompressMethod::Gzip);
+        let c = Config::load(
+            None,
+            &[
+                "backup_checkpoint=fast".into(),
+                "backup_verify=pg_verifybackup".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.backup_checkpoint, Checkpoint::Fast);
+        assert_eq!(c.backup_verify, BackupVerify::PgVerifybackup);
         for bad in [
             "backup_compress=client-bzip2",
             "backup_checkpoint=slow",
@@ -449,6 +609,30 @@ mod tests {
             let key = bad.split('=').next().unwrap();
             assert!(e.contains(key), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        let c = Config::load(
+            None,
+            &[
+                "cooldown=15m".into(),
+                "io_timeout=90".into(),
+                "connect_timeout=\"20\"".into(),
+                "restore_prefetch_idle=\"1h 30m\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.cooldown, 900);
+        assert_eq!(c.io_timeout, 90);
+        assert_eq!(c.connect_timeout, 20);
+        assert_eq!(c.restore_prefetch_idle, 5400);
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert_eq!(parse_duration("6h"), Ok(21_600));
+        let e = Config::load(None, &["cooldown=\"2 fortnights\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cooldown"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::cleanup::{self, CleanupOptions};
 use crate::client::sync::{self, SyncOptions};
-use crate::common::config::Config;
+use crate::common::config::{BackupVerify, Config};
 use crate::common::error::Failure;
 use crate::common::names::validate_cluster_name;
 use crate::common::{durable, lock, log};
@@ -246,7 +246,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         },
         &tmp,
     );
-    let follower = (cfg.backup_verify == "manifest").then(|| Follower::start(&tmp));
+    let follower = (cfg.backup_verify == BackupVerify::Manifest).then(|| Follower::start(&tmp));
     let finished = pgbb::run(cmd, Duration::from_secs(cfg.backup_progress_interval));
     let finished = match finished {
         Ok(f) if f.status.success() => f,
@@ -333,7 +333,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
             "consistent_by",
             consistent_by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ),
-        ("verified", cfg.backup_verify.clone()),
+        ("verified", cfg.backup_verify.to_string()),
         ("data_bytes", verified.data_bytes.to_string()),
         ("stored_bytes", verified.stored_bytes.to_string()),
     ];

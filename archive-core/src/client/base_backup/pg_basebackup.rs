@@ -70,7 +70,7 @@ pub fn command(cfg: &Config, src: &Source, target: &Path) -> Command {
             "--wal-method=none",
             "--manifest-checksums=CRC32C",
         ])
-        .arg(format!("--compress={}", cfg.backup_compress.trim()))
+        .arg(format!("--compress={}", cfg.backup_compress))
         .arg(format!("--checkpoint={}", cfg.backup_checkpoint))
         .arg(format!("--label={}", src.label))
         .args(["--verbose", "--no-password"]);
@@ -78,7 +78,7 @@ pub fn command(cfg: &Config, src: &Source, target: &Path) -> Command {
         cmd.arg("--progress");
     }
     if let Some(rate) = &cfg.backup_max_rate {
-        cmd.arg(format!("--max-rate={}", rate.trim()));
+        cmd.arg(format!("--max-rate={}", rate));
     }
     cmd
 }
