@@ -26,7 +26,7 @@ pub const LOCK_FILE: &str = "base-backup.lock";
 
 /// How a run ended well.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum TaskOutcome {
     /// Nothing was due on this server.
     NoTask,
     /// Task done.
@@ -62,7 +62,7 @@ fn fail(e: Error, context: &str) -> Failed {
 }
 
 /// The whole run (see the crate docs).
-pub fn run(cfg: &Config) -> std::result::Result<Outcome, Failed> {
+pub fn run(cfg: &Config) -> std::result::Result<TaskOutcome, Failed> {
     let server = cfg.server_name.clone().ok_or_else(|| {
         fail(
             Error::Usage(
@@ -102,7 +102,7 @@ pub fn run(cfg: &Config) -> std::result::Result<Outcome, Failed> {
     }
     let Some(task) = queue::get_next(&mut client, &server).map_err(|e| fail(e, queue_ctx))? else {
         log::info(format!("no backup is due on {server}"));
-        return Ok(Outcome::NoTask);
+        return Ok(TaskOutcome::NoTask);
     };
     // A backup can take hours: do not keep an idle session open meanwhile.
     drop(client);
@@ -125,7 +125,7 @@ pub fn run(cfg: &Config) -> std::result::Result<Outcome, Failed> {
             queue::stop(&mut client, task.id, &done.details)
                 .map_err(|e| fail(e, &format!("{ctx}backup made, but backups.stop failed: ")))?;
             log::info(format!("{ctx}done: {}", done.summary));
-            Ok(Outcome::Done)
+            Ok(TaskOutcome::Done)
         }
         Err((step, e)) => {
             let failed = fail(

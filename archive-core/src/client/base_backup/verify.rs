@@ -50,12 +50,12 @@ pub struct Archive {
     /// Prefix of its members in the manifest.
     pub prefix: String,
     /// Compression, from the file name.
-    pub codec: Codec,
+    pub codec: TarCompression,
 }
 
 /// Compression of an archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
+pub enum TarCompression {
     /// `.tar`
     None,
     /// `.tar.gz`
@@ -69,13 +69,13 @@ pub enum Codec {
 /// The archive `name` is, if it is one (`base.tar…` or `<oid>.tar…`).
 pub fn archive_of(dir: &Path, name: &str) -> Option<Archive> {
     let (stem, codec) = if let Some(s) = name.strip_suffix(".tar") {
-        (s, Codec::None)
+        (s, TarCompression::None)
     } else if let Some(s) = name.strip_suffix(".tar.gz") {
-        (s, Codec::Gzip)
+        (s, TarCompression::Gzip)
     } else if let Some(s) = name.strip_suffix(".tar.zst") {
-        (s, Codec::Zstd)
+        (s, TarCompression::Zstd)
     } else if let Some(s) = name.strip_suffix(".tar.lz4") {
-        (s, Codec::Lz4)
+        (s, TarCompression::Lz4)
     } else {
         return None;
     };
@@ -184,12 +184,12 @@ impl Write for Crc {
     }
 }
 
-fn decoder<'a, R: Read + 'a>(codec: Codec, r: R) -> io::Result<Box<dyn Read + 'a>> {
+fn decoder<'a, R: Read + 'a>(codec: TarCompression, r: R) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match codec {
-        Codec::None => Box::new(r),
-        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
-        Codec::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
+        TarCompression::None => Box::new(r),
+        TarCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        TarCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        TarCompression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
     })
 }
 
@@ -616,13 +616,19 @@ mod tests {
     #[test]
     fn archive_names() {
         let d = Path::new("/b");
-        assert_eq!(archive_of(d, "base.tar.zst").unwrap().codec, Codec::Zstd);
+        assert_eq!(
+            archive_of(d, "base.tar.zst").unwrap().codec,
+            TarCompression::Zstd
+        );
         assert_eq!(archive_of(d, "base.tar").unwrap().prefix, "");
         assert_eq!(
             archive_of(d, "16384.tar.gz").unwrap().prefix,
             "pg_tblspc/16384/"
         );
-        assert_eq!(archive_of(d, "base.tar.lz4").unwrap().codec, Codec::Lz4);
+        assert_eq!(
+            archive_of(d, "base.tar.lz4").unwrap().codec,
+            TarCompression::Lz4
+        );
         assert!(archive_of(d, "backup_manifest").is_none());
         assert!(archive_of(d, "x.tar").is_none());
         assert!(archive_of(d, "base.tar.bz2").is_none());
