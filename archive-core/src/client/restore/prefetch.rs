@@ -38,14 +38,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::buffer::{self, Buffer, FileId, Plan, Want};
+use super::buffer::{self, Buffer, FileId, Meta, Plan, Want};
 use super::fetch::{self, FetchError};
 use super::verify::Check;
-use super::{order_hosts, Settings};
+use super::{order_hosts, RestoreRequest, Settings};
 use crate::common::config::Config;
 use crate::common::durable::{self, AtomicFile};
 use crate::common::error::{Error, Result};
 use crate::common::log;
+use crate::common::wal::{self, WalKind, WalName};
 use crate::net::health::HealthBook;
 use crate::net::ssh::{self, Channel, SshSettings};
 
@@ -63,6 +64,68 @@ const RETRY_BAD: Duration = Duration::from_secs(10);
 const WORKER_NICE: i32 = 5;
 /// The worker's log is truncated beyond this size.
 const LOG_MAX: u64 = 8 << 20;
+
+/// Records the request for the prefetch worker and starts one if none
+/// runs. A history file found means a timeline change may follow: the
+/// queue is emptied instead. Problems here never fail the call.
+pub(super) fn record_request(
+    settings: &Settings,
+    buffer: Option<&Buffer>,
+    req: &RestoreRequest,
+    name: &WalName,
+    seg_size: u64,
+    sysid: Option<u64>,
+    include: bool,
+) {
+    let Some(b) = buffer else { return };
+    match name.kind() {
+        WalKind::History => {
+            if b.dir().is_dir() {
+                b.remove_want();
+                b.clear();
+            }
+        }
+        WalKind::Segment => {
+            if wal::check_segment_size(seg_size).is_err() {
+                return;
+            }
+            let want = Want {
+                tli: name.timeline(),
+                segno: name.segment_number(seg_size),
+                include,
+                seg_size,
+                hosts: req.hosts.clone(),
+                src_dir: req.src_dir.clone(),
+                sysid,
+                at_ms: buffer::now_ms(),
+            };
+            if want.window(settings.queue_max).is_none() {
+                return;
+            }
+            if let Err(e) = b.ensure() {
+                log::warn(format!("prefetch buffer unavailable: {e}"));
+                return;
+            }
+            if let Some(old) = b.read_want() {
+                if !old.same_stream(&want) {
+                    // A timeline change (or another archive): nothing
+                    // buffered is wanted any more.
+                    b.clear();
+                }
+            }
+            if let Err(e) = b.write_want(&want) {
+                log::warn(format!("prefetch: {e}"));
+                return;
+            }
+            if !b.worker_running() {
+                if let Err(e) = spawn_worker(b, &req.worker_args) {
+                    log::warn(format!("prefetch for {}: {e}", b.dir().display()));
+                }
+            }
+        }
+        WalKind::Backup | WalKind::Partial => {}
+    }
+}
 
 /// Starts a detached worker for buffer `b`, passing `args` (the caller's
 /// `--config`/`--set`) so that it reads the same configuration. Does not
@@ -507,7 +570,7 @@ async fn transfer(ctx: &Ctx, want: &Want, segno: u64, received: impl FnOnce()) -
                 // Every byte is written (the writer thread is done): the
                 // identity a call checks instead of hashing them again.
                 let id = FileId::of(out.file());
-                let Some(meta) = super::meta_for(&fetched, &host, &want.src_dir, id) else {
+                let Some(meta) = meta_for(&fetched, &host, &want.src_dir, id) else {
                     return Outcome::Failed;
                 };
                 if let Err(e) = ctx.buffer.write_meta(&n, &meta) {
@@ -583,8 +646,31 @@ fn failed(ctx: &Ctx, host: &str, name: &str, e: &Error) {
     log::warn(format!("prefetch of {name} from {host} failed: {msg}"));
 }
 
+/// The buffer record of a fetched segment (`None` without a digest).
+fn meta_for(
+    fetched: &fetch::Fetched,
+    host: &str,
+    src_dir: &str,
+    file: Option<FileId>,
+) -> Option<Meta> {
+    Some(Meta {
+        size: fetched.verified.size,
+        digest: fetched.verified.digest.clone()?,
+        mtime: fetched.mtime,
+        host: host.to_string(),
+        codec: fetched.verified.codec,
+        src_dir: src_dir.to_string(),
+        file,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::super::tests::{buffer_segment, data_dir, no_worker_cfg, request};
+    use super::super::{restore, verify};
     use super::*;
 
     fn done(generation: u64, segno: u64, outcome: Outcome) -> Done {
@@ -637,5 +723,55 @@ mod tests {
         t.event(Event::Done(done(0, 8, Outcome::Stored)));
         assert!(t.inflight.is_empty() && t.committing.is_empty());
         assert_eq!(t.stored, 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_leaves_the_request_it_replaces_for_the_worker_to_free() {
+        // Freeing blocks can cost a synchronous discard on some file systems
+        // (and `want`, replaced by a rename, always has its block: ext4
+        // allocates at once a file renamed over another): the request a
+        // call replaces stays linked under a temp name of the call, which
+        // the worker removes as a dead temp once the call has exited.
+        let d = data_dir();
+        let cfg = no_worker_cfg(d.path());
+        let name = "000000010000000000000005";
+        let seg = verify::tests::segment(name);
+        let b = buffer_segment(&cfg, d.path(), name, &seg, 0);
+        let old_want = Want {
+            tli: 1,
+            segno: 4,
+            include: false,
+            seg_size: seg.len() as u64,
+            hosts: vec!["nohost".into()],
+            src_dir: "/archive/main".into(),
+            sysid: None,
+            at_ms: 0,
+        };
+        b.write_want(&old_want).unwrap();
+        let ino = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(p).unwrap().ino()
+        };
+        let before = ino(&b.dir().join("want"));
+        // Prefetch on, with this test holding the worker's lock: the call
+        // records its request but starts no worker.
+        let cfg = Config {
+            restore_queue_max: crate::common::config::ByteSize(64 << 20),
+            ..cfg
+        };
+        let _lock = b.lock_worker(Duration::ZERO).unwrap().unwrap();
+        restore(&cfg, &request(d.path(), name, None)).await.unwrap();
+        assert_eq!(b.read_want().unwrap().segno, 5, "the request moved on");
+        let own = format!(".want.tmp-{}-", std::process::id());
+        let kept: Vec<PathBuf> = fs::read_dir(b.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(&own))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(ino(&kept[0]), before, "the replaced request");
+        // Once this process is gone it is a dead temp: what the worker's
+        // scan removes.
+        assert!(b.scan().dead.is_empty(), "alive while we run");
     }
 }
