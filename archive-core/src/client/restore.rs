@@ -4,7 +4,7 @@
 //!
 //! - Sources, in order: the local manual directory (`from_manual`), the
 //!   prefetch buffer (`from_buffer`), then the hosts in health order
-//!   (`from_hosts`, [`order_hosts`]): a host in cooldown is tried last, and
+//!   (`from_hosts`, `order_hosts`): a host in cooldown is tried last, and
 //!   on a standby skipped when another host already answered (archive
 //!   recovery asks it all the same); "not found" is an answer, not a
 //!   failure; when every host is in cooldown the counters are reset rather

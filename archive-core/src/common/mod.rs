@@ -14,4 +14,5 @@ pub mod lock;
 pub mod log;
 pub mod names;
 pub mod page_header;
+pub mod process;
 pub mod wal;
