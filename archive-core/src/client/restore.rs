@@ -31,7 +31,7 @@
 //!   WAL missing.
 
 pub mod buffer;
-pub mod fetch;
+pub(crate) mod fetch;
 mod from_buffer;
 mod from_hosts;
 mod from_manual;

@@ -46,24 +46,25 @@ use crate::common::error::{Error, Result};
 use crate::common::wal::WalName;
 
 /// Directory name of the default buffer, under `pg_wal`.
-pub const DEFAULT_SUBDIR: &str = ".restore-prefetch";
+pub(crate) const DEFAULT_SUBDIR: &str = ".restore-prefetch";
 
 const WANT: &str = "want";
 const LOCK: &str = "worker.lock";
 /// The worker's log file in the buffer directory.
-pub const LOG: &str = "worker.log";
+pub(crate) const LOG: &str = "worker.log";
 const NOTICE: &str = "notice";
 const META_SUFFIX: &str = ".meta";
 const TEMP_MARK: &str = ".tmp-";
 const CLAIM_MARK: &str = ".claim-";
 
 pub use self::identity::FileId;
-pub use self::plan::{stale, Plan};
-pub use self::records::{now_ms, Meta, Want};
+pub(crate) use self::plan::{stale, Plan};
+pub use self::records::Meta;
+pub(crate) use self::records::{now_ms, Want};
 
 /// A buffered segment found by [`Buffer::scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Its name.
     pub name: WalName,
     /// Bytes on disk.
@@ -72,7 +73,7 @@ pub struct Entry {
 
 /// What the buffer directory holds.
 #[derive(Debug, Clone, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Complete segments.
     pub entries: Vec<Entry>,
     /// Bytes of claimed segments (being handed over).
@@ -94,7 +95,7 @@ pub struct Buffer {
 /// of this machine's name and the data directory's path, so standbys on
 /// several machines with the same path never share a buffer when
 /// `restore_buffer_dir` is on a shared (network) file system.
-pub fn key_for(data_dir: &Path) -> String {
+pub(crate) fn key_for(data_dir: &Path) -> String {
     let host = rustix::system::uname();
     key_for_host(host.nodename().to_bytes(), data_dir)
 }
@@ -109,14 +110,14 @@ fn key_for_host(host: &[u8], data_dir: &Path) -> String {
 }
 
 /// True when `dir` looks like a PostgreSQL data directory.
-pub fn is_data_dir(dir: &Path) -> bool {
+pub(crate) fn is_data_dir(dir: &Path) -> bool {
     dir.join("PG_VERSION").is_file()
 }
 
 impl Buffer {
     /// The buffer of `data_dir`, `None` when there is nowhere sensible for
     /// one (no `restore_buffer_dir` and `data_dir` is not a data directory).
-    pub fn for_data_dir(cfg: &Config, data_dir: &Path) -> Option<Buffer> {
+    pub(crate) fn for_data_dir(cfg: &Config, data_dir: &Path) -> Option<Buffer> {
         match &cfg.restore_buffer_dir {
             Some(root) => Some(Buffer::at(&root.join(key_for(data_dir)))),
             None if is_data_dir(data_dir) => {
@@ -134,17 +135,17 @@ impl Buffer {
     }
 
     /// Its directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Creates the directory (0700) if missing.
-    pub fn ensure(&self) -> Result<()> {
+    pub(crate) fn ensure(&self) -> Result<()> {
         durable::create_dir_all(&self.dir)
     }
 
     /// Path of buffered segment `name`.
-    pub fn data_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn data_path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
@@ -159,7 +160,7 @@ impl Buffer {
     }
 
     /// Writes the record of `name` (before the segment itself appears).
-    pub fn write_meta(&self, name: &str, meta: &Meta) -> Result<()> {
+    pub(crate) fn write_meta(&self, name: &str, meta: &Meta) -> Result<()> {
         write_small(
             &self.meta_path(name),
             &serde_json::to_vec(meta).expect("json"),
@@ -167,13 +168,13 @@ impl Buffer {
     }
 
     /// The last request, if any.
-    pub fn read_want(&self) -> Option<Want> {
+    pub(crate) fn read_want(&self) -> Option<Want> {
         let bytes = fs::read(self.dir.join(WANT)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Records a request for the worker.
-    pub fn write_want(&self, want: &Want) -> Result<()> {
+    pub(crate) fn write_want(&self, want: &Want) -> Result<()> {
         write_small(
             &self.dir.join(WANT),
             &serde_json::to_vec(want).expect("json"),
@@ -181,22 +182,22 @@ impl Buffer {
     }
 
     /// Tells the worker to stop (nothing is wanted).
-    pub fn remove_want(&self) {
+    pub(crate) fn remove_want(&self) {
         let _ = fs::remove_file(self.dir.join(WANT));
     }
 
     /// The segment a delay message was last logged for.
-    pub fn read_notice(&self) -> String {
+    pub(crate) fn read_notice(&self) -> String {
         fs::read_to_string(self.dir.join(NOTICE)).unwrap_or_default()
     }
 
     /// Remembers that a delay message was logged for `name`.
-    pub fn write_notice(&self, name: &str) {
+    pub(crate) fn write_notice(&self, name: &str) {
         let _ = write_small(&self.dir.join(NOTICE), name.as_bytes());
     }
 
     /// Complete segments, claims and dead temps.
-    pub fn scan(&self) -> Scan {
+    pub(crate) fn scan(&self) -> Scan {
         let mut scan = Scan::default();
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return scan;
@@ -237,7 +238,7 @@ impl Buffer {
     }
 
     /// Removes buffered segment `name` and its record.
-    pub fn remove_entry(&self, name: &str) {
+    pub(crate) fn remove_entry(&self, name: &str) {
         let _ = fs::remove_file(self.data_path(name));
         let _ = fs::remove_file(self.meta_path(name));
     }
@@ -245,7 +246,7 @@ impl Buffer {
     /// Removes every buffered segment and record, and dead temps (a
     /// timeline change, an idle worker leaving). Live temps are left to their
     /// writers.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let scan = self.scan();
         for e in &scan.entries {
             self.remove_entry(e.name.as_str());
@@ -271,7 +272,7 @@ impl Buffer {
 
     /// A temp of `name` whose writer (the worker) is alive: a transfer in
     /// progress.
-    pub fn inflight_temp(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn inflight_temp(&self, name: &str) -> Option<PathBuf> {
         let prefix = format!(".{name}{TEMP_MARK}");
         let rd = fs::read_dir(&self.dir).ok()?;
         rd.flatten()
@@ -285,7 +286,7 @@ impl Buffer {
 
     /// Takes buffered segment `name` out of the worker's reach by renaming it
     /// to a claim name; `None` when it is not buffered.
-    pub fn claim(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn claim(&self, name: &str) -> Option<PathBuf> {
         let claim = self
             .dir
             .join(format!(".{name}{CLAIM_MARK}{}", std::process::id()));
@@ -296,7 +297,7 @@ impl Buffer {
     }
 
     /// True while a worker holds this buffer's lock.
-    pub fn worker_running(&self) -> bool {
+    pub(crate) fn worker_running(&self) -> bool {
         let Ok(f) = open_lock(&self.dir.join(LOCK)) else {
             return false;
         };
@@ -305,7 +306,7 @@ impl Buffer {
 
     /// Takes the worker lock, trying for up to `wait`; `None` when another
     /// worker holds it. The lock file names the holder's pid.
-    pub fn lock_worker(&self, wait: Duration) -> Result<Option<File>> {
+    pub(crate) fn lock_worker(&self, wait: Duration) -> Result<Option<File>> {
         let path = self.dir.join(LOCK);
         let mut f = open_lock(&path)?;
         let deadline = Instant::now() + wait;
@@ -325,7 +326,7 @@ impl Buffer {
     }
 
     /// Path of the worker's log.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join(LOG)
     }
 }

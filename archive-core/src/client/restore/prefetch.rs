@@ -60,7 +60,7 @@ use crate::net::health::HealthBook;
 use crate::net::ssh::SshSettings;
 
 /// The hidden command-line flag that makes restore-cmd a worker.
-pub const WORKER_FLAG: &str = "--prefetch-worker";
+pub(crate) const WORKER_FLAG: &str = "--prefetch-worker";
 
 /// How often the worker looks at the request and the buffer.
 const TICK: Duration = Duration::from_millis(20);
@@ -139,7 +139,7 @@ pub(super) fn record_request(
 /// Starts a detached worker for buffer `b`, passing `args` (the caller's
 /// `--config`/`--set`) so that it reads the same configuration. Does not
 /// wait for it.
-pub fn spawn_worker(b: &Buffer, args: &[OsString]) -> Result<()> {
+pub(crate) fn spawn_worker(b: &Buffer, args: &[OsString]) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Usage(format!("cannot find restore-cmd's own path: {e}")))?;
     let log_path = b.log_path();

@@ -11,7 +11,11 @@ use crate::common::wal::WalKind;
 /// Buffered segments that must go: another timeline, not a segment, or
 /// outside the window `want` asks for (stale: older than requested, or
 /// beyond what the bound allows).
-pub fn stale<'a>(want: Option<&Want>, queue_max: u64, entries: &'a [Entry]) -> Vec<&'a Entry> {
+pub(crate) fn stale<'a>(
+    want: Option<&Want>,
+    queue_max: u64,
+    entries: &'a [Entry],
+) -> Vec<&'a Entry> {
     entries
         .iter()
         .filter(|e| {
@@ -32,7 +36,7 @@ pub fn stale<'a>(want: Option<&Want>, queue_max: u64, entries: &'a [Entry]) -> V
 
 /// What the worker should start now, given the buffer and its transfers.
 #[derive(Debug)]
-pub struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     /// The request.
     pub want: &'a Want,
     /// Segment numbers buffered (complete).
@@ -62,7 +66,7 @@ impl Plan<'_> {
     /// of the window, no more than `parallel` transfers at once, never past
     /// a segment that is waiting for a retry, and only while every transfer,
     /// counted as a whole segment, fits in `queue_max` with what is buffered.
-    pub fn next(&self) -> Vec<u64> {
+    pub(crate) fn next(&self) -> Vec<u64> {
         let Some((first, last)) = self.want.window(self.queue_max) else {
             return Vec::new();
         };

@@ -35,7 +35,7 @@ pub struct Meta {
 
 /// What PostgreSQL asked for last: tells the worker which segments to fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Want {
+pub(crate) struct Want {
     /// Timeline of the requested segment.
     pub tli: u32,
     /// Its segment number.
@@ -59,7 +59,7 @@ pub struct Want {
 impl Want {
     /// The segment numbers the buffer should hold, as an inclusive range;
     /// `None` when not even one segment fits in `queue_max`.
-    pub fn window(&self, queue_max: u64) -> Option<(u64, u64)> {
+    pub(crate) fn window(&self, queue_max: u64) -> Option<(u64, u64)> {
         let k = queue_max / self.seg_size.max(1);
         if k == 0 {
             return None;
@@ -69,7 +69,7 @@ impl Want {
     }
 
     /// Everything but the position: when it changes, the buffer is emptied.
-    pub fn same_stream(&self, other: &Want) -> bool {
+    pub(crate) fn same_stream(&self, other: &Want) -> bool {
         self.tli == other.tli
             && self.seg_size == other.seg_size
             && self.hosts == other.hosts
@@ -78,13 +78,13 @@ impl Want {
     }
 
     /// The segment name for `segno` on this timeline.
-    pub fn name(&self, segno: u64) -> WalName {
+    pub(crate) fn name(&self, segno: u64) -> WalName {
         WalName::from_segment_number(self.tli, segno, self.seg_size)
     }
 }
 
 /// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
