@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use archive_core::client::restore::{
-    self, prefetch, Attempt, RecoveryMode, RestoreRequest, Source, Unavailable, EXIT_STOP_RECOVERY,
+    self, prefetch, NotRestored, RecoveryMode, RestoreRequest, Source, Unavailable,
+    EXIT_STOP_RECOVERY,
 };
 use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::error::{Failure, EXIT_USAGE};
@@ -138,53 +139,6 @@ impl Failure for BadArguments {
 
     fn report(&self, _context: Option<&str>) {
         let _ = self.error.print();
-    }
-}
-
-/// A file not handed to PostgreSQL, and in which recovery mode: together
-/// they decide the exit code (see `restore::exit_code`).
-struct NotRestored {
-    why: Unavailable,
-    mode: RecoveryMode,
-}
-
-impl fmt::Display for NotRestored {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.why.fmt(f)
-    }
-}
-
-impl Failure for NotRestored {
-    fn exit_code(&self) -> i32 {
-        restore::exit_code(self.mode, &self.why)
-    }
-
-    /// Most "not available" answers are routine and stay out of
-    /// PostgreSQL's log; a stop of recovery always explains itself.
-    fn report(&self, context: Option<&str>) {
-        let name = context.unwrap_or_default();
-        let code = self.exit_code();
-        let u = &self.why;
-        match u {
-            // Quiet: PostgreSQL asks for the next file until it exists.
-            Unavailable::NotFound => {}
-            // Logged once per file by the library.
-            Unavailable::TooYoung { .. } => {}
-            // A standby retries: each host failure was logged when it
-            // happened (and a host in cooldown is not asked at all).
-            // Bad copies get the line naming every host.
-            Unavailable::Failed(attempts)
-                if code != EXIT_STOP_RECOVERY
-                    && !attempts.iter().any(|(_, a)| matches!(a, Attempt::Bad(_))) => {}
-            _ if code == EXIT_STOP_RECOVERY => log::error(format!(
-                "{name}: {u}. This is archive recovery (recovery.signal without standby.signal): \
-                 answering \"not available\" would end recovery here and promote with WAL \
-                 possibly missing, so restore-cmd exits {EXIT_STOP_RECOVERY} and PostgreSQL \
-                 stops. Bring the failed host back (or name only the hosts you trust in \
-                 restore_command) and start PostgreSQL again"
-            )),
-            _ => log::error(format!("{name}: not restored: {u}")),
-        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The bottom layer: what every other layer uses and nothing here knows
 //! about hosts, servers or programs. WAL names and page headers, codecs,
 //! crash-safe files and locks, configuration, errors and exit codes,
-//! logging, and what every binary's `main` does around its work.
+//! logging, process-level primitives (detaching, priorities), and what every
+//! binary's `main` does around its work.
 //!
 //! Invariant: imports nothing from `net`, `server`, `client` or `status`.
 
@@ -14,4 +15,5 @@ pub mod lock;
 pub mod log;
 pub mod names;
 pub mod page_header;
+pub mod process;
 pub mod wal;
