@@ -1,0 +1,52 @@
+//! Answers about the backups of a backup directory: the START WAL of the
+//! oldest complete one (`Request::OldestBackup`, wal-cleanup's cut-off) and
+//! the listing with what their labels and markers say
+//! (`Request::ListBackups`).
+
+use crate::common::error::{Error, Result};
+use crate::net::wire;
+use crate::server::backups;
+
+use super::Server;
+
+impl Server {
+    /// START WAL of the oldest complete backup in `backup_dir`.
+    pub(super) fn oldest_backup(&self, backup_dir: &str) -> Result<Option<String>> {
+        let dir = self.store.backup_dir(backup_dir)?;
+        Ok(backups::oldest_start_wal(&dir)?.map(|l| l.start_wal))
+    }
+
+    /// The backups in `backup_dir`, oldest first, with their files.
+    pub(super) fn list_backups(&self, backup_dir: &str) -> Result<Vec<wire::BackupEntry>> {
+        let dir = self.store.backup_dir(backup_dir)?;
+        let mut out = Vec::new();
+        for b in backups::list(&dir)? {
+            let label = b.label().ok();
+            let mut files: Vec<wire::ListEntry> = std::fs::read_dir(&b.path)
+                .map_err(|e| Error::io("cannot list", &b.path, e))?
+                .flatten()
+                .filter_map(|e| {
+                    let meta = e.metadata().ok()?;
+                    meta.is_file().then(|| wire::ListEntry {
+                        name: e.file_name().to_string_lossy().into_owned(),
+                        size: meta.len(),
+                        mtime: 0,
+                    })
+                })
+                .collect();
+            files.sort_by(|a, b| a.name.cmp(&b.name));
+            let end = b.consistency();
+            out.push(wire::BackupEntry {
+                index: b.index,
+                complete: b.complete,
+                start_wal: label.as_ref().map(|l| l.start_wal.clone()),
+                start_lsn: label.as_ref().map(|l| l.start_lsn),
+                start_time: label.as_ref().map(|l| l.start_time.clone()),
+                consistent_by: end.by,
+                stop_lsn: end.stop_lsn,
+                files,
+            });
+        }
+        Ok(out)
+    }
+}

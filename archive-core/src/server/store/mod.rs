@@ -1,0 +1,232 @@
+//! The archive server's storage: the [`Store`] under the configured
+//! archive roots and what it does with a directory argument and the files
+//! in it (list, open, digest, remove, lock, put).
+//!
+//! A put is accepted only when the name is a PostgreSQL archive file name,
+//! the directory lies under a configured archive root, the received size
+//! and checksum match what was declared, and, for WAL segments, the page
+//! header matches the name and the system identifier matches the one
+//! recorded for the directory. The file becomes visible only complete and
+//! durable ([`crate::common::durable`]); an existing name is never
+//! overwritten. Where each step lives:
+//!
+//! - [`put`]: the put from request to durable file, duplicates and conflicts;
+//! - [`receiver`]: content into a temp file, codec sniffing, compression,
+//!   page-header and size checks;
+//! - [`identity`]: the system identifier recorded per directory;
+//! - [`raw`]: decoding a stored file to compare raw content.
+//!
+//! Per-directory metadata lives in `<dir>/.pgarchive/`, a name no WAL file
+//! can have.
+
+use std::fs::{self, File};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncRead;
+
+use crate::common::codec::Codec;
+use crate::common::durable;
+use crate::common::error::{Error, Result};
+use crate::common::names::validate_dir_arg;
+use crate::common::wal::{self, WalName};
+use crate::net::wire::{self, PutRequest, Request, StoreOutcome};
+
+mod identity;
+mod put;
+mod raw;
+mod receiver;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use identity::{recorded_identity, ClusterIdentity};
+
+/// Name of the per-directory metadata directory.
+pub(crate) const META_DIR: &str = ".pgarchive";
+
+/// Result of a successful put.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    /// New or already there.
+    pub outcome: StoreOutcome,
+    /// Codec of the bytes on disk.
+    pub codec: Codec,
+    /// Bytes on disk.
+    pub stored_size: u64,
+    /// Final path.
+    pub path: PathBuf,
+}
+
+/// Storage under the configured archive roots.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    roots: Vec<PathBuf>,
+    level: i32,
+    io_timeout: Duration,
+}
+
+impl Store {
+    /// A store writing under `roots`, compressing at zstd `level`.
+    pub fn new(roots: Vec<PathBuf>, level: i32, io_timeout: Duration) -> Store {
+        Store {
+            roots,
+            level,
+            io_timeout,
+        }
+    }
+
+    /// Resolves a DST-DIR argument to a directory under an archive root.
+    pub fn archive_dir(&self, dir: &str) -> Result<PathBuf> {
+        validate_dir_arg(dir)?;
+        let path: PathBuf = Path::new(dir)
+            .components()
+            .filter(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            .collect();
+        if self.roots.iter().any(|root| path.starts_with(root)) {
+            Ok(path)
+        } else {
+            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+            Err(Error::Refused(format!(
+                "archive directory {dir} is not under an archive root of this server ({}); fix DST-DIR or archive_roots",
+                roots.join(", ")
+            )))
+        }
+    }
+
+    /// Resolves a backup directory argument: same rules as archive
+    /// directories (backups live under the archive roots too).
+    pub fn backup_dir(&self, dir: &str) -> Result<PathBuf> {
+        self.archive_dir(dir)
+    }
+
+    /// Raw size and blake3 of stored files (`None` when missing).
+    pub fn digests(&self, dir: &str, names: &[String]) -> Result<Vec<Option<wire::RawDigest>>> {
+        let path = self.archive_dir(dir)?;
+        names
+            .iter()
+            .map(|n| {
+                wal::validate_file_name(n)?;
+                let p = path.join(n);
+                if !p.exists() {
+                    return Ok(None);
+                }
+                let raw = raw::decode(&p)?;
+                Ok(Some(wire::RawDigest {
+                    raw_size: raw.size,
+                    blake3: raw.hash.to_hex().to_string(),
+                }))
+            })
+            .collect()
+    }
+
+    /// Opens a stored file for sending: (file, size, mtime).
+    pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64)> {
+        wal::validate_file_name(name)?;
+        let path = self.archive_dir(dir)?.join(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("{name} is not in {dir}")))
+            }
+            Err(e) => return Err(Error::io("cannot open", &path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
+        Ok((file, meta.len(), unix_mtime(&meta)))
+    }
+
+    /// The archive files of `dir` (a missing directory is empty), by name.
+    pub fn list(&self, dir: &str) -> Result<Vec<wire::ListEntry>> {
+        let path = self.archive_dir(dir)?;
+        let rd = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("cannot list", &path, e)),
+        };
+        let mut files = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("cannot list", &path, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if durable::is_temp_name(&name) || WalName::parse(&name).is_err() {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io("cannot stat", entry.path(), e))?;
+            if meta.is_file() {
+                files.push(wire::ListEntry {
+                    name,
+                    size: meta.len(),
+                    mtime: unix_mtime(&meta),
+                });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Removes archive files from `dir` and fsyncs it: (removed, missing).
+    pub fn remove(&self, dir: &str, names: &[String]) -> Result<(u64, u64)> {
+        let path = self.archive_dir(dir)?;
+        for n in names {
+            wal::validate_file_name(n)?;
+            WalName::parse(n)?;
+        }
+        let (mut removed, mut missing) = (0, 0);
+        for n in names {
+            match fs::remove_file(path.join(n)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing += 1,
+                Err(e) => return Err(Error::io("cannot remove", path.join(n), e)),
+            }
+        }
+        if removed > 0 {
+            durable::sync_dir(&path)?;
+        }
+        Ok((removed, missing))
+    }
+
+    /// Takes the exclusive lock `name` of `dir` without waiting; the lock
+    /// is held while the returned file stays open.
+    pub fn lock(&self, dir: &str, name: &str, holder: &str) -> Result<File> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::Refused(format!(
+                "lock name {name:?} is not acceptable"
+            )));
+        }
+        let meta = self.archive_dir(dir)?.join(META_DIR);
+        durable::create_dir_all(&meta)?;
+        crate::common::lock::try_lock(&meta.join(format!("{name}.lock")), holder)
+    }
+
+    /// Receives `req.size` content bytes and the closing checksum from `body`
+    /// and stores them. On a refusal the rest of the content is still read,
+    /// so the channel stays usable and the sender gets the reason.
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        req: &PutRequest,
+        body: &mut R,
+    ) -> Result<Stored> {
+        self.put_closed_by::<Request, R>(req, body).await
+    }
+
+    /// [`Store::put`] for content closed by frame `E`: a client's upload
+    /// ([`Request`]) or a server's download ([`wire::Reply`]), so a copy
+    /// fetched from the peer is stored as it streams in.
+    pub async fn put_closed_by<E: wire::ClosingFrame, R: AsyncRead + Unpin>(
+        &self,
+        req: &PutRequest,
+        body: &mut R,
+    ) -> Result<Stored> {
+        put::receive::<E, R>(self, req, body).await
+    }
+}
+
+fn unix_mtime(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
