@@ -24,6 +24,8 @@
 
 mod archive;
 pub mod bench;
+pub mod bench_common;
+pub mod bench_results;
 pub mod bench_sync;
 mod lab;
 pub mod memory;
@@ -32,6 +34,7 @@ mod proc;
 mod queue;
 pub mod reference;
 mod restore;
+pub mod sampler;
 mod sshd;
 
 pub use archive::{decode, wait_archived};
@@ -40,8 +43,8 @@ pub use pg::{PgCluster, PgOptions};
 pub use proc::{
     bin, bin_dir, chown_postgres, command_line, descendants, describe_output, file_tail, free_port,
     kill_tree, lab_processes_matching, list_files, mkdir_postgres, pg_bin, pid_alive, postgres_cmd,
-    postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, wait_until,
-    write_postgres_file, PostgresUser, PG_BIN_DIR,
+    postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, stderr, stdout,
+    temp_files, wait_until, write_postgres_file, PostgresUser, PG_BIN_DIR,
 };
 pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
 pub use restore::{
