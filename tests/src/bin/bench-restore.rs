@@ -208,6 +208,17 @@ impl Settings {
     }
 }
 
+impl Report {
+    /// Latencies of the calls `which` picks, in call order.
+    fn latencies(&self, which: impl Fn(&Call) -> bool) -> Vec<Duration> {
+        self.calls
+            .iter()
+            .filter(|c| which(c))
+            .map(|c| c.latency)
+            .collect()
+    }
+}
+
 fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(s) => s,
@@ -327,12 +338,7 @@ fn main() -> ExitCode {
         } else {
             TARGET_ON
         };
-        let hits: Vec<Duration> = r
-            .calls
-            .iter()
-            .filter(|c| c.hit)
-            .map(|c| c.latency)
-            .collect();
+        let hits = r.latencies(|c| c.hit);
         let rss = r
             .calls
             .iter()
@@ -360,7 +366,7 @@ fn main() -> ExitCode {
             verdict(rss <= TARGET_RSS_MIB)
         );
         out.say(&line);
-        let all: Vec<Duration> = r.calls.iter().map(|c| c.latency).collect();
+        let all = r.latencies(|_| true);
         table.row(vec![
             r.tag.clone(),
             regime.short().into(),
@@ -630,25 +636,10 @@ fn masters_ticks(lab: &Lab) -> u64 {
 fn print_report(out: &mut Results, r: &Report, regime: &Memory) {
     let n = r.calls.len();
     let secs = r.elapsed.as_secs_f64();
-    let all: Vec<Duration> = r.calls.iter().map(|c| c.latency).collect();
-    let hits: Vec<Duration> = r
-        .calls
-        .iter()
-        .filter(|c| c.hit)
-        .map(|c| c.latency)
-        .collect();
-    let waited: Vec<Duration> = r
-        .calls
-        .iter()
-        .filter(|c| c.waited)
-        .map(|c| c.latency)
-        .collect();
-    let misses: Vec<Duration> = r
-        .calls
-        .iter()
-        .filter(|c| !c.hit && !c.waited)
-        .map(|c| c.latency)
-        .collect();
+    let all = r.latencies(|_| true);
+    let hits = r.latencies(|c| c.hit);
+    let waited = r.latencies(|c| c.waited);
+    let misses = r.latencies(|c| !c.hit && !c.waited);
     let rss = r.calls.iter().map(|c| c.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
     out.say("");
     out.say(format!("scenario {}, {regime}:", r.tag));

@@ -615,17 +615,17 @@ fn summary(
             .filter(|f| f.scenario == s)
             .min_by(|a, b| a.elapsed.cmp(&b.elapsed))
     };
+    let rounds = if settings.rounds > 1 {
+        format!("best of {} rounds", settings.rounds)
+    } else {
+        "one round".to_string()
+    };
     out.say(format!(
-        "summary ({} files only on arch1 + {} only on arch2 = {} files, {:.1} MB; {}):",
+        "summary ({} files only on arch1 + {} only on arch2 = {} files, {:.1} MB; {rounds}):",
         corpus.side(1).len(),
         corpus.side(2).len(),
         corpus.file_count(),
         corpus.stored_bytes() as f64 / MB,
-        if settings.rounds > 1 {
-            format!("best of {} rounds", settings.rounds)
-        } else {
-            "one round".to_string()
-        }
     ));
     let mut table = Table::new(&["scenario", "s", "files/s", "MB/s", "then sync(1) s"]);
     for &s in &settings.scenarios {
@@ -649,14 +649,9 @@ fn summary(
     }
     out.table(
         &format!(
-            "Summary ({} files, {:.1} MB; {})",
+            "Summary ({} files, {:.1} MB; {rounds})",
             corpus.file_count(),
             corpus.stored_bytes() as f64 / MB,
-            if settings.rounds > 1 {
-                format!("best of {} rounds", settings.rounds)
-            } else {
-                "one round".to_string()
-            }
         ),
         table,
     );
