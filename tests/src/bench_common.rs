@@ -222,22 +222,11 @@ pub fn ms(d: Duration) -> f64 {
 
 /// Sum of the sizes of all regular files below `dir` (0 if missing).
 pub fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                total += e.metadata().map_or(0, |m| m.len());
-            }
-        }
-    }
-    total
+    crate::proc::walk(dir)
+        .iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
 }
 
 /// The `q` quantile (0..=1) of `values` (nearest rank); 0 when empty.
@@ -344,6 +333,16 @@ mod tests {
         assert_eq!(quantile(&v, 0.9), Duration::from_millis(9));
         assert_eq!(quantile(&v, 1.0), Duration::from_millis(10));
         assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn dir_bytes_adds_up_the_files_at_every_depth() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        std::fs::write(tmp.path().join("x"), [0u8; 3]).unwrap();
+        std::fs::write(tmp.path().join("a/b/y"), [0u8; 5]).unwrap();
+        assert_eq!(dir_bytes(tmp.path()), 8);
+        assert_eq!(dir_bytes(&tmp.path().join("missing")), 0);
     }
 
     #[test]

@@ -283,6 +283,25 @@ pub fn list_files(dir: impl AsRef<Path>) -> Vec<String> {
     names
 }
 
+/// Every entry below `dir` (not `dir` itself), at any depth; directories
+/// that cannot be read are passed over.
+pub fn walk(dir: &Path) -> Vec<std::fs::DirEntry> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+            out.push(e);
+        }
+    }
+    out
+}
+
 /// Names in `dir` of the temp files a writer leaves while it works
 /// (`<name>.tmp-<suffix>`); panics when `dir` cannot be read.
 pub fn temp_files(dir: impl AsRef<Path>) -> Vec<String> {
