@@ -21,6 +21,16 @@
 //!                        storage/ (the server's archive), run/, state/
 //! pg/<name>/ pg/<name>.log pg/sock/
 //! ```
+//!
+//! Modules: the lab itself ([`Lab`], servers, clusters, the queue database,
+//! process helpers) serves the end-to-end tests (`tests/e2e/*.rs`) and the
+//! binaries alike. The benchmarks (`src/bin/bench-*.rs`) share
+//! [`bench_common`] (knobs, preamble, ssh options), [`bench_results`] (the
+//! dated results files under `docs/benchmarks/`) and [`sampler`] (`/proc`
+//! measurements); [`bench`](mod@bench) holds the pgbench WAL corpus of bench-archive
+//! and bench-restore, [`bench_sync`] the corpus of bench-sync, [`reference`](mod@reference)
+//! bench-archive's yardstick pipeline and [`memory`] bench-restore's memory
+//! regimes.
 
 mod archive;
 pub mod bench;

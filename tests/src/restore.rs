@@ -69,7 +69,7 @@ pub fn niceness(pid: i32) -> (Option<i32>, Option<i32>) {
 }
 
 /// The scheduling policy of each thread of `pid` (`SCHED_*` numbers, from
-/// /proc/<pid>/task/*/stat).
+/// `/proc/<pid>/task/*/stat`).
 pub fn thread_policies(pid: i32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
