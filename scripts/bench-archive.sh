@@ -23,6 +23,11 @@
 #   speed here scales the issue's targets to this machine)
 # The figures are only meaningful on an otherwise idle machine: the output
 # warns when other processes used CPU during a scenario.
+# Results: besides printing its figures, a completed run appends them to
+# docs/benchmarks/YYYY-MM-DD-archive.md (UTC date; made when missing): date and
+# time, git commit, machine, the knobs used, a table and every line printed.
+#   BENCH_RESULTS_DIR=/some/dir   write there instead
+#   BENCH_RESULTS_DIR=            (empty) write no file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -22,6 +22,11 @@
 #   BENCH_TRACE=1   every call's latency, in order
 #   KEEP_LAB=1
 # The figures are only meaningful on an otherwise idle machine.
+# Results: besides printing its figures, a completed run appends them to
+# docs/benchmarks/YYYY-MM-DD-restore.md (UTC date; made when missing): date and
+# time, git commit, machine, the knobs used, a table and every line printed.
+#   BENCH_RESULTS_DIR=/some/dir   write there instead
+#   BENCH_RESULTS_DIR=            (empty) write no file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -11,6 +11,11 @@
 # Knobs (environment, see tests/src/bin/bench-status.rs):
 #   BENCH_SEGMENTS=10000 BENCH_ROUNDS=5 BENCH_TL2=100 BENCH_ONE_SIDED=10
 #   BENCH_DIVERGENT=3 KEEP_LAB=1
+# Results: besides printing its figures, a completed run appends them to
+# docs/benchmarks/YYYY-MM-DD-status.md (UTC date; made when missing): date and
+# time, git commit, machine, the knobs used, a table and every line printed.
+#   BENCH_RESULTS_DIR=/some/dir   write there instead
+#   BENCH_RESULTS_DIR=            (empty) write no file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -20,6 +20,11 @@
 #   BENCH_VERIFY=0 (skip the byte-for-byte check of both sides)  KEEP_LAB=1
 # The figures are only meaningful on an otherwise idle machine: each
 # scenario reports the CPU time processes outside the lab used meanwhile.
+# Results: besides printing its figures, a completed run appends them to
+# docs/benchmarks/YYYY-MM-DD-sync.md (UTC date; made when missing): date and
+# time, git commit, machine, the knobs used, a table and every line printed.
+#   BENCH_RESULTS_DIR=/some/dir   write there instead
+#   BENCH_RESULTS_DIR=            (empty) write no file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

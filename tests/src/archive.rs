@@ -39,6 +39,34 @@ impl Lab {
         cmd
     }
 
+    /// Archives `<wal>/<name>` to `hosts` with archive-cmd, asserts that it
+    /// succeeded, then waits for the servers to [`settle`](Lab::settle).
+    pub fn archive_to(&self, hosts: &str, dst: &str, wal: &Path, name: &str) {
+        let out =
+            crate::run(&mut self.archive_cmd_hosts(hosts, dst, &wal.join(name), name, "main"));
+        assert!(out.status.success(), "{name}: {}", crate::stderr(&out));
+        self.settle();
+    }
+
+    /// A started primary `name` with 1 MiB segments archiving to DST-DIR
+    /// `dst` on both servers through archive-cmd (CLUSTER-NAME `main`),
+    /// with `extra` settings.
+    pub fn archiving_primary(&self, name: &str, dst: &str, extra: &str) -> PgCluster {
+        let pg = self.init_cluster(
+            name,
+            PgOptions {
+                wal_segsize_mb: 1,
+                conf: format!(
+                    "archive_mode = on\narchive_command = '{}'\n{extra}",
+                    self.archive_command(dst, "main")
+                ),
+                ..Default::default()
+            },
+        );
+        pg.start();
+        pg
+    }
+
     /// Waits until no archive-remote-cmd runs on either server: every
     /// background forward (and owed delivery) archive-cmd set off has ended,
     /// so what the servers hold no longer changes. For tests that inspect or

@@ -1,7 +1,9 @@
-//! Helpers for the archiving benchmark (`src/bin/bench-archive.rs`): a corpus
-//! of real pgbench WAL, `bzip2 -1` as a yardstick, whole-machine CPU from
-//! `/proc/stat`, and a `/proc` sampler for the peak RSS of the suite's
-//! processes. Measurement only: nothing here asserts a timing.
+//! Helpers for the archiving benchmark (`src/bin/bench-archive.rs`, whose
+//! corpus bench-restore uses too): a corpus of real pgbench WAL, `bzip2 -1`
+//! as a yardstick, a cgroup for the lab's own CPU time, and a `/proc`
+//! sampler for the peak RSS of the suite's processes. Measurement only:
+//! nothing here asserts a timing. What every bench shares is in
+//! [`crate::bench_common`] and [`crate::sampler`].
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -13,13 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::sampler::{cpu_count, thread_cpu_ticks, vm_hwm_kib, Sampler, CLK_TCK};
 use crate::{chown_postgres, list_files, mkdir_postgres, wait_archived, Lab, PgOptions};
 
 /// Size of the corpus' WAL segments (PostgreSQL's default).
 pub const SEGMENT_BYTES: u64 = 16 << 20;
-
-/// Clock ticks per second of `/proc/stat` and `/proc/PID/stat` (USER_HZ).
-pub const CLK_TCK: f64 = 100.0;
 
 /// A pg_wal-like directory holding real WAL segments, `<root>/pg_wal`, with
 /// an `archive_status/` subdirectory, all owned by postgres. Run
@@ -258,70 +258,6 @@ fn bzip2_size(path: &Path) -> u64 {
     total
 }
 
-/// Sum of the sizes of all regular files below `dir` (0 if missing).
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                total += e.metadata().map_or(0, |m| m.len());
-            }
-        }
-    }
-    total
-}
-
-/// Whole-machine CPU time counters from the first line of `/proc/stat`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CpuTimes {
-    /// user + nice + system + irq + softirq + steal, in ticks.
-    pub busy: u64,
-    /// idle + iowait, in ticks.
-    pub idle: u64,
-}
-
-impl CpuTimes {
-    /// Reads `/proc/stat` now.
-    pub fn now() -> CpuTimes {
-        let text = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-        let line = text.lines().next().expect("cpu line");
-        let f: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let at = |i: usize| f.get(i).copied().unwrap_or(0);
-        // user nice system idle iowait irq softirq steal (guest is in user)
-        CpuTimes {
-            busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7),
-            idle: at(3) + at(4),
-        }
-    }
-
-    /// Busy CPU-seconds since `earlier`.
-    pub fn busy_secs_since(&self, earlier: &CpuTimes) -> f64 {
-        self.busy.saturating_sub(earlier.busy) as f64 / CLK_TCK
-    }
-
-    /// Fraction of all CPUs busy since `earlier` (0..=1).
-    pub fn busy_fraction_since(&self, earlier: &CpuTimes) -> f64 {
-        let busy = self.busy.saturating_sub(earlier.busy) as f64;
-        let idle = self.idle.saturating_sub(earlier.idle) as f64;
-        if busy + idle == 0.0 {
-            0.0
-        } else {
-            busy / (busy + idle)
-        }
-    }
-}
-
 /// A cgroup holding this process and everything it starts from now on
 /// (children inherit it, daemons included), to measure the lab's own CPU
 /// time apart from whatever else runs on the machine. cgroup v1 `cpuacct`
@@ -419,11 +355,6 @@ impl Drop for CpuCgroup {
     }
 }
 
-/// Number of online CPUs.
-pub fn cpu_count() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// The process name (`/proc/PID/comm`, at most 15 bytes).
 pub fn comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -475,32 +406,7 @@ pub fn wait_no_process(name: &str, timeout: Duration) -> bool {
     }
 }
 
-fn vm_hwm_kib(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// This thread's CPU ticks (utime + stime from `/proc/thread-self/stat`).
-pub fn thread_cpu_ticks() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/thread-self/stat") else {
-        return 0;
-    };
-    let Some(close) = text.rfind(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // Fields after comm start at field 3 (state): utime is field 14, stime 15.
-    let at = |i: usize| {
-        f.get(i - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    at(14) + at(15)
-}
-
-/// What a [`PeakSampler`] saw.
+/// What [`sample_peaks`] saw.
 #[derive(Debug, Clone, Default)]
 pub struct Peaks {
     /// Largest VmHWM of any archive-cmd process, KiB.
@@ -521,47 +427,12 @@ pub struct Peaks {
 
 /// Polls `/proc` every `interval` from a background thread, keeping the
 /// largest VmHWM (peak resident set) of the archive-cmd and
-/// archive-remote-cmd processes of this process' tree. VmHWM is the process' own high-water mark, so a sample at any
-/// moment of its life sees its peak so far; only growth in its last
-/// `interval` before exiting can be missed.
-pub struct PeakSampler {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<Peaks>>,
-}
-
-impl PeakSampler {
-    /// Starts sampling.
-    pub fn start(interval: Duration) -> PeakSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::Builder::new()
-            .name("bench-sampler".into())
-            .spawn(move || sample_loop(&flag, interval))
-            .expect("spawn sampler");
-        PeakSampler {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops sampling (after one last sample) and returns the peaks.
-    pub fn finish(mut self) -> Peaks {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle
-            .take()
-            .expect("running")
-            .join()
-            .expect("sampler thread")
-    }
-}
-
-impl Drop for PeakSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// archive-remote-cmd processes of this process' tree. VmHWM is the
+/// process' own high-water mark, so a sample at any moment of its life sees
+/// its peak so far; only growth in its last `interval` before exiting can be
+/// missed. [`Sampler::finish`] takes one last sample and returns the peaks.
+pub fn sample_peaks(interval: Duration) -> Sampler<Peaks> {
+    Sampler::start("bench-sampler", move |stop| sample_loop(stop, interval))
 }
 
 fn sample_loop(stop: &AtomicBool, interval: Duration) -> Peaks {
@@ -602,83 +473,6 @@ fn sample_loop(stop: &AtomicBool, interval: Duration) -> Peaks {
     peaks
 }
 
-/// The `q` quantile (0..=1) of `values` (nearest rank); 0 when empty.
-pub fn quantile(values: &[Duration], q: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut v = values.to_vec();
-    v.sort();
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-/// Prints [`tmpfs_warning`] for the lab's directory, if any.
-pub fn warn_if_on_tmpfs(lab: &Lab) {
-    if let Some(w) = tmpfs_warning(lab.dir()) {
-        println!("{w}");
-    }
-}
-
-/// A warning when `dir` is on a tmpfs (a /tmp may be one): there fsync
-/// costs nothing and files are RAM, so figures measured there do not
-/// describe archive servers and standbys writing to disks.
-pub fn tmpfs_warning(dir: &Path) -> Option<String> {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statfs(2) on a NUL-terminated path, into a struct of plain
-    // integers for which all zeroes is a valid value.
-    #[allow(unsafe_code)]
-    let f_type = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        if libc::statfs(path.as_ptr(), &mut st) != 0 {
-            return None;
-        }
-        st.f_type
-    };
-    (f_type as i64 == TMPFS_MAGIC).then(|| {
-        format!(
-            "WARNING: {} is on a tmpfs: fsync is free and files live in RAM, so these figures flatter whatever writes to disk",
-            dir.display()
-        )
-    })
-}
-
-/// zstd decompression speed of the machine the issues' targets were set on
-/// (about 1.7 GiB/s per core, quoted in the restore issue).
-pub const REFERENCE_ZSTD_DECODE_MBS: f64 = 1.7 * 1024.0 * 1024.0 * 1024.0 / 1e6;
-
-/// One line on this machine's speed, for comparing figures across runs and
-/// machines: zstd level 1 compression and decompression of `sample` (best of
-/// three, one core), and the ratio to the reference machine's decompression.
-pub fn machine_speed_line(sample: &Path) -> String {
-    let Ok(raw) = std::fs::read(sample) else {
-        return format!("machine speed: cannot read {}", sample.display());
-    };
-    let mb = raw.len() as f64 / 1e6;
-    let best = |f: &mut dyn FnMut()| {
-        (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min)
-    };
-    let mut z = Vec::new();
-    let c = best(&mut || z = zstd::bulk::compress(&raw, 1).expect("compress"));
-    let d = best(&mut || {
-        zstd::bulk::decompress(&z, raw.len()).expect("decompress");
-    });
-    format!(
-        "machine speed: zstd -1 compresses {:.0} MB/s, decompresses {:.0} MB/s on one core; the issues' targets were set where it decompresses about {:.0} MB/s, so this machine runs at {:.2}x that speed",
-        mb / c,
-        mb / d,
-        REFERENCE_ZSTD_DECODE_MBS,
-        mb / d / REFERENCE_ZSTD_DECODE_MBS
-    )
-}
-
 /// One line on what decoding the corpus costs, the largest fixed cost of a
 /// restore and so a bound on the segments/s any restore-cmd reaches here:
 /// each segment compressed as the archive servers store it (zstd at their
@@ -710,50 +504,6 @@ pub fn corpus_decode_line(corpus: &Corpus, target_per_sec: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tmpfs_is_told_apart_as_the_kernel_lists_mounts() {
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-        // A later mount on the same point hides the earlier one.
-        let mut top = std::collections::BTreeMap::new();
-        for line in mounts.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            top.insert(f[1], f[2]);
-        }
-        let mut seen = 0;
-        for (dir, fstype) in top {
-            // Mount points with spaces are escaped in /proc/mounts.
-            let known = matches!(fstype, "tmpfs" | "proc" | "ext4" | "xfs" | "btrfs");
-            if !known || dir.contains('\\') || !Path::new(dir).is_dir() {
-                continue;
-            }
-            let warned = tmpfs_warning(Path::new(dir)).is_some();
-            assert_eq!(warned, fstype == "tmpfs", "{dir} is {fstype}");
-            seen += 1;
-        }
-        assert!(seen > 0, "no mount to check in /proc/mounts");
-    }
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&v, 0.5), Duration::from_millis(5));
-        assert_eq!(quantile(&v, 0.9), Duration::from_millis(9));
-        assert_eq!(quantile(&v, 1.0), Duration::from_millis(10));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
-    }
-
-    #[test]
-    fn proc_stat_counters_move_forward() {
-        let a = CpuTimes::now();
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_add(i * i);
-        }
-        std::hint::black_box(x);
-        let b = CpuTimes::now();
-        assert!(b.busy >= a.busy && b.idle >= a.idle);
-    }
 
     #[test]
     fn segment_names() {

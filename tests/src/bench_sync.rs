@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use archive_core::common::page_header::{build_long_header, magic_for_pg_version};
 use archive_core::common::wal::WalName;
 
+use crate::sampler::{thread_cpu_ticks, Sampler, CLK_TCK};
 use crate::{chown_postgres, list_files, mkdir_postgres, write_postgres_file, Lab};
 
 /// Raw size of the corpus' WAL segments (PostgreSQL's default).
@@ -702,10 +703,10 @@ pub fn verify_costs(corpus: &SyncCorpus, sample: usize) -> VerifyCosts {
     let (mut t_hash, mut t_decode) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 20];
     for (path, f) in &picked {
-        let t = crate::bench::thread_cpu_ticks();
+        let t = thread_cpu_ticks();
         let bytes = std::fs::read(path).expect("read corpus file");
         std::hint::black_box(blake3::hash(&bytes));
-        let t2 = crate::bench::thread_cpu_ticks();
+        let t2 = thread_cpu_ticks();
         let mut dec = zstd::stream::read::Decoder::new(&bytes[..]).expect("decoder");
         let mut h = blake3::Hasher::new();
         loop {
@@ -716,7 +717,7 @@ pub fn verify_costs(corpus: &SyncCorpus, sample: usize) -> VerifyCosts {
             h.update(&buf[..n]);
         }
         std::hint::black_box(h.finalize());
-        let t3 = crate::bench::thread_cpu_ticks();
+        let t3 = thread_cpu_ticks();
         t_hash += t2 - t;
         t_decode += t3 - t2;
         stored += f.stored_bytes;
@@ -734,54 +735,6 @@ pub fn verify_costs(corpus: &SyncCorpus, sample: usize) -> VerifyCosts {
 // ---------------------------------------------------------------------------
 // CPU accounting
 // ---------------------------------------------------------------------------
-
-/// Ticks per second of `/proc` CPU counters (USER_HZ).
-const CLK_TCK: f64 = 100.0;
-
-/// Whole-machine counters from the first line of `/proc/stat`, in ticks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MachineCpu {
-    /// user + nice + system + irq + softirq + steal.
-    pub busy: u64,
-    /// iowait.
-    pub iowait: u64,
-    /// idle.
-    pub idle: u64,
-}
-
-impl MachineCpu {
-    /// Reads `/proc/stat` now.
-    pub fn now() -> MachineCpu {
-        let text = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-        let f: Vec<u64> = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let at = |i: usize| f.get(i).copied().unwrap_or(0);
-        MachineCpu {
-            busy: at(0) + at(1) + at(2) + at(5) + at(6) + at(7),
-            iowait: at(4),
-            idle: at(3),
-        }
-    }
-
-    /// (busy CPU-s, iowait CPU-s, fraction of all CPUs busy) since `earlier`.
-    pub fn since(&self, earlier: &MachineCpu) -> (f64, f64, f64) {
-        let busy = self.busy.saturating_sub(earlier.busy) as f64;
-        let io = self.iowait.saturating_sub(earlier.iowait) as f64;
-        let idle = self.idle.saturating_sub(earlier.idle) as f64;
-        let all = busy + io + idle;
-        (
-            busy / CLK_TCK,
-            io / CLK_TCK,
-            if all > 0.0 { busy / all } else { 0.0 },
-        )
-    }
-}
 
 /// CPU time per process name over a sampling window.
 #[derive(Debug, Clone, Default)]
@@ -831,50 +784,17 @@ impl CpuByName {
     }
 }
 
-/// Samples `/proc` from a background thread, adding up the CPU time every
-/// process used while it ran, by name (`/proc/PID/comm`) and by whether it
-/// runs in one of the watched PID namespaces: for a process alive at the
-/// first sample, from that moment; for one born later, from its start. Up
-/// to one interval of a process that exits is missed.
-pub struct CpuSampler {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<CpuByName>>,
-}
-
-impl CpuSampler {
-    /// Starts sampling every `interval`; `namespaces` are PID namespaces as
-    /// `/proc/PID/ns/pid` names them (see [`lab_pid_namespaces`]).
-    pub fn start(interval: Duration, namespaces: Vec<String>) -> CpuSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::Builder::new()
-            .name("bench-cpu".into())
-            .spawn(move || cpu_loop(&flag, interval, &namespaces))
-            .expect("spawn sampler");
-        CpuSampler {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Takes a last sample and returns the totals.
-    pub fn finish(mut self) -> CpuByName {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle
-            .take()
-            .expect("running")
-            .join()
-            .expect("sampler thread")
-    }
-}
-
-impl Drop for CpuSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// Samples `/proc` every `interval` from a background thread, adding up
+/// the CPU time every process used while it ran, by name (`/proc/PID/comm`)
+/// and by whether it runs in one of the watched PID `namespaces` (as
+/// `/proc/PID/ns/pid` names them, see [`lab_pid_namespaces`]): for a
+/// process alive at the first sample, from that moment; for one born later,
+/// from its start. Up to one interval of a process that exits is missed.
+/// [`Sampler::finish`] takes a last sample and returns the totals.
+pub fn sample_cpu_by_name(interval: Duration, namespaces: Vec<String>) -> Sampler<CpuByName> {
+    Sampler::start("bench-cpu", move |stop| {
+        cpu_loop(stop, interval, &namespaces)
+    })
 }
 
 /// (comm, is a kernel thread, starttime, utime + stime) of a process.
@@ -901,7 +821,7 @@ pub fn lab_pid_namespaces(lab: &Lab) -> Vec<String> {
 }
 
 fn cpu_loop(stop: &AtomicBool, interval: Duration, namespaces: &[String]) -> CpuByName {
-    let own0 = crate::bench::thread_cpu_ticks();
+    let own0 = thread_cpu_ticks();
     // (pid, starttime) -> (name, watched, ticks at first sight or 0, latest ticks)
     let mut seen: HashMap<(i32, u64), (String, bool, u64, u64)> = HashMap::new();
     let mut first = true;
@@ -947,28 +867,8 @@ fn cpu_loop(stop: &AtomicBool, interval: Duration, namespaces: &[String]) -> Cpu
             *out.other_secs.entry(comm).or_default() += secs;
         }
     }
-    out.own_secs = crate::bench::thread_cpu_ticks().saturating_sub(own0) as f64 / CLK_TCK;
+    out.own_secs = thread_cpu_ticks().saturating_sub(own0) as f64 / CLK_TCK;
     out
-}
-
-/// Waits until the whole machine is quiet (at most `threshold` of all CPUs
-/// busy over a 1 s window) or `limit` has passed; returns the last window's
-/// busy fraction.
-pub fn wait_quiet(threshold: f64, limit: Duration) -> f64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let a = MachineCpu::now();
-        thread::sleep(Duration::from_secs(1));
-        let (_, _, busy) = MachineCpu::now().since(&a);
-        if busy <= threshold || Instant::now() >= deadline {
-            return busy;
-        }
-    }
-}
-
-/// Number of online CPUs.
-pub fn cpu_count() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

@@ -39,6 +39,19 @@ impl Default for LabOptions {
     }
 }
 
+impl LabOptions {
+    /// Short cooldowns, so that failover can be watched in a test:
+    /// archive-cmd retries 3 times and rests a failing host 6 s; the
+    /// servers rest a failing peer 2 s.
+    pub fn short_cooldowns() -> LabOptions {
+        LabOptions {
+            extra_client_config: "retry_count = 3\ncooldown = 6\n".into(),
+            extra_server_config: "forward_cooldown = 2\n".into(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A lab in `/tmp/lab-XXXXXX`. Everything it starts is stopped on Drop (also
 /// when the test panics) and the dir is removed, unless `KEEP_LAB=1`.
 #[derive(Debug)]
@@ -585,22 +598,11 @@ fn mentions(haystack: &str, dir: &str) -> bool {
 
 /// Unix sockets anywhere under `dir`.
 fn find_sockets(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_socket() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
+    crate::proc::walk(dir)
+        .into_iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+        .map(|e| e.path())
+        .collect()
 }
 
 #[cfg(test)]

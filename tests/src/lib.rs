@@ -21,9 +21,21 @@
 //!                        storage/ (the server's archive), run/, state/
 //! pg/<name>/ pg/<name>.log pg/sock/
 //! ```
+//!
+//! Modules: the lab itself ([`Lab`], servers, clusters, the queue database,
+//! process helpers) serves the end-to-end tests (`tests/e2e/*.rs`) and the
+//! binaries alike. The benchmarks (`src/bin/bench-*.rs`) share
+//! [`bench_common`] (knobs, preamble, ssh options), [`bench_results`] (the
+//! dated results files under `docs/benchmarks/`) and [`sampler`] (`/proc`
+//! measurements); [`bench`](mod@bench) holds the pgbench WAL corpus of bench-archive
+//! and bench-restore, [`bench_sync`] the corpus of bench-sync, [`reference`](mod@reference)
+//! bench-archive's yardstick pipeline and [`memory`] bench-restore's memory
+//! regimes.
 
 mod archive;
 pub mod bench;
+pub mod bench_common;
+pub mod bench_results;
 pub mod bench_sync;
 mod lab;
 pub mod memory;
@@ -32,6 +44,7 @@ mod proc;
 mod queue;
 pub mod reference;
 mod restore;
+pub mod sampler;
 mod sshd;
 
 pub use archive::{decode, wait_archived};
@@ -40,8 +53,8 @@ pub use pg::{PgCluster, PgOptions};
 pub use proc::{
     bin, bin_dir, chown_postgres, command_line, descendants, describe_output, file_tail, free_port,
     kill_tree, lab_processes_matching, list_files, mkdir_postgres, pg_bin, pid_alive, postgres_cmd,
-    postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, wait_until,
-    write_postgres_file, PostgresUser, PG_BIN_DIR,
+    postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, stderr, stdout,
+    temp_files, wait_until, write_postgres_file, PostgresUser, PG_BIN_DIR,
 };
 pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
 pub use restore::{

@@ -51,7 +51,7 @@ pub fn page_cache_costs(dir: &Path) -> std::io::Result<(Duration, Duration)> {
             drop(f);
             times.push(t.elapsed());
         }
-        Ok(crate::bench::quantile(&times, 0.5))
+        Ok(crate::bench_common::quantile(&times, 0.5))
     };
     let remove_all = |paths: &[PathBuf]| {
         for p in paths {
@@ -76,8 +76,8 @@ pub fn page_cache_line(dir: &Path, target_per_sec: f64) -> String {
             fresh.as_secs_f64() * 1000.0,
             SETTLE.as_secs(),
             recycled.as_secs_f64() * 1000.0,
-            fresh.as_secs_f64() * target_per_sec * 100.0 / crate::bench::cpu_count() as f64,
-            crate::bench::cpu_count(),
+            fresh.as_secs_f64() * target_per_sec * 100.0 / crate::sampler::cpu_count() as f64,
+            crate::sampler::cpu_count(),
             if fresh > recycled * 3 {
                 " (the VM backs guest memory on first touch and takes freed memory back: every restored segment pays this unless the page cache recycles)"
             } else {

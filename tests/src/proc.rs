@@ -182,6 +182,16 @@ fn join_within(handle: thread::JoinHandle<Vec<u8>>, limit: Duration) -> Vec<u8> 
     }
 }
 
+/// What a finished command wrote to stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What a finished command wrote to stdout, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Formats an [`Output`] with the command line, for panic messages.
 pub fn describe_output(cmd: &Command, out: &Output) -> String {
     format!(
@@ -271,6 +281,37 @@ pub fn list_files(dir: impl AsRef<Path>) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Every entry below `dir` (not `dir` itself), at any depth; directories
+/// that cannot be read are passed over.
+pub fn walk(dir: &Path) -> Vec<std::fs::DirEntry> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Names in `dir` of the temp files a writer leaves while it works
+/// (`<name>.tmp-<suffix>`); panics when `dir` cannot be read.
+pub fn temp_files(dir: impl AsRef<Path>) -> Vec<String> {
+    let dir = dir.as_ref();
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
 }
 
 /// Quotes `s` for a POSIX shell (unchanged when it is made of safe characters).

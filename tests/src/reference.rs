@@ -179,7 +179,7 @@ impl Pipeline {
                     files.len()
                 ));
             }
-            stored[i] = crate::bench::dir_bytes(&dir);
+            stored[i] = crate::bench_common::dir_bytes(&dir);
         }
         Ok(PipelineRun { elapsed, stored })
     }

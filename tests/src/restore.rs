@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{bin, mkdir_postgres, write_postgres_file, Lab};
+use crate::{bin, mkdir_postgres, write_postgres_file, Lab, PgCluster};
 
 /// Copies `from`'s `global/pg_control` into the stand-in data directory
 /// `data_dir`, owned by postgres as PostgreSQL keeps it.
@@ -69,7 +69,7 @@ pub fn niceness(pid: i32) -> (Option<i32>, Option<i32>) {
 }
 
 /// The scheduling policy of each thread of `pid` (`SCHED_*` numbers, from
-/// /proc/<pid>/task/*/stat).
+/// `/proc/<pid>/task/*/stat`).
 pub fn thread_policies(pid: i32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
@@ -115,6 +115,23 @@ impl Lab {
         let path = dir.join("restore.toml");
         write_postgres_file(&path, text, 0o600);
         path
+    }
+
+    /// A log-shipping standby `name` made from a base backup of `primary`
+    /// (not started): WAL only through `restore_command`, no
+    /// primary_conninfo.
+    pub fn log_shipping_standby(
+        &self,
+        primary: &PgCluster,
+        name: &str,
+        restore_command: &str,
+    ) -> PgCluster {
+        let sb = self.base_backup(primary, name);
+        sb.set_conf(&format!(
+            "restore_command = '{restore_command}'\nprimary_conninfo = ''\n"
+        ));
+        sb.create_standby_signal();
+        sb
     }
 
     /// The `restore_command` setting using `config`, for SRC-DIR `src`.

@@ -43,6 +43,10 @@
 //!   it. It needs keys that are not forced commands, so with it the lab's
 //!   keys are plain `restrict` keys (archive-cmd runs the same remote
 //!   command either way); `BENCH_REFERENCE=0` keeps forced commands;
+//! - `BENCH_RESULTS_DIR`: where the results file goes (default
+//!   `docs/benchmarks/`, `YYYY-MM-DD-archive.md`, a section appended per
+//!   completed run: see `e2e::bench_results`); set but empty, none is
+//!   written;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (targets missed or not), 1 when
@@ -56,11 +60,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::bench::{
-    bzip2_sizes, cpu_count, dir_bytes, pgbench_corpus, quantile, wait_no_process, Corpus,
-    CpuCgroup, CpuTimes, PeakSampler, Peaks, COMM_REMOTE,
+    bzip2_sizes, pgbench_corpus, sample_peaks, wait_no_process, Corpus, CpuCgroup, Peaks,
+    COMM_REMOTE,
 };
+use e2e::bench_common::{
+    add_ssh_options, binaries_line, dir_bytes, env_lines, env_list, env_or, env_path, exit_code,
+    machine_speed_line, ms, open_lab, quantile, require_root,
+};
+use e2e::bench_results::{Results, Table};
 use e2e::reference::{Pipeline, ISSUE_BACKLOG, ISSUE_CPU_PER_GIB, ISSUE_SERIAL};
-use e2e::{bin, bin_dir, list_files, mkdir_postgres, write_postgres_file, Lab, LabOptions};
+use e2e::sampler::{cpu_count, CpuTimes};
+use e2e::{bin, list_files, mkdir_postgres, write_postgres_file, Lab, LabOptions};
 
 /// CLUSTER-NAME argument of every call.
 const CLUSTER: &str = "bench";
@@ -142,54 +152,29 @@ struct Settings {
     reference_parallel: usize,
 }
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, String> {
-    match std::env::var(key) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{key}={v:?} is not a valid value")),
-        _ => Ok(default),
-    }
-}
-
-fn toml_lines(key: &str) -> String {
-    std::env::var(key)
-        .unwrap_or_default()
-        .split(';')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 impl Settings {
     fn from_env() -> Result<Settings, String> {
         let segments: usize = env_or("BENCH_SEGMENTS", 64)?;
         if segments == 0 {
             return Err("BENCH_SEGMENTS must be at least 1".into());
         }
-        let scenarios = match std::env::var("BENCH_SCENARIOS") {
-            Ok(v) if !v.trim().is_empty() => v
-                .split(',')
-                .map(str::trim)
-                .map(|s| {
-                    Kind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-                        format!("BENCH_SCENARIOS: unknown scenario {s:?} (serial, backlog, backlog-primary-zstd)")
-                    })
+        let all = Kind::ALL.map(Kind::name).join(",");
+        let scenarios = env_list("BENCH_SCENARIOS", &all)
+            .iter()
+            .map(|s| {
+                Kind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+                    format!("BENCH_SCENARIOS: unknown scenario {s:?} (serial, backlog, backlog-primary-zstd)")
                 })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => Kind::ALL.to_vec(),
-        };
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             segments,
             scale: env_or("BENCH_SCALE", 20)?,
             scenarios,
-            corpus_dir: std::env::var_os("BENCH_CORPUS_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            client_config: toml_lines("BENCH_CLIENT_CONFIG"),
-            server_config: toml_lines("BENCH_SERVER_CONFIG"),
-            ssh_config: toml_lines("BENCH_SSH_CONFIG"),
+            corpus_dir: env_path("BENCH_CORPUS_DIR"),
+            client_config: env_lines("BENCH_CLIENT_CONFIG"),
+            server_config: env_lines("BENCH_SERVER_CONFIG"),
+            ssh_config: env_lines("BENCH_SSH_CONFIG"),
             hold_secs: env_or("BENCH_HOLD", 0)?,
             verify: env_or("BENCH_VERIFY", 1u8)? != 0,
             reference: env_or("BENCH_REFERENCE", 1u8)? != 0,
@@ -248,44 +233,33 @@ impl Figures {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-archive: FAILED: {e}");
-            ExitCode::from(1)
-        }
-    }
+    exit_code("bench-archive", run())
 }
 
 fn run() -> Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("run as root (the lab starts sshd and runs PostgreSQL as postgres)".into());
-    }
+    require_root("PostgreSQL")?;
     let settings = Settings::from_env()?;
+    let mut out = Results::new("archive");
     // Before the lab starts anything, so that every process of the lab
     // (servers, masters, PostgreSQL) is in it; dropped after the lab.
     let cgroup = CpuCgroup::enter();
-    let bins = bin_dir();
     let archive_cmd = bin("archive-cmd");
     bin("archive-remote-cmd");
-    let profile = if bins.ends_with("release") {
-        "release build"
-    } else {
-        "NOT a release build: figures are not representative"
-    };
-    println!("bench-archive: binaries {} ({profile})", bins.display());
+    out.say(binaries_line("bench-archive"));
     let time_bin = Path::new(TIME_BIN).is_file();
 
-    let lab = Lab::with(LabOptions {
-        extra_client_config: settings.client_config.clone(),
-        extra_server_config: settings.server_config.clone(),
-        forced_command: !settings.reference,
-    });
-    e2e::bench::warn_if_on_tmpfs(&lab);
+    let lab = open_lab(
+        &mut out,
+        LabOptions {
+            extra_client_config: settings.client_config.clone(),
+            extra_server_config: settings.server_config.clone(),
+            forced_command: !settings.reference,
+        },
+    );
     if !settings.ssh_config.is_empty() {
         add_ssh_options(&lab, &settings.ssh_config)?;
     }
-    println!(
+    out.say(format!(
         "bench-archive: lab {}; {} CPUs; archive-cmd {}; config extra: client {:?}, servers {:?}, ssh {:?}",
         lab.dir().display(),
         cpu_count(),
@@ -293,20 +267,18 @@ fn run() -> Result<(), String> {
         settings.client_config.trim_end().replace('\n', "; "),
         settings.server_config.trim_end().replace('\n', "; "),
         settings.ssh_config.trim_end().replace('\n', "; "),
-    );
+    ));
     match &cgroup {
-        Some(cg) => println!(
+        Some(cg) => out.say(format!(
             "bench-archive: lab CPU measured in cgroup {} (whole-machine CPU from /proc/stat printed too)",
             cg.path().display()
-        ),
-        None => println!(
-            "bench-archive: no writable cgroup: CPU is whole-machine only (other load counts too)"
-        ),
+        )),
+        None => out.say("bench-archive: no writable cgroup: CPU is whole-machine only (other load counts too)"),
     }
     if !time_bin {
-        println!(
+        out.say(format!(
             "bench-archive: {TIME_BIN} missing (apt-get install time): archive-cmd peak RSS from /proc sampling only"
-        );
+        ));
     }
 
     // The corpus.
@@ -317,7 +289,7 @@ fn run() -> Result<(), String> {
     let corpus = pgbench_corpus(&lab, &corpus_root, settings.segments, settings.scale);
     let raw = corpus.raw_bytes();
     let bz: u64 = bzip2_sizes(&corpus).iter().sum();
-    println!(
+    out.say(format!(
         "corpus: {} segments of 16 MiB = {:.1} MB raw WAL from pgbench -i -s {} then pgbench -c 2 -j 2 rounds ({}..{}); bzip2 -1 total {:.1} MB ({:.2}x); {}",
         corpus.names.len(),
         raw as f64 / MB,
@@ -331,10 +303,10 @@ fn run() -> Result<(), String> {
         } else {
             format!("reused from {}", corpus.root.display())
         }
-    );
+    ));
 
     if let Some(first) = corpus.names.get(corpus.names.len() / 2) {
-        println!("{}", e2e::bench::machine_speed_line(&corpus.path(first)));
+        out.say_machine(machine_speed_line(&corpus.path(first)));
     }
 
     let rss_dir = lab.dir().join("bench-rss");
@@ -345,7 +317,7 @@ fn run() -> Result<(), String> {
     let c0 = CpuTimes::now();
     thread::sleep(Duration::from_secs(2));
     let background = CpuTimes::now().busy_fraction_since(&c0);
-    println!(
+    out.say(format!(
         "background: {:.1}% of all CPUs busy during 2 s before the runs{}",
         background * 100.0,
         if background > 0.05 {
@@ -353,7 +325,7 @@ fn run() -> Result<(), String> {
         } else {
             ""
         }
-    );
+    ));
 
     // Warm-up: the ssh masters (primary -> arch1, arch1 -> arch2) are
     // persistent in production; start them outside the measurements.
@@ -369,15 +341,15 @@ fn run() -> Result<(), String> {
         time_file.as_deref(),
     )?;
     wait_no_process(COMM_REMOTE, Duration::from_secs(60));
-    println!(
+    out.say(format!(
         "warm-up: 1 segment into bench-warmup in {:.2} s (starts the persistent ssh masters)",
         t.elapsed().as_secs_f64()
-    );
+    ));
 
     let pipeline = if settings.reference {
         match e2e::reference::unavailable(&lab) {
             Some(why) => {
-                println!("reference: skipped: {why}");
+                out.say(format!("reference: skipped: {why}"));
                 None
             }
             None => Some(Pipeline::install(&lab)),
@@ -386,7 +358,7 @@ fn run() -> Result<(), String> {
         None
     };
     let segments: Vec<PathBuf> = corpus.names.iter().map(|n| corpus.path(n)).collect();
-    let measure_reference = |when: &str| -> Result<Option<Reference>, String> {
+    let measure_reference = |out: &mut Results, when: &str| -> Result<Option<Reference>, String> {
         let Some(p) = &pipeline else {
             return Ok(None);
         };
@@ -400,14 +372,15 @@ fn run() -> Result<(), String> {
             settings.reference_parallel,
             cgroup.as_ref(),
         )?;
-        println!("{}", r.line(when, settings.reference_parallel));
+        out.say(r.line(when, settings.reference_parallel));
         Ok(Some(r))
     };
-    let ref_before = measure_reference("before")?;
+    let ref_before = measure_reference(&mut out, "before")?;
 
     let mut all = Vec::new();
     for &kind in &settings.scenarios {
         let f = run_scenario(
+            &mut out,
             &lab,
             &corpus,
             kind,
@@ -415,68 +388,50 @@ fn run() -> Result<(), String> {
             settings.verify,
             cgroup.as_ref(),
         )?;
-        println!("{}", summary_line(&f, bz));
-        println!("{}", detail_line(&f));
+        out.say(summary_line(&f, bz));
+        out.say(detail_line(&f));
         all.push(f);
     }
 
-    println!("targets (informational; this 2-core machine shares its cores between primary and both servers):");
+    out.say("targets (informational; this 2-core machine shares its cores between primary and both servers):");
     let mut met = 0;
     let mut total = 0;
     for f in &all {
         let (line, m, t) = targets_line(f, bz);
-        println!("{line}");
+        out.say(&line);
         met += m;
         total += t;
     }
-    println!("result: {met} of {total} targets met");
-    let ref_after = measure_reference("after")?;
+    out.say(format!("result: {met} of {total} targets met"));
+    let ref_after = measure_reference(&mut out, "after")?;
     if let Some(r) = ref_before.zip(ref_after).map(|(a, b)| a.mean(&b)) {
-        println!(
+        out.say(format!(
             "this machine runs the reference pipeline at {:.2}x the issue's serial rate, {:.2}x its backlog rate and {:.2}x its CPU per GiB (mean of before and after); the targets scaled by that:",
             r.serial.rate / ISSUE_SERIAL,
             r.backlog.rate / ISSUE_BACKLOG,
             r.backlog.cpu_per_gib / ISSUE_CPU_PER_GIB,
-        );
+        ));
         let mut met = 0;
         let mut total = 0;
         for f in &all {
             let (line, m, t) = scaled_targets_line(f, &r);
-            println!("{line}");
+            out.say(&line);
             met += m;
             total += t;
         }
-        println!("result, scaled to this machine: {met} of {total} targets met");
+        out.say(format!(
+            "result, scaled to this machine: {met} of {total} targets met"
+        ));
     }
+    out.table("Figures", figures_table(&all, bz));
+    out.write();
     if settings.hold_secs > 0 {
-        println!(
+        out.say(format!(
             "bench-archive: BENCH_HOLD: lab {} kept running for {} s",
             lab.dir().display(),
             settings.hold_secs
-        );
+        ));
         thread::sleep(Duration::from_secs(settings.hold_secs));
-    }
-    Ok(())
-}
-
-/// Appends `options` as a final `Host *` block to every ssh client config
-/// of the lab (ssh takes the first value it finds, so this only sets
-/// options the per-host blocks leave unset).
-fn add_ssh_options(lab: &Lab, options: &str) -> Result<(), String> {
-    let mut block = String::from("Host *\n");
-    for l in options.lines() {
-        block.push_str(&format!("  {l}\n"));
-    }
-    let files = std::iter::once(lab.primary_ssh_config())
-        .chain(lab.servers().iter().map(|s| s.ssh_config_path()));
-    for f in files {
-        let mut text =
-            std::fs::read_to_string(&f).map_err(|e| format!("read {}: {e}", f.display()))?;
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&block);
-        write_postgres_file(&f, text, 0o644);
     }
     Ok(())
 }
@@ -610,6 +565,7 @@ fn archive_segments(
 }
 
 fn run_scenario(
+    out: &mut Results,
     lab: &Lab,
     corpus: &Corpus,
     kind: Kind,
@@ -620,17 +576,17 @@ fn run_scenario(
     reset_status(corpus);
     let leftover = clear_pushed(lab);
     if leftover > 0 {
-        println!(
+        out.say(format!(
             "{}: note: {leftover} unconsumed look-ahead record(s) left by the previous run, removed",
             kind.name()
-        );
+        ));
     }
     let dst = lab.dst(&kind.dst_name());
     if !wait_no_process(COMM_REMOTE, Duration::from_secs(60)) {
         return Err("archive-remote-cmd processes still running before the scenario".into());
     }
 
-    let sampler = PeakSampler::start(SAMPLE_EVERY);
+    let sampler = sample_peaks(SAMPLE_EVERY);
     let lab0 = cgroup.and_then(CpuCgroup::usage_secs);
     let cpu0 = CpuTimes::now();
     let t0 = Instant::now();
@@ -652,10 +608,10 @@ fn run_scenario(
     let lab1 = cgroup.and_then(CpuCgroup::usage_secs);
     let peaks = sampler.finish();
     if !quiet {
-        println!(
+        out.say(format!(
             "{}: note: archive-remote-cmd still running 60 s after the last call",
             kind.name()
-        );
+        ));
     }
 
     let stored = [1, 2].map(|n| {
@@ -732,8 +688,39 @@ fn summary_line(f: &Figures, bz: u64) -> String {
     )
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// The figures of [`summary_line`], one row per scenario.
+fn figures_table(all: &[Figures], bz: u64) -> Table {
+    let mut t = Table::new(&[
+        "scenario",
+        "segments",
+        "s",
+        "seg/s",
+        "MB/s raw",
+        "stored arch1 MB",
+        "stored arch2 MB",
+        "x bzip2 -1",
+        "peak RSS archive-cmd MiB",
+        "peak RSS archive-remote-cmd MiB",
+        "CPU s/GiB",
+        "whole machine CPU s/GiB",
+    ]);
+    for f in all {
+        t.row(vec![
+            f.kind.name().to_string(),
+            f.segments.to_string(),
+            format!("{:.2}", f.elapsed.as_secs_f64()),
+            format!("{:.1}", f.rate()),
+            format!("{:.1}", f.mb_per_s()),
+            format!("{:.1}", f.stored[0] as f64 / MB),
+            format!("{:.1}", f.stored[1] as f64 / MB),
+            format!("{:.2}", f.vs_bzip2(bz)),
+            format!("{:.1}", f.rss_cmd_kib as f64 * 1024.0 / MIB),
+            format!("{:.1}", f.rss_remote_kib as f64 * 1024.0 / MIB),
+            format!("{:.2}", f.cpu_per_gib()),
+            format!("{:.2}", f.machine_cpu_per_gib()),
+        ]);
+    }
+    t
 }
 
 fn detail_line(f: &Figures) -> String {

@@ -28,6 +28,10 @@
 //! - `BENCH_ROUNDS` (3): measured pairs per compression;
 //! - `BENCH_COMPRESS` (`client-zstd:1,none`): comma-separated `--compress`
 //!   values;
+//! - `BENCH_RESULTS_DIR`: where the results file goes (default
+//!   `docs/benchmarks/`, `YYYY-MM-DD-backup.md`, a section appended per
+//!   completed run: see `e2e::bench_results`); set but empty, none is
+//!   written;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every run succeeded (target met or not), 1 when a run
@@ -36,11 +40,9 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use e2e::{bin, describe_output, run, Lab, PgOptions};
-
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
+use e2e::bench_common::{dir_bytes, env_list, env_or, open_lab};
+use e2e::bench_results::{Results, Table};
+use e2e::{bin, describe_output, run, LabOptions, PgOptions};
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -55,22 +57,6 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Bytes of the regular files under `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
 fn timed(cmd: &mut Command, what: &str) -> Result<f64, String> {
     let t = Instant::now();
     let out = run(cmd);
@@ -83,14 +69,7 @@ fn timed(cmd: &mut Command, what: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let scale: u32 = env_or("BENCH_SCALE", "100").parse().expect("BENCH_SCALE");
-    let rounds: usize = env_or("BENCH_ROUNDS", "3").parse().expect("BENCH_ROUNDS");
-    let compressions: Vec<String> = env_or("BENCH_COMPRESS", "client-zstd:1,none")
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    match bench(scale, rounds, &compressions) {
+    match bench() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-backup: {e}");
@@ -99,9 +78,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(scale: u32, rounds: usize, compressions: &[String]) -> Result<(), String> {
-    let lab = Lab::new();
-    e2e::bench::warn_if_on_tmpfs(&lab);
+fn bench() -> Result<(), String> {
+    let scale: u32 = env_or("BENCH_SCALE", 100)?;
+    let rounds: usize = env_or("BENCH_ROUNDS", 3)?;
+    let compressions = env_list("BENCH_COMPRESS", "client-zstd:1,none");
+    let mut out = Results::new("backup");
+    let lab = open_lab(&mut out, LabOptions::default());
     let q = lab.queue_db();
     let pg = lab.init_cluster(
         "bench",
@@ -162,7 +144,18 @@ fn bench(scale: u32, rounds: usize, compressions: &[String]) -> Result<(), Strin
 
     let mut report = String::new();
     let mut all_ok = true;
-    for c in compressions {
+    let mut table = Table::new(&[
+        "--compress",
+        "pg_basebackup s",
+        "MiB/s",
+        "base-backup s",
+        "MiB/s",
+        "ratio",
+        "target",
+        "stored MiB",
+        "base-backup's own pg_basebackup / total s",
+    ]);
+    for c in &compressions {
         let mut plain = Vec::new();
         let mut ours = Vec::new();
         let mut stored = 0u64;
@@ -202,12 +195,36 @@ fn bench(scale: u32, rounds: usize, compressions: &[String]) -> Result<(), Strin
             if ok { "within 10%" } else { "MISSED the 10% target" },
             stored as f64 / 1048576.0,
         ));
+        table.row(vec![
+            c.clone(),
+            format!("{mp:.2}"),
+            format!("{:.1}", db_bytes as f64 / 1048576.0 / mp),
+            format!("{mb:.2}"),
+            format!("{:.1}", db_bytes as f64 / 1048576.0 / mb),
+            format!("{ratio:.3}"),
+            if ok {
+                "within 10%"
+            } else {
+                "MISSED the 10% target"
+            }
+            .into(),
+            format!("{:.1}", stored as f64 / 1048576.0),
+            details,
+        ]);
     }
     let status = q.sql("select count(*) filter (where status = 'done') || ' done, ' || count(*) filter (where status <> 'done') || ' not' from backups.tasks");
-    println!(
+    out.say(format!(
         "bench-backup: database {:.1} MiB (pgbench scale {scale}), {rounds} measured rounds per compression, medians; tasks: {status}\n{report}target (base-backup within 10% of pg_basebackup): {}",
         db_bytes as f64 / 1048576.0,
         if all_ok { "met" } else { "missed" }
+    ));
+    out.table(
+        &format!(
+            "Database {:.1} MiB (pgbench scale {scale}), medians of {rounds} rounds",
+            db_bytes as f64 / 1048576.0
+        ),
+        table,
     );
+    out.write();
     Ok(())
 }

@@ -55,21 +55,30 @@
 //!   `h` (from the prefetch buffer), `w` (waited for the worker's
 //!   transfer) or `m` (fetched by the call itself): shows whether the
 //!   worker keeps ahead or delivers in bursts;
+//! - `BENCH_RESULTS_DIR`: where the results file goes (default
+//!   `docs/benchmarks/`, `YYYY-MM-DD-restore.md`, a section appended per
+//!   completed run: see `e2e::bench_results`); set but empty, none is
+//!   written;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (targets met or not), 1 when the
 //! run itself broke (a call failed, a restored file differs).
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::bench::{cpu_count, pgbench_corpus, quantile, Corpus, CpuTimes};
+use e2e::bench::{pgbench_corpus, Corpus};
+use e2e::bench_common::{
+    add_ssh_options, env_lines, env_list, env_or, env_path, env_present, env_string,
+    machine_speed_line, ms, open_lab, quantile,
+};
+use e2e::bench_results::{Results, Table};
 use e2e::memory::MemoryCgroup;
+use e2e::sampler::{cpu_count, cpu_ticks, stat_sum, vm_hwm_kib, CpuTimes, Sampler};
 use e2e::{
     bin, bin_dir, prefetch_dir, prefetch_workers, write_postgres_file, Lab, LabOptions,
     RECOVERYXLOG,
@@ -82,13 +91,6 @@ const TARGET_OFF: f64 = 15.0;
 const TARGET_ON: f64 = 40.0;
 const TARGET_HIT_P99_MS: f64 = 20.0;
 const TARGET_RSS_MIB: f64 = 64.0;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 /// One restore-cmd call.
 struct Call {
@@ -151,15 +153,12 @@ impl std::fmt::Display for Memory {
 
 /// `BENCH_MEMORY` (`fresh,steady`) and `BENCH_MEMORY_LIMIT` (`768MiB`).
 fn memory_regimes() -> Result<Vec<Memory>, String> {
-    let limit = std::env::var("BENCH_MEMORY_LIMIT").unwrap_or_else(|_| "768MiB".into());
+    let limit = env_string("BENCH_MEMORY_LIMIT", "768MiB");
     let limit = archive_core::common::config::parse_byte_size(&limit)
         .map_err(|e| format!("BENCH_MEMORY_LIMIT: {e}"))?;
-    std::env::var("BENCH_MEMORY")
-        .unwrap_or_else(|_| "fresh,steady".into())
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(|m| match m {
+    env_list("BENCH_MEMORY", "fresh,steady")
+        .iter()
+        .map(|m| match m.as_str() {
             "fresh" => Ok(Memory::Fresh),
             "steady" => Ok(Memory::Steady),
             "full" => Ok(Memory::Full(limit)),
@@ -186,61 +185,95 @@ struct Report {
     servers_cpu: f64,
 }
 
+/// The knobs (see the module documentation).
+struct Settings {
+    segments: usize,
+    scale: u32,
+    queues: String,
+    regimes: Vec<Memory>,
+    extra_cfg: String,
+    ssh_options: String,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        Ok(Settings {
+            segments: env_or("BENCH_SEGMENTS", 64)?,
+            scale: env_or("BENCH_SCALE", 20)?,
+            queues: env_string("BENCH_QUEUES", "256MiB,1GiB"),
+            regimes: memory_regimes()?,
+            extra_cfg: env_lines("BENCH_RESTORE_CONFIG"),
+            ssh_options: env_lines("BENCH_SSH_CONFIG"),
+        })
+    }
+}
+
+impl Report {
+    /// Latencies of the calls `which` picks, in call order.
+    fn latencies(&self, which: impl Fn(&Call) -> bool) -> Vec<Duration> {
+        self.calls
+            .iter()
+            .filter(|c| which(c))
+            .map(|c| c.latency)
+            .collect()
+    }
+}
+
 fn main() -> ExitCode {
-    let segments: usize = env_or("BENCH_SEGMENTS", 64);
-    let scale: u32 = env_or("BENCH_SCALE", 20);
-    let queues: String = env_or("BENCH_QUEUES", "256MiB,1GiB".to_string());
-    let regimes = match memory_regimes() {
-        Ok(r) => r,
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("bench-restore: {e}");
             return ExitCode::from(2);
         }
     };
-    let extra_cfg = std::env::var("BENCH_RESTORE_CONFIG")
-        .unwrap_or_default()
-        .replace(';', "\n");
-    println!(
+    let Settings {
+        segments,
+        scale,
+        queues,
+        regimes,
+        extra_cfg,
+        ssh_options,
+    } = settings;
+    let mut out = Results::new("restore");
+    out.say(format!(
         "bench-restore: {segments} segments of 16 MiB (pgbench -s {scale}), binaries in {}",
         bin_dir().display()
-    );
-    let lab = Lab::with(LabOptions::default());
-    e2e::bench::warn_if_on_tmpfs(&lab);
-    let ssh_options = std::env::var("BENCH_SSH_CONFIG")
-        .unwrap_or_default()
-        .replace(';', "\n");
+    ));
+    let lab = open_lab(&mut out, LabOptions::default());
     if !ssh_options.trim().is_empty() {
-        add_ssh_options(&lab, &ssh_options);
-        println!(
+        if let Err(e) = add_ssh_options(&lab, &ssh_options) {
+            eprintln!("bench-restore: {e}");
+            return ExitCode::from(1);
+        }
+        out.say(format!(
             "ssh options added: {}",
             ssh_options.trim().replace('\n', "; ")
-        );
+        ));
     }
-    let corpus_root = std::env::var_os("BENCH_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| lab.dir().join("corpus"));
+    let corpus_root = env_path("BENCH_CORPUS_DIR").unwrap_or_else(|| lab.dir().join("corpus"));
     let t = Instant::now();
     let corpus = pgbench_corpus(&lab, &corpus_root, segments, scale);
     let mut distinct = corpus.names.clone();
     distinct.dedup();
     assert_eq!(distinct.len(), corpus.names.len(), "corpus names repeat");
-    println!(
+    out.say(format!(
         "corpus: {} segments in {} ({:.0} s)",
         corpus.names.len(),
         corpus.root.display(),
         t.elapsed().as_secs_f64()
-    );
+    ));
     if let Some(mid) = corpus.names.get(corpus.names.len() / 2) {
-        println!("{}", e2e::bench::machine_speed_line(&corpus.path(mid)));
+        out.say_machine(machine_speed_line(&corpus.path(mid)));
     }
-    println!("{}", e2e::bench::corpus_decode_line(&corpus, 40.0));
+    out.say(e2e::bench::corpus_decode_line(&corpus, 40.0));
     let dst = lab.dst("bench");
-    if let Err(e) = archive(&lab, &dst, &corpus) {
+    if let Err(e) = archive(&mut out, &lab, &dst, &corpus) {
         eprintln!("bench-restore: {e}");
         return ExitCode::from(1);
     }
 
-    println!("{}", e2e::memory::page_cache_line(lab.dir(), TARGET_ON));
+    out.say(e2e::memory::page_cache_line(lab.dir(), TARGET_ON));
 
     let mut scenarios = vec![Scenario {
         tag: "off".into(),
@@ -263,8 +296,8 @@ fn main() -> ExitCode {
             Memory::Full(limit) => match MemoryCgroup::create("bench-restore", *limit) {
                 Ok(cg) => Some(cg),
                 Err(e) => {
-                    println!();
-                    println!("memory regime {regime}: skipped: {e}");
+                    out.say("");
+                    out.say(format!("memory regime {regime}: skipped: {e}"));
                     continue;
                 }
             },
@@ -276,7 +309,7 @@ fn main() -> ExitCode {
             thread::sleep(e2e::memory::SETTLE);
             match run_scenario(&lab, &dst, &corpus, s, &extra_cfg, regime, cgroup.as_ref()) {
                 Ok(r) => {
-                    print_report(&r, regime);
+                    print_report(&mut out, &r, regime);
                     reports.push((regime, r));
                 }
                 Err(e) => {
@@ -286,8 +319,18 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!();
-    println!("summary (targets on this 2-core machine):");
+    out.say("");
+    out.say("summary (targets on this 2-core machine):");
+    let mut table = Table::new(&[
+        "scenario",
+        "memory",
+        "seg/s",
+        "MB/s of WAL",
+        "all calls p50 ms",
+        "all calls p99 ms",
+        "buffer hit p99 ms",
+        "peak RSS MiB",
+    ]);
     for (regime, r) in &reports {
         let rate = r.calls.len() as f64 / r.elapsed.as_secs_f64();
         let target = if r.tag == "off" {
@@ -295,12 +338,7 @@ fn main() -> ExitCode {
         } else {
             TARGET_ON
         };
-        let hits: Vec<Duration> = r
-            .calls
-            .iter()
-            .filter(|c| c.hit)
-            .map(|c| c.latency)
-            .collect();
+        let hits = r.latencies(|c| c.hit);
         let rss = r
             .calls
             .iter()
@@ -327,29 +365,29 @@ fn main() -> ExitCode {
             "; peak RSS {rss:.1} MiB (target <= {TARGET_RSS_MIB}: {})",
             verdict(rss <= TARGET_RSS_MIB)
         );
-        println!("{line}");
+        out.say(&line);
+        let all = r.latencies(|_| true);
+        table.row(vec![
+            r.tag.clone(),
+            regime.short().into(),
+            format!("{rate:.1}"),
+            format!("{:.0}", rate * SEGMENT / 1e6),
+            format!("{:.1}", ms(quantile(&all, 0.5))),
+            format!("{:.1}", ms(quantile(&all, 0.99))),
+            if hits.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.1}", ms(quantile(&hits, 0.99)))
+            },
+            format!("{rss:.1}"),
+        ]);
     }
+    out.table(
+        &format!("{} segments of 16 MiB per scenario", corpus.names.len()),
+        table,
+    );
+    out.write();
     ExitCode::SUCCESS
-}
-
-/// Appends `options` as a final `Host *` block to every ssh client config
-/// of the lab (ssh takes the first value it finds, so this only sets what
-/// the per-host blocks leave unset).
-fn add_ssh_options(lab: &Lab, options: &str) {
-    let mut block = String::from("Host *\n");
-    for l in options.lines().filter(|l| !l.trim().is_empty()) {
-        block.push_str(&format!("  {}\n", l.trim()));
-    }
-    let files = std::iter::once(lab.primary_ssh_config())
-        .chain(lab.servers().iter().map(|s| s.ssh_config_path()));
-    for f in files {
-        let mut text = fs::read_to_string(&f).expect("read ssh_config");
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&block);
-        write_postgres_file(&f, text, 0o644);
-    }
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -360,13 +398,9 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Archives the corpus through archive-cmd, one call per segment, and
 /// waits for both servers to hold every segment.
-fn archive(lab: &Lab, dst: &str, corpus: &Corpus) -> Result<(), String> {
+fn archive(out: &mut Results, lab: &Lab, dst: &str, corpus: &Corpus) -> Result<(), String> {
     let t = Instant::now();
     for n in &corpus.names {
         let mut cmd = lab.postgres_cmd(bin("archive-cmd"));
@@ -403,13 +437,13 @@ fn archive(lab: &Lab, dst: &str, corpus: &Corpus) -> Result<(), String> {
         .filter_map(|n| fs::metadata(lab.stored_path(1, dst, n)).ok())
         .map(|m| m.len())
         .sum();
-    println!(
+    out.say(format!(
         "archived to arch1 and arch2 in {:.1} s; stored {:.1} MiB per server for {:.0} MiB of WAL ({:.2}x)",
         t.elapsed().as_secs_f64(),
         stored as f64 / SEGMENT * 16.0,
         corpus.names.len() as f64 * 16.0,
         corpus.names.len() as f64 * SEGMENT / stored.max(1) as f64
-    );
+    ));
     Ok(())
 }
 
@@ -467,12 +501,11 @@ fn run_scenario(
     let cfg = lab.restore_config(&format!("sb-{}", s.tag), &format!("{}{extra}", s.extra));
     let buffer = prefetch_dir(&dd);
     let errlog = lab.dir().join(format!("sb-{}.stderr", s.tag));
-    let worker_hwm = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    // (peak RSS, CPU ticks) of the prefetch worker(s).
     let sampler = {
-        let (hwm, stop) = (worker_hwm.clone(), stop.clone());
         let buffer = buffer.clone();
-        thread::spawn(move || {
+        Sampler::start("bench-worker", move |stop| {
+            let mut hwm = 0;
             // CPU ticks last seen per worker pid.
             let mut ticks: std::collections::HashMap<i32, u64> = Default::default();
             // Finding the worker walks all of /proc: not at every sample, or
@@ -487,7 +520,7 @@ fn run_scenario(
                 round += 1;
                 for &p in &pids {
                     if let Some(k) = vm_hwm_kib(p) {
-                        hwm.fetch_max(k, Ordering::SeqCst);
+                        hwm = hwm.max(k);
                     }
                     if let Some(t) = cpu_ticks(p) {
                         ticks.insert(p, t);
@@ -495,7 +528,7 @@ fn run_scenario(
                 }
                 thread::sleep(Duration::from_millis(5));
             }
-            ticks.values().sum::<u64>()
+            (hwm, ticks.values().sum::<u64>())
         })
     };
     let cpu0 = CpuTimes::now();
@@ -517,7 +550,6 @@ fn run_scenario(
         let latency = t.elapsed();
         let said = fs::read_to_string(&errlog).unwrap_or_default();
         if code != 0 {
-            stop.store(true, Ordering::SeqCst);
             return Err(format!("restore-cmd {n} exited {code}: {said}"));
         }
         // PostgreSQL keeps a restored segment under its own name.
@@ -545,8 +577,7 @@ fn run_scenario(
     // Let the worker be seen once more, then stop it (it would leave by
     // itself after restore_prefetch_idle).
     thread::sleep(Duration::from_millis(50));
-    stop.store(true, Ordering::SeqCst);
-    let worker_ticks = sampler.join().unwrap_or(0);
+    let (worker_hwm_kib, worker_ticks) = sampler.finish();
     for p in prefetch_workers(&buffer) {
         e2e::kill_tree(p, Duration::from_secs(5));
     }
@@ -570,7 +601,7 @@ fn run_scenario(
         tag: s.tag.clone(),
         elapsed,
         calls,
-        worker_hwm_kib: worker_hwm.load(Ordering::SeqCst),
+        worker_hwm_kib,
         worker_cpu: worker_ticks as f64 / 100.0,
         machine_busy,
         masters_cpu,
@@ -584,7 +615,7 @@ fn servers_ticks(lab: &Lab) -> u64 {
     lab.servers()
         .iter()
         .flat_map(|s| s.processes())
-        .filter_map(|p| stat_ticks(p, 11..=14))
+        .filter_map(|p| stat_sum(&format!("/proc/{p}/stat"), 14..=17))
         .sum()
 }
 
@@ -602,32 +633,17 @@ fn masters_ticks(lab: &Lab) -> u64 {
         .sum()
 }
 
-fn print_report(r: &Report, regime: &Memory) {
+fn print_report(out: &mut Results, r: &Report, regime: &Memory) {
     let n = r.calls.len();
     let secs = r.elapsed.as_secs_f64();
-    let all: Vec<Duration> = r.calls.iter().map(|c| c.latency).collect();
-    let hits: Vec<Duration> = r
-        .calls
-        .iter()
-        .filter(|c| c.hit)
-        .map(|c| c.latency)
-        .collect();
-    let waited: Vec<Duration> = r
-        .calls
-        .iter()
-        .filter(|c| c.waited)
-        .map(|c| c.latency)
-        .collect();
-    let misses: Vec<Duration> = r
-        .calls
-        .iter()
-        .filter(|c| !c.hit && !c.waited)
-        .map(|c| c.latency)
-        .collect();
+    let all = r.latencies(|_| true);
+    let hits = r.latencies(|c| c.hit);
+    let waited = r.latencies(|c| c.waited);
+    let misses = r.latencies(|c| !c.hit && !c.waited);
     let rss = r.calls.iter().map(|c| c.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
-    println!();
-    println!("scenario {}, {regime}:", r.tag);
-    if std::env::var_os("BENCH_TRACE").is_some() {
+    out.say("");
+    out.say(format!("scenario {}, {regime}:", r.tag));
+    if env_present("BENCH_TRACE") {
         let trace: Vec<String> = r
             .calls
             .iter()
@@ -642,35 +658,35 @@ fn print_report(r: &Report, regime: &Memory) {
                 format!("{:.0}{how}", ms(c.latency))
             })
             .collect();
-        println!("  calls in order, ms: {}", trace.join(" "));
+        out.say(format!("  calls in order, ms: {}", trace.join(" ")));
     }
-    println!(
+    out.say(format!(
         "  {n} segments in {secs:.2} s: {:.1} segments/s, {:.0} MB/s of WAL",
         n as f64 / secs,
         n as f64 * SEGMENT / secs / 1e6
-    );
-    let line = |what: &str, v: &[Duration]| {
+    ));
+    let mut line = |what: &str, v: &[Duration]| {
         if !v.is_empty() {
-            println!(
+            out.say(format!(
                 "  {what:<28} {:>3} calls: median {:6.1} ms, p99 {:6.1} ms, max {:6.1} ms",
                 v.len(),
                 ms(quantile(v, 0.5)),
                 ms(quantile(v, 0.99)),
                 ms(quantile(v, 1.0))
-            );
+            ));
         }
     };
     line("all calls", &all);
     line("from the buffer", &hits);
     line("buffer, waited for transfer", &waited);
     line("from the hosts", &misses);
-    println!(
+    out.say(format!(
         "  peak RSS: restore-cmd {rss:.1} MiB, prefetch worker {:.1} MiB",
         r.worker_hwm_kib as f64 / 1024.0
-    );
+    ));
     let calls_cpu: f64 = r.calls.iter().map(|c| c.cpu.as_secs_f64()).sum();
     let ours = calls_cpu + r.worker_cpu;
-    println!(
+    out.say(format!(
         "  CPU: restore-cmd calls {calls_cpu:.2} s ({:.1} ms per call), prefetch worker {:.2} s, \
          ssh masters {:.2} s, the lab's archive servers {:.2} s (sshd, archive-remote-cmd: \
          elsewhere in production); whole machine busy {:.2} of {:.2} CPU-s available",
@@ -680,35 +696,13 @@ fn print_report(r: &Report, regime: &Memory) {
         r.servers_cpu,
         r.machine_busy,
         secs * cpu_count() as f64
-    );
+    ));
     // The kernel (writeback, the bench itself) also works for us; more
     // than that (roughly) means other programs competed for the CPUs.
     let ours = ours + r.masters_cpu + r.servers_cpu;
     if r.machine_busy > 1.5 * ours + 0.5 * secs {
-        println!(
-            "  WARNING: other processes kept the CPUs busy during this scenario: the figures are pessimistic"
-        );
+        out.say("  WARNING: other processes kept the CPUs busy during this scenario: the figures are pessimistic");
     }
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: i32) -> Option<u64> {
-    stat_ticks(pid, 11..=12)
-}
-
-/// The sum of /proc/PID/stat fields `fields`, counted after the command
-/// name (11, 12: utime, stime; 13, 14: the same of reaped children).
-fn stat_ticks(pid: i32, fields: std::ops::RangeInclusive<usize>) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    fields.map(|i| f.get(i)?.parse::<u64>().ok()).sum()
-}
-
-fn vm_hwm_kib(pid: i32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn blake3_file(p: &Path) -> Result<blake3::Hash, String> {

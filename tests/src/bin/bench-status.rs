@@ -27,15 +27,21 @@
 //! Run as root after `cargo build --release --workspace --bins` (or
 //! `scripts/bench-status.sh`). Environment: `BENCH_SEGMENTS` (10000),
 //! `BENCH_ROUNDS` (5), `BENCH_TL2` (100), `BENCH_ONE_SIDED` (10),
-//! `BENCH_DIVERGENT` (3), `KEEP_LAB=1`.
+//! `BENCH_DIVERGENT` (3), `KEEP_LAB=1`; `BENCH_RESULTS_DIR`: where the
+//! results file goes (default `docs/benchmarks/`, `YYYY-MM-DD-status.md`, a
+//! section appended per completed run: see `e2e::bench_results`); set but
+//! empty, none is written.
 
-use std::os::unix::fs::FileTypeExt;
 use std::process::{Command, ExitCode, Output};
 use std::time::{Duration, Instant};
 
 use archive_core::common::wal::WalName;
 use archive_core::status::{chain::format_lsn, Report};
-use e2e::{bin, bin_dir, mkdir_postgres, write_postgres_file, Lab};
+use e2e::bench_common::{
+    binaries_line, close_ssh_masters, env_or, exit_code, open_lab, require_root,
+};
+use e2e::bench_results::{Results, Table};
+use e2e::{bin, mkdir_postgres, write_postgres_file, Lab, LabOptions};
 
 const SEG: u64 = 16 << 20;
 /// First segment number (log 1, so names cross log boundaries).
@@ -49,21 +55,11 @@ struct Settings {
     divergent: u64,
 }
 
-fn env_or(key: &str, default: u64) -> Result<u64, String> {
-    match std::env::var(key) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{key}={v:?} is not a number")),
-        _ => Ok(default),
-    }
-}
-
 impl Settings {
     fn from_env() -> Result<Settings, String> {
         let s = Settings {
             segments: env_or("BENCH_SEGMENTS", 10_000)?,
-            rounds: env_or("BENCH_ROUNDS", 5)?.max(1) as usize,
+            rounds: env_or("BENCH_ROUNDS", 5usize)?.max(1),
             tl2: env_or("BENCH_TL2", 100)?,
             one_sided: env_or("BENCH_ONE_SIDED", 10)?,
             divergent: env_or("BENCH_DIVERGENT", 3)?,
@@ -76,13 +72,7 @@ impl Settings {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-status: FAILED: {e}");
-            ExitCode::from(1)
-        }
-    }
+    exit_code("bench-status", run())
 }
 
 /// The segment at position `segno`: timeline 2 from the switch on.
@@ -147,31 +137,7 @@ fn fabricate(lab: &Lab, s: &Settings, dst: &str) -> Result<Vec<String>, String> 
 
 /// Closes the primary's ssh master connections, so the next run connects.
 fn close_masters(lab: &Lab) {
-    let dir = lab.primary_runtime_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_socket()) {
-            let mut cmd = lab.postgres_cmd("ssh");
-            cmd.args(["-F", "none", "-O", "exit", "-S"])
-                .arg(e.path())
-                .arg("x");
-            let _ = e2e::run_with_timeout(&mut cmd, Duration::from_secs(10));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let left = std::fs::read_dir(&dir).map_or(0, |rd| {
-            rd.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-                .count()
-        });
-        if left == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    close_ssh_masters(&lab.primary_runtime_dir(), "x", || lab.postgres_cmd("ssh"));
 }
 
 fn status(lab: &Lab, dst: &str, extra: &[&str]) -> Result<(Duration, Report), String> {
@@ -269,28 +235,17 @@ fn requests(r: &Report) -> String {
 }
 
 fn run() -> Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("run as root (the lab starts sshd and runs the tools as postgres)".into());
-    }
+    require_root("the tools")?;
     let s = Settings::from_env()?;
-    let bins = bin_dir();
+    let mut out = Results::new("status");
     bin("archive-status");
     bin("archive-remote-cmd");
-    println!(
-        "bench-status: binaries {} ({})",
-        bins.display(),
-        if bins.ends_with("release") {
-            "release build"
-        } else {
-            "NOT a release build: figures are not representative"
-        }
-    );
-    let lab = Lab::new();
-    e2e::bench::warn_if_on_tmpfs(&lab);
+    out.say(binaries_line("bench-status"));
+    let lab = open_lab(&mut out, LabOptions::default());
     let dst = lab.dst("bench");
     let t = Instant::now();
     let names = fabricate(&lab, &s, &dst)?;
-    println!(
+    out.say(format!(
         "bench-status: lab {}; fabricated {} segments per server ({}..{}, the last {} on timeline 2 with its history file), {} only on arch1, {} divergent on arch2, 2 backups per server, in {:.1} s",
         lab.dir().display(),
         s.segments,
@@ -300,7 +255,7 @@ fn run() -> Result<(), String> {
         s.one_sided,
         s.divergent,
         t.elapsed().as_secs_f64()
-    );
+    ));
 
     // Warm-up (host keys, page cache), not counted.
     status(&lab, &dst, &[])?;
@@ -308,7 +263,7 @@ fn run() -> Result<(), String> {
     close_masters(&lab);
     let (cold, r) = status(&lab, &dst, &[])?;
     verify(&r, &s, &names, false)?;
-    println!(
+    out.say(format!(
         "cold (new ssh connections to both servers): {:.3} s; requests: {}; files listed: {}",
         cold.as_secs_f64(),
         requests(&r),
@@ -318,8 +273,9 @@ fn run() -> Result<(), String> {
             .map(|x| format!("{} {}", x.host, x.files))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
 
+    let cold_requests = requests(&r);
     let mut warm = Vec::new();
     let mut last = r;
     for _ in 0..s.rounds {
@@ -329,7 +285,7 @@ fn run() -> Result<(), String> {
         last = r;
     }
     warm.sort_by(|a, b| a.total_cmp(b));
-    println!(
+    out.say(format!(
         "warm (ssh masters up), {} runs: best {:.3} s, median {:.3} s, worst {:.3} s; archive-status's own collection time {:.3} s; requests: {}",
         warm.len(),
         warm[0],
@@ -337,28 +293,55 @@ fn run() -> Result<(), String> {
         warm[warm.len() - 1],
         last.duration_secs,
         requests(&last)
-    );
+    ));
 
     let (d, r) = status(&lab, &dst, &["--checksum"])?;
     verify(&r, &s, &names, true)?;
-    println!(
+    out.say(format!(
         "--checksum (every same-named file decoded on both servers, {} files): {:.3} s; requests: {}",
         r.clusters[0].compared,
         d.as_secs_f64(),
         requests(&r)
-    );
+    ));
     let per_server = last.clusters[0]
         .servers
         .iter()
         .map(|x| x.requests)
         .max()
         .unwrap_or(0);
-    println!(
+    out.say(format!(
         "result: {} segments per server checked in {:.2} s cold, {:.2} s warm, with at most {per_server} requests per server -> target (seconds, not minutes) {}",
         s.segments,
         cold.as_secs_f64(),
         warm[warm.len() / 2],
         if cold.as_secs_f64() < 10.0 { "MET" } else { "MISSED" }
+    ));
+    let mut t = Table::new(&["run", "s", "requests"]);
+    t.row(vec![
+        "cold".into(),
+        format!("{:.3}", cold.as_secs_f64()),
+        cold_requests,
+    ]);
+    for (what, secs) in [
+        ("warm, best", warm[0]),
+        ("warm, median", warm[warm.len() / 2]),
+        ("warm, worst", warm[warm.len() - 1]),
+    ] {
+        t.row(vec![what.into(), format!("{secs:.3}"), requests(&last)]);
+    }
+    t.row(vec![
+        "--checksum".into(),
+        format!("{:.3}", d.as_secs_f64()),
+        requests(&r),
+    ]);
+    out.table(
+        &format!(
+            "{} segments per server, {} warm runs",
+            s.segments,
+            warm.len()
+        ),
+        t,
     );
+    out.write();
     Ok(())
 }

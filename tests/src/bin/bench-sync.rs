@@ -46,23 +46,32 @@
 //!   seconds for the machine to be idle (at most 10% busy over 1 s): other
 //!   work on a 2-core machine distorts the figures, and each scenario
 //!   reports the CPU time of every other process that ran during it;
+//! - `BENCH_RESULTS_DIR`: where the results file goes (default
+//!   `docs/benchmarks/`, `YYYY-MM-DD-sync.md`, a section appended per
+//!   completed run: see `e2e::bench_results`); set but empty, none is
+//!   written;
 //! - `KEEP_LAB=1`: keep the lab dir.
 //!
 //! Exit status: 0 when every scenario ran (target met or not), 1 when the
 //! run itself broke (a tool failed, a copy is missing or differs), 101 on a
 //! lab panic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::bench_sync::{
-    cpu_count, lab_pid_namespaces, place_corpus, remove_dst, sync_corpus, verify_costs,
-    verify_synced, wait_quiet, CpuByName, CpuSampler, FileKind, MachineCpu, SyncCorpus,
-    VerifyCosts, KERNEL_THREADS,
+use e2e::bench_common::{
+    binaries_line, close_ssh_masters, env_lines, env_list, env_or, env_path, exit_code, open_lab,
+    require_root,
 };
-use e2e::{bin, bin_dir, sh_quote, Lab, LabOptions};
+use e2e::bench_results::{Results, Table};
+use e2e::bench_sync::{
+    lab_pid_namespaces, place_corpus, remove_dst, sample_cpu_by_name, sync_corpus, verify_costs,
+    verify_synced, CpuByName, FileKind, SyncCorpus, VerifyCosts, KERNEL_THREADS,
+};
+use e2e::sampler::{cpu_count, wait_quiet, CpuTimes};
+use e2e::{bin, sh_quote, Lab, LabOptions};
 
 const MB: f64 = 1e6;
 /// /proc sampling period of the CPU accounting.
@@ -132,28 +141,6 @@ struct Settings {
     quiet_wait: Duration,
 }
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, String> {
-    match std::env::var(key) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{key}={v:?} is not a valid value")),
-        _ => Ok(default),
-    }
-}
-
-fn env_list(key: &str, default: &str) -> Vec<String> {
-    let v = std::env::var(key)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_string());
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl Settings {
     fn from_env() -> Result<Settings, String> {
         let files: usize = env_or("BENCH_FILES", 500)?;
@@ -186,17 +173,9 @@ impl Settings {
             files,
             scenarios,
             rounds: rounds.max(1),
-            corpus_dir: std::env::var_os("BENCH_CORPUS_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            corpus_dir: env_path("BENCH_CORPUS_DIR"),
             seed: env_or("BENCH_SEED", 1)?,
-            server_config: std::env::var("BENCH_SERVER_CONFIG")
-                .unwrap_or_default()
-                .split(';')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(|l| format!("{l}\n"))
-                .collect(),
+            server_config: env_lines("BENCH_SERVER_CONFIG"),
             verify: env_or("BENCH_VERIFY", 1u8)? != 0,
             quiet_wait: Duration::from_secs(env_or("BENCH_QUIET_WAIT", 120)?),
         })
@@ -234,52 +213,41 @@ impl Figures {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-sync: FAILED: {e}");
-            ExitCode::from(1)
-        }
-    }
+    exit_code("bench-sync", run())
 }
 
 fn run() -> Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("run as root (the lab starts sshd and runs the tools as postgres)".into());
-    }
+    require_root("the tools")?;
     let settings = Settings::from_env()?;
-    let bins = bin_dir();
+    let mut out = Results::new("sync");
     bin("wal-sync");
     bin("archive-remote-cmd");
     let rsync_version = tool_version("rsync")
         .ok_or("rsync is not installed (apt-get install rsync, or run scripts/bench-sync.sh)")?;
-    let profile = if bins.ends_with("release") {
-        "release build"
-    } else {
-        "NOT a release build: figures are not representative"
-    };
-    println!("bench-sync: binaries {} ({profile})", bins.display());
+    out.say(binaries_line("bench-sync"));
 
-    let lab = Lab::with(LabOptions {
-        forced_command: false,
-        extra_server_config: settings.server_config.clone(),
-        ..Default::default()
-    });
-    e2e::bench::warn_if_on_tmpfs(&lab);
+    let lab = open_lab(
+        &mut out,
+        LabOptions {
+            forced_command: false,
+            extra_server_config: settings.server_config.clone(),
+            ..Default::default()
+        },
+    );
     let ssh_config = lab.server(1).ssh_config_path();
-    println!(
+    out.say(format!(
         "bench-sync: lab {}; {} CPUs; {}; {}; servers' extra config {:?}",
         lab.dir().display(),
         cpu_count(),
         rsync_version,
         tool_version("ssh").unwrap_or_else(|| "ssh ?".into()),
         settings.server_config.trim_end().replace('\n', "; "),
-    );
-    println!(
+    ));
+    out.say(format!(
         "bench-sync: every tool runs on arch1 as postgres inside its namespace (nsenter), PGARCHIVE_CONFIG={}, peer arch2 reached with ssh -F {} (no forced command: rsync needs a shell)",
         lab.server(1).config_path().display(),
         ssh_config.display()
-    );
+    ));
 
     // The corpus.
     let corpus_root = settings
@@ -288,16 +256,16 @@ fn run() -> Result<(), String> {
         .unwrap_or_else(|| lab.dir().join("bench-corpus"));
     e2e::mkdir_postgres(&corpus_root, 0o755);
     let corpus = sync_corpus(&corpus_root, settings.files, settings.seed, cpu_count());
-    describe_corpus(&corpus);
+    describe_corpus(&mut out, &corpus);
     let costs = verify_costs(&corpus, 60);
-    println!(
+    out.say(format!(
         "verification cost, one core, whole corpus (measured on {} segments): read + blake3 of the {:.1} GB stored: {:.2} CPU-s; zstd decode + blake3 of the {:.1} GB raw: {:.2} CPU-s",
         costs.sampled,
         corpus.stored_bytes() as f64 / 1e9,
         costs.hash_stored_secs,
         corpus.raw_bytes() as f64 / 1e9,
         costs.decode_raw_secs,
-    );
+    ));
 
     // Warm-up: binaries into the page cache, host keys checked, nothing
     // measured.
@@ -310,26 +278,30 @@ fn run() -> Result<(), String> {
     close_masters(&lab);
     remove_dst(&lab, &warm);
 
-    println!("commands (DIR = {}):", lab.dst("bench-<round>-<scenario>"));
-    println!(
+    out.say(format!(
+        "commands (DIR = {}):",
+        lab.dst("bench-<round>-<scenario>")
+    ));
+    out.say(format!(
         "  wal-sync: {} --set parallel=N DIR arch2",
         bin("wal-sync").display()
-    );
-    println!(
+    ));
+    out.say(format!(
         "  rsync:    rsync -a --ignore-existing -e {} DIR/ arch2:DIR/   then   rsync -a --ignore-existing -e {} arch2:DIR/ DIR/",
         sh_quote(&rsync_ssh(&lab)),
         sh_quote(&rsync_ssh(&lab)),
-    );
+    ));
 
     let mut all: Vec<Figures> = Vec::new();
     for round in 1..=settings.rounds {
         for &scenario in &settings.scenarios {
-            let f = run_scenario(&lab, &corpus, scenario, round, &settings)?;
-            print_figures(&f);
+            let f = run_scenario(&mut out, &lab, &corpus, scenario, round, &settings)?;
+            print_figures(&mut out, &f);
             all.push(f);
         }
     }
-    summary(&all, &settings, &corpus, &costs);
+    summary(&mut out, &all, &settings, &corpus, &costs);
+    out.write();
     Ok(())
 }
 
@@ -353,7 +325,7 @@ fn tool_version(tool: &str) -> Option<String> {
     )
 }
 
-fn describe_corpus(c: &SyncCorpus) {
+fn describe_corpus(out: &mut Results, c: &SyncCorpus) {
     for n in [1, 2] {
         let side = c.side(n);
         let mut seg: Vec<u64> = side
@@ -373,7 +345,7 @@ fn describe_corpus(c: &SyncCorpus) {
                 v[((v.len() - 1) as f64 * x).round() as usize] as f64 / MB
             }
         };
-        println!(
+        out.say(format!(
             "corpus: only on arch{n}: {} files, {:.1} MB stored ({:.1} MB raw): {} zstd 16 MiB segments {}..{} (stored MB: min {:.2}, p10 {:.2}, median {:.2}, p90 {:.2}, max {:.2}), {histories} .history + {backups} .backup ({}..{} bytes)",
             side.len(),
             side.iter().map(|f| f.stored_bytes).sum::<u64>() as f64 / MB,
@@ -388,9 +360,9 @@ fn describe_corpus(c: &SyncCorpus) {
             q(&seg, 1.0),
             small_bytes.iter().min().unwrap_or(&0),
             small_bytes.iter().max().unwrap_or(&0),
-        );
+        ));
     }
-    println!(
+    out.say(format!(
         "corpus: {} files, {:.1} MB to copy, system identifier {}; {} in {}",
         c.file_count(),
         c.stored_bytes() as f64 / MB,
@@ -401,7 +373,7 @@ fn describe_corpus(c: &SyncCorpus) {
             "reused".to_string()
         },
         c.root.display()
-    );
+    ));
 }
 
 fn wal_sync_cmd(lab: &Lab, dst: &str, parallel: usize) -> Command {
@@ -436,7 +408,7 @@ fn rsync_cmd(lab: &Lab, dst: &str, push: bool) -> Command {
 }
 
 fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
+    e2e::stderr(out).trim().to_string()
 }
 
 fn check(cmd: &mut Command, what: &str) -> Result<Output, String> {
@@ -456,37 +428,13 @@ fn check(cmd: &mut Command, what: &str) -> Result<Output, String> {
 /// Asks every ssh master under arch1's runtime dir to exit, so the next
 /// wal-sync connects afresh.
 fn close_masters(lab: &Lab) {
-    use std::os::unix::fs::FileTypeExt;
-    let dir = lab.server(1).runtime_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_socket()) {
-            let mut cmd = lab.server_cmd(1, "ssh");
-            cmd.args(["-F", "none", "-O", "exit", "-S"])
-                .arg(e.path())
-                .arg("arch2");
-            let _ = e2e::run_with_timeout(&mut cmd, Duration::from_secs(10));
-        }
-    }
-    // The master exits right after answering.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && sockets_in(&dir) > 0 {
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sockets_in(dir: &Path) -> usize {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::read_dir(dir).map_or(0, |rd| {
-        rd.flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-            .count()
-    })
+    close_ssh_masters(&lab.server(1).runtime_dir(), "arch2", || {
+        lab.server_cmd(1, "ssh")
+    });
 }
 
 fn run_scenario(
+    out: &mut Results,
     lab: &Lab,
     corpus: &SyncCorpus,
     scenario: Scenario,
@@ -496,9 +444,9 @@ fn run_scenario(
     let dst = lab.dst(&format!("bench-r{round}-{}", scenario.slug()));
     let copied = place_corpus(lab, corpus, &dst);
     if copied > 0 && round == 1 {
-        println!(
+        out.say(format!(
             "note: {copied} corpus files copied, not hard-linked (corpus on another filesystem)"
-        );
+        ));
     }
     close_masters(lab);
     // Earlier scenarios' dirty pages out of the way, then a quiet moment.
@@ -507,8 +455,8 @@ fn run_scenario(
         .map_err(|e| format!("sync: {e}"))?;
     let background = wait_quiet(QUIET, settings.quiet_wait);
 
-    let sampler = CpuSampler::start(SAMPLE_EVERY, lab_pid_namespaces(lab));
-    let m0 = MachineCpu::now();
+    let sampler = sample_cpu_by_name(SAMPLE_EVERY, lab_pid_namespaces(lab));
+    let m0 = CpuTimes::now();
     let t0 = Instant::now();
     let mut steps = Vec::new();
     let mut tool_says = None;
@@ -557,7 +505,7 @@ fn run_scenario(
         }
     }
     let elapsed = t0.elapsed();
-    let m1 = MachineCpu::now();
+    let m1 = CpuTimes::now();
     let cpu = sampler.finish();
     let t = Instant::now();
     Command::new("sync")
@@ -587,13 +535,13 @@ fn run_scenario(
     })
 }
 
-fn print_figures(f: &Figures) {
+fn print_figures(out: &mut Results, f: &Figures) {
     let wall = f.elapsed.as_secs_f64();
     let mut steps = String::new();
     for (what, d) in &f.steps {
         steps.push_str(&format!(", {what} {:.2} s", d.as_secs_f64()));
     }
-    println!(
+    out.say(format!(
         "{} [round {}]: {} files, {:.1} MB in {:.2} s = {:.1} files/s, {:.1} MB/s{steps}; sync(1) right after: {:.2} s; machine {:.0}% busy just before",
         f.scenario.label(),
         f.round,
@@ -604,7 +552,7 @@ fn print_figures(f: &Figures) {
         f.mb_per_s(),
         f.sync_after.as_secs_f64(),
         f.background * 100.0,
-    );
+    ));
     let mut parts = Vec::new();
     for comm in COMMS.iter().copied().chain([KERNEL_THREADS]) {
         let s = if comm == KERNEL_THREADS {
@@ -636,7 +584,7 @@ fn print_figures(f: &Figures) {
         .into_iter()
         .map(|(n, s)| format!("{n} {s:.2}"))
         .collect();
-    println!(
+    out.say(format!(
         "  CPU-s of the lab's processes: {}; outside the lab: {}; unaccounted (irq, exited processes) {:.2}; machine {:.2} CPU-s busy = {:.0}% of {} CPUs, iowait {:.2} s",
         parts.join(", "),
         if others.is_empty() {
@@ -649,42 +597,64 @@ fn print_figures(f: &Figures) {
         f.machine_fraction * 100.0,
         cpu_count(),
         f.machine_iowait,
-    );
+    ));
     if let Some(line) = &f.tool_says {
-        println!("  wal-sync says: {line}");
+        out.say(format!("  wal-sync says: {line}"));
     }
 }
 
-fn summary(all: &[Figures], settings: &Settings, corpus: &SyncCorpus, costs: &VerifyCosts) {
+fn summary(
+    out: &mut Results,
+    all: &[Figures],
+    settings: &Settings,
+    corpus: &SyncCorpus,
+    costs: &VerifyCosts,
+) {
     let best = |s: Scenario| {
         all.iter()
             .filter(|f| f.scenario == s)
             .min_by(|a, b| a.elapsed.cmp(&b.elapsed))
     };
-    println!(
-        "summary ({} files only on arch1 + {} only on arch2 = {} files, {:.1} MB; {}):",
+    let rounds = if settings.rounds > 1 {
+        format!("best of {} rounds", settings.rounds)
+    } else {
+        "one round".to_string()
+    };
+    out.say(format!(
+        "summary ({} files only on arch1 + {} only on arch2 = {} files, {:.1} MB; {rounds}):",
         corpus.side(1).len(),
         corpus.side(2).len(),
         corpus.file_count(),
         corpus.stored_bytes() as f64 / MB,
-        if settings.rounds > 1 {
-            format!("best of {} rounds", settings.rounds)
-        } else {
-            "one round".to_string()
-        }
-    );
+    ));
+    let mut table = Table::new(&["scenario", "s", "files/s", "MB/s", "then sync(1) s"]);
     for &s in &settings.scenarios {
         if let Some(f) = best(s) {
-            println!(
+            out.say(format!(
                 "  {:<40} {:>7.2} s  {:>7.1} files/s  {:>7.1} MB/s   (+ sync(1) {:.2} s)",
                 s.label(),
                 f.elapsed.as_secs_f64(),
                 f.files_per_s(),
                 f.mb_per_s(),
                 f.sync_after.as_secs_f64()
-            );
+            ));
+            table.row(vec![
+                s.label(),
+                format!("{:.2}", f.elapsed.as_secs_f64()),
+                format!("{:.1}", f.files_per_s()),
+                format!("{:.1}", f.mb_per_s()),
+                format!("{:.2}", f.sync_after.as_secs_f64()),
+            ]);
         }
     }
+    out.table(
+        &format!(
+            "Summary ({} files, {:.1} MB; {rounds})",
+            corpus.file_count(),
+            corpus.stored_bytes() as f64 / MB,
+        ),
+        table,
+    );
     let wal_sync = settings
         .scenarios
         .iter()
@@ -711,7 +681,7 @@ fn summary(all: &[Figures], settings: &Settings, corpus: &SyncCorpus, costs: &Ve
         };
         if let Some(w) = wal_sync {
             let ratio = r.elapsed.as_secs_f64() / w.elapsed.as_secs_f64();
-            println!(
+            out.say(format!(
                 "result: wal-sync (parallel={}) {:.1} files/s, {:.1} MB/s vs {what} {:.1} files/s, {:.1} MB/s: wal-sync {:.2}x as fast{}",
                 w.scenario.parallel,
                 w.files_per_s(),
@@ -727,17 +697,17 @@ fn summary(all: &[Figures], settings: &Settings, corpus: &SyncCorpus, costs: &Ve
                 } else {
                     " (informational)".to_string()
                 }
-            );
+            ));
             if let Some(d) = default_p.filter(|d| d.scenario != w.scenario) {
-                println!(
+                out.say(format!(
                     "  with the default parallel=4: {:.1} files/s, {:.2}x rsync",
                     d.files_per_s(),
                     r.elapsed.as_secs_f64() / d.elapsed.as_secs_f64()
-                );
+                ));
             }
         }
     }
-    where_time_goes(all, settings, costs);
+    where_time_goes(out, all, settings, costs);
 }
 
 /// CPU-seconds of the lab's processes in a run, by role.
@@ -750,13 +720,13 @@ fn roles(f: &Figures) -> (f64, f64, f64) {
     (tools, ssh, f.cpu.other(KERNEL_THREADS))
 }
 
-fn where_time_goes(all: &[Figures], settings: &Settings, costs: &VerifyCosts) {
+fn where_time_goes(out: &mut Results, all: &[Figures], settings: &Settings, costs: &VerifyCosts) {
     let best = |s: Scenario| {
         all.iter()
             .filter(|f| f.scenario == s)
             .min_by(|a, b| a.elapsed.cmp(&b.elapsed))
     };
-    println!("where the time goes (CPU-s of the lab's processes in each scenario's best run; the machine has {} CPUs):", cpu_count());
+    out.say(format!("where the time goes (CPU-s of the lab's processes in each scenario's best run; the machine has {} CPUs):", cpu_count()));
     for &s in &settings.scenarios {
         let Some(f) = best(s) else { continue };
         let (tools, ssh, kernel) = roles(f);
@@ -770,15 +740,15 @@ fn where_time_goes(all: &[Figures], settings: &Settings, costs: &VerifyCosts) {
             ),
             _ => format!("rsync processes (both ends) {:.1}", f.cpu.of("rsync")),
         };
-        println!(
+        out.say(format!(
             "  {:<40} tools {tools:>5.1} ({detail}); ssh + sshd {ssh:>4.1}; kernel threads {kernel:.1}; together {:.1} CPU-s in {wall:.1} s = {:.0}% of the machine",
             s.label(),
             tools + ssh + kernel,
             (tools + ssh + kernel) / wall / cpu_count() as f64 * 100.0,
-        );
+        ));
     }
-    println!(
+    out.say(format!(
         "  a verified copy as the receiving side checks it here costs, for this corpus on one core: zstd decode + blake3 of the raw bytes {:.1} CPU-s, plus blake3 of the stored bytes {:.1} CPU-s per pass; rsync only checksums the stored bytes it moves",
         costs.decode_raw_secs, costs.hash_stored_secs
-    );
+    ));
 }

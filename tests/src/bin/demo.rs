@@ -111,12 +111,11 @@ fn main() {
         "a log-shipping standby: restore_command = restore-cmd, no streaming replication",
     );
     let restore_cfg = lab.restore_config("standby-cfg", "");
-    let standby = lab.base_backup(&pg, "standby");
-    standby.set_conf(&format!(
-        "restore_command = '{}'\n",
-        lab.restore_command(&restore_cfg, &dst, None)
-    ));
-    standby.create_standby_signal();
+    let standby = lab.log_shipping_standby(
+        &pg,
+        "standby",
+        &lab.restore_command(&restore_cfg, &dst, None),
+    );
     standby.start();
     let want = pg.psql(FINGERPRINT);
     standby.wait_for(FINGERPRINT, &want, Duration::from_secs(120));

@@ -6,21 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    decode, list_files, run, wait_archived, wait_until, write_postgres_file, Lab, LabOptions,
-    PgOptions,
+    decode, list_files, run, stderr, temp_files, wait_archived, wait_until, write_postgres_file,
+    Lab, LabOptions, PgOptions,
 };
 
 /// A lab with short cooldowns so failover can be watched in a test.
 fn lab() -> Lab {
-    Lab::with(LabOptions {
-        extra_client_config: "retry_count = 3\ncooldown = 6\n".into(),
-        extra_server_config: "forward_cooldown = 2\n".into(),
-        ..Default::default()
-    })
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Lab::with(LabOptions::short_cooldowns())
 }
 
 /// Runs archive-cmd for one segment of `wal_dir` and returns its output.
@@ -604,12 +596,7 @@ fn killed_remote_mid_transfer_leaves_no_partial_file_and_retry_succeeds() {
     let out = archive(&lab, &dst, &wal, name);
     assert_archived_ok(&out, name);
     assert_on_both(&lab, &dst, &wal, name);
-    let temps: Vec<String> = fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
-        .collect();
+    let temps = temp_files(&dir);
     assert!(
         temps.is_empty(),
         "the dead writer's temp file was cleared: {temps:?}"

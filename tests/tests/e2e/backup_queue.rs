@@ -4,15 +4,7 @@
 
 use std::thread;
 
-use e2e::{clock, run_with_input, HostRow, Lab, QueueDb};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use e2e::{clock, run_with_input, stderr, stdout, HostRow, Lab, QueueDb};
 
 /// Calls get_next for each archiver in `order` at 04:00 of days `0..days`,
 /// stopping each task at once; returns (day, archiver, cluster) per task.

@@ -6,17 +6,13 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    bin, descendants, lab_processes_matching, list_files, run, wait_archived, wait_until, Lab,
-    PgCluster, PgOptions, QueueDb,
+    bin, descendants, lab_processes_matching, list_files, run, stderr, wait_archived, wait_until,
+    Lab, PgCluster, PgOptions, QueueDb,
 };
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A queue, and a primary with some data whose WAL goes to both servers
 /// (DST-DIR `<archive>/main`); the servers' config points at the queue.

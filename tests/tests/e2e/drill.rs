@@ -8,11 +8,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use e2e::{bin, run, wait_archived, wait_until, Lab, LabOptions, PgCluster, PgOptions};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use e2e::{bin, run, stderr, wait_archived, wait_until, Lab, LabOptions, PgCluster};
 
 fn ok(out: Output, what: &str) -> String {
     assert!(
@@ -65,24 +61,6 @@ fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> (
     (pg, said)
 }
 
-/// A started primary (1 MiB segments) archiving to DST-DIR `dst` on both
-/// servers, with `extra` settings.
-fn archiving_primary(lab: &Lab, dst: &str, extra: &str) -> PgCluster {
-    let primary = lab.init_cluster(
-        "primary",
-        PgOptions {
-            wal_segsize_mb: 1,
-            ..Default::default()
-        },
-    );
-    primary.set_conf(&format!(
-        "archive_mode = on\narchive_command = '{}'\n{extra}\n",
-        lab.archive_command(dst, "main")
-    ));
-    primary.start();
-    primary
-}
-
 fn drill(failing: usize) {
     let other = 3 - failing;
     let lab = Lab::with(LabOptions {
@@ -91,7 +69,7 @@ fn drill(failing: usize) {
     });
     let dst = lab.dst("main");
     let q = lab.queue_db();
-    let primary = archiving_primary(&lab, &dst, "wal_keep_size = '1GB'");
+    let primary = lab.archiving_primary("primary", &dst, "wal_keep_size = '1GB'");
     primary.pgbench(&["-i", "-s", "2", "-q"]);
     primary.psql(
         "create table drill(i int primary key, at timestamptz not null default clock_timestamp())",
@@ -101,12 +79,11 @@ fn drill(failing: usize) {
 
     // A log-shipping standby: restore_command only, no primary_conninfo.
     let restore_cfg = lab.restore_config("restore", "");
-    let standby = lab.base_backup(&primary, "standby");
-    standby.set_conf(&format!(
-        "restore_command = '{}'\n",
-        lab.restore_command(&restore_cfg, &dst, None)
-    ));
-    standby.create_standby_signal();
+    let standby = lab.log_shipping_standby(
+        &primary,
+        "standby",
+        &lab.restore_command(&restore_cfg, &dst, None),
+    );
     standby.start();
 
     // Backups from the queue: arch1 first, then arch2 (they alternate).
@@ -218,7 +195,7 @@ fn a_time_inside_the_newest_backup_restores_from_the_one_before() {
     let lab = Lab::new();
     let dst = lab.dst("main");
     let q = lab.queue_db();
-    let primary = archiving_primary(&lab, &dst, "log_timezone = 'Europe/Moscow'");
+    let primary = lab.archiving_primary("primary", &dst, "log_timezone = 'Europe/Moscow'");
     primary.psql("create table ticks(i serial primary key, at timestamptz not null default clock_timestamp())");
     lab.set_server_config_extra(&format!(
         "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\n",

@@ -6,30 +6,22 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use e2e::sampler::Sampler;
 use e2e::{
     list_files, niceness, prefetch_dir, prefetch_wal_bytes, prefetch_workers, run,
-    run_with_timeout, wait_archived, wait_until, write_postgres_file, Lab, LabOptions, PgCluster,
-    PgOptions, RECOVERYXLOG,
+    run_with_timeout, stderr, temp_files, wait_archived, wait_until, write_postgres_file, Lab,
+    LabOptions, RECOVERYXLOG,
 };
 
 const MIB: u64 = 1 << 20;
 
 /// A lab with short cooldowns so failover can be watched in a test.
 fn lab() -> Lab {
-    Lab::with(LabOptions {
-        extra_client_config: "retry_count = 3\ncooldown = 6\n".into(),
-        extra_server_config: "forward_cooldown = 2\n".into(),
-        ..Default::default()
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Lab::with(LabOptions::short_cooldowns())
 }
 
 fn run_limited(cmd: &mut Command) -> Output {
@@ -109,34 +101,6 @@ fn set_mtime(path: &Path, secs_ago: u64) {
         .unwrap();
 }
 
-/// A primary with 1 MiB segments archiving to both servers.
-fn primary(lab: &Lab, dst: &str) -> PgCluster {
-    let pg = lab.init_cluster(
-        "primary",
-        PgOptions {
-            wal_segsize_mb: 1,
-            conf: format!(
-                "archive_mode = on\narchive_command = '{}'\n",
-                lab.archive_command(dst, "main")
-            ),
-            ..Default::default()
-        },
-    );
-    pg.start();
-    pg
-}
-
-/// A log-shipping standby made from a base backup of `primary`: WAL only
-/// through restore_command, no primary_conninfo.
-fn standby(lab: &Lab, primary: &PgCluster, name: &str, restore_command: &str) -> PgCluster {
-    let sb = lab.base_backup(primary, name);
-    sb.set_conf(&format!(
-        "restore_command = '{restore_command}'\nprimary_conninfo = ''\n"
-    ));
-    sb.create_standby_signal();
-    sb
-}
-
 /// The same data on both sides: every account's balance, and the history.
 const CHECKSUM: &str = "select count(*) || ':' || sum(abalance) || ':' || \
      md5(string_agg(aid::text || '=' || abalance::text, ',' order by aid)) \
@@ -154,10 +118,10 @@ fn restore_errors(log: &str) -> Vec<&str> {
 fn standby_replays_pgbench_wal_from_the_archive_and_matches_the_primary() {
     let lab = lab();
     let dst = lab.dst("main");
-    let pg = primary(&lab, &dst);
+    let pg = lab.archiving_primary("primary", &dst, "");
     pg.pgbench(&["-i", "-s", "2", "-q"]);
     let cfg = lab.restore_config("sb", "restore_queue_max = \"8MiB\"\n");
-    let sb = standby(&lab, &pg, "standby", &lab.restore_command(&cfg, &dst, None));
+    let sb = lab.log_shipping_standby(&pg, "standby", &lab.restore_command(&cfg, &dst, None));
     sb.start();
     pg.pgbench(&["-c", "2", "-j", "2", "-t", "1500", "-n"]);
     let last = pg.switch_wal();
@@ -185,10 +149,10 @@ fn standby_replays_pgbench_wal_from_the_archive_and_matches_the_primary() {
 fn standby_restores_from_host2_while_host1_is_down() {
     let lab = lab();
     let dst = lab.dst("main");
-    let pg = primary(&lab, &dst);
+    let pg = lab.archiving_primary("primary", &dst, "");
     pg.pgbench(&["-i", "-s", "1", "-q"]);
     let cfg = lab.restore_config("sb", "");
-    let sb = standby(&lab, &pg, "standby", &lab.restore_command(&cfg, &dst, None));
+    let sb = lab.log_shipping_standby(&pg, "standby", &lab.restore_command(&cfg, &dst, None));
     lab.stop_server(1);
     pg.pgbench(&["-c", "2", "-j", "2", "-t", "1000", "-n"]);
     let last = pg.switch_wal();
@@ -479,47 +443,21 @@ fn delay_is_honoured_with_one_message_per_segment() {
 }
 
 /// Samples a prefetch buffer in the background: the most WAL bytes and the
-/// most workers seen at once.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    max_bytes: Arc<AtomicU64>,
-    max_workers: Arc<AtomicUsize>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(buffer: PathBuf) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max_bytes = Arc::new(AtomicU64::new(0));
-        let max_workers = Arc::new(AtomicUsize::new(0));
-        let (s, b, w) = (stop.clone(), max_bytes.clone(), max_workers.clone());
-        let handle = thread::spawn(move || {
-            let mut i = 0u64;
-            while !s.load(Ordering::SeqCst) {
-                b.fetch_max(prefetch_wal_bytes(&buffer), Ordering::SeqCst);
-                i += 1;
-                if i.is_multiple_of(10) {
-                    w.fetch_max(prefetch_workers(&buffer).len(), Ordering::SeqCst);
-                }
-                thread::sleep(Duration::from_millis(1));
+/// most workers seen at once, which [`Sampler::finish`] returns.
+fn sample_buffer(buffer: PathBuf) -> Sampler<(u64, usize)> {
+    Sampler::start("buffer-sampler", move |stop| {
+        let (mut bytes, mut workers) = (0, 0);
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            bytes = bytes.max(prefetch_wal_bytes(&buffer));
+            i += 1;
+            if i.is_multiple_of(10) {
+                workers = workers.max(prefetch_workers(&buffer).len());
             }
-        });
-        Sampler {
-            stop,
-            max_bytes,
-            max_workers,
-            handle: Some(handle),
+            thread::sleep(Duration::from_millis(1));
         }
-    }
-
-    fn finish(mut self) -> (u64, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.take().unwrap().join().unwrap();
-        (
-            self.max_bytes.load(Ordering::SeqCst),
-            self.max_workers.load(Ordering::SeqCst),
-        )
-    }
+        (bytes, workers)
+    })
 }
 
 #[test]
@@ -534,7 +472,7 @@ fn prefetch_serves_from_a_bounded_buffer_and_the_worker_leaves_when_idle() {
         "restore_queue_max = \"3MiB\"\nrestore_parallel = 2\nrestore_prefetch_idle = 3\n",
     );
     let buffer = prefetch_dir(&dd);
-    let sampler = Sampler::start(buffer.clone());
+    let sampler = sample_buffer(buffer.clone());
     for (i, n) in names.iter().enumerate() {
         if i > 0 {
             wait_until(Duration::from_secs(60), "the worker to buffer it", || {
@@ -624,7 +562,7 @@ fn early_start_with_bad_copies(tag: &str, count: usize, seg_mb: u32, queue_mib: 
         ),
     );
     let buffer = prefetch_dir(&dd);
-    let sampler = Sampler::start(buffer.clone());
+    let sampler = sample_buffer(buffer.clone());
     let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!dd.join(RECOVERYXLOG).exists());
@@ -874,12 +812,7 @@ fn sigkill_mid_fetch_never_leaves_a_partial_file() {
     let out = restore(&lab, &cfg, &dst, &dd, &names[0]);
     assert_restored(&out, &names[0]);
     take_and_check(&dd, &wal.join(&names[0]));
-    let leftovers: Vec<String> = fs::read_dir(dd.join("pg_wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
-        .collect();
+    let leftovers = temp_files(dd.join("pg_wal"));
     assert!(
         leftovers.is_empty(),
         "temps of killed calls remain: {leftovers:?}"
@@ -899,7 +832,7 @@ fn only_on_arch1(lab: &Lab, dst: &str) -> Vec<String> {
 fn archive_recovery_stops_instead_of_ending_early_when_a_host_fails_or_has_a_bad_copy() {
     let lab = lab();
     let dst = lab.dst("main");
-    let pg = primary(&lab, &dst);
+    let pg = lab.archiving_primary("primary", &dst, "");
     pg.pgbench(&["-i", "-s", "1", "-q"]);
     let pitr = lab.base_backup(&pg, "pitr");
     // The tail reaches arch1 only (arch2 is down; nothing delivers it later).
@@ -975,10 +908,10 @@ fn archive_recovery_stops_instead_of_ending_early_when_a_host_fails_or_has_a_bad
 fn a_standby_keeps_retrying_while_a_host_is_down_and_catches_up_when_it_returns() {
     let lab = lab();
     let dst = lab.dst("main");
-    let pg = primary(&lab, &dst);
+    let pg = lab.archiving_primary("primary", &dst, "");
     pg.pgbench(&["-i", "-s", "1", "-q"]);
     let cfg = lab.restore_config("sb", "retry_count = 2\ncooldown = 3\n");
-    let sb = standby(&lab, &pg, "standby", &lab.restore_command(&cfg, &dst, None));
+    let sb = lab.log_shipping_standby(&pg, "standby", &lab.restore_command(&cfg, &dst, None));
     lab.stop_server(2);
     pg.psql("create table marker(i int); insert into marker select generate_series(1, 1000)");
     let last = pg.switch_wal();

@@ -6,28 +6,16 @@
 //! every view (with `--nocapture`).
 
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use archive_core::common::wal::WalName;
 use archive_core::status::{chain::format_lsn, Level, Report};
-use e2e::{bin, mkdir_postgres, run, write_postgres_file, HostRow, Lab, LabOptions, QueueDb};
+use e2e::{
+    bin, mkdir_postgres, run, stderr, stdout, write_postgres_file, HostRow, Lab, LabOptions,
+    QueueDb,
+};
 
 const MB: u64 = 1 << 20;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn archive_to(lab: &Lab, hosts: &str, dst: &str, wal: &Path, name: &str) {
-    let out = run(&mut lab.archive_cmd_hosts(hosts, dst, &wal.join(name), name, "main"));
-    assert!(out.status.success(), "{name}: {}", stderr(&out));
-    lab.settle();
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -202,7 +190,7 @@ fn archived_with_backups(lab: &Lab, tag: &str, count: usize) -> (std::path::Path
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments(tag, count, 1);
     for n in &names {
-        archive_to(lab, "arch1 arch2", &dst, &wal, n);
+        lab.archive_to("arch1 arch2", &dst, &wal, n);
     }
     for s in [1, 2] {
         fake_backup(lab, s, 0, &names[0], 3600);
@@ -418,10 +406,10 @@ fn a_segment_on_one_server_only_is_a_warning() {
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("one", 4, 1);
     for n in &names[..3] {
-        archive_to(&lab, "arch1 arch2", &dst, &wal, n);
+        lab.archive_to("arch1 arch2", &dst, &wal, n);
     }
     // Single-archive mode: arch2 only, nothing owed.
-    archive_to(&lab, "arch2", &dst, &wal, &names[3]);
+    lab.archive_to("arch2", &dst, &wal, &names[3]);
     for s in [1, 2] {
         fake_backup(&lab, s, 0, &names[0], 3600);
     }
@@ -543,7 +531,7 @@ fn a_segment_dropped_by_the_push_queue_limit_is_critical_with_host_health() {
     });
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("drop", 3, 1);
-    archive_to(&lab, "arch1 arch2", &dst, &wal, &names[0]);
+    lab.archive_to("arch1 arch2", &dst, &wal, &names[0]);
     for s in [1, 2] {
         fake_backup(&lab, s, 0, &names[0], 3600);
     }
@@ -565,7 +553,7 @@ fn a_segment_dropped_by_the_push_queue_limit_is_critical_with_host_health() {
     assert!(stderr(&out).contains("DROPPED"), "{}", stderr(&out));
     lab.start_server(1);
     lab.start_server(2);
-    archive_to(&lab, "arch1 arch2", &dst, &wal, &names[2]);
+    lab.archive_to("arch1 arch2", &dst, &wal, &names[2]);
 
     let v = Views::of(&lab, &one_cluster_args(&lab));
     assert_eq!(v.check.status.code(), Some(2), "{}", v.check_out());
@@ -851,7 +839,7 @@ fn timelines_are_followed_through_the_history_file() {
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("tli", 4, 1);
     for n in &names {
-        archive_to(&lab, "arch1 arch2", &dst, &wal, n);
+        lab.archive_to("arch1 arch2", &dst, &wal, n);
     }
     // A promotion at the start of names[2]'s segment: timeline 2 from
     // there, as its history file says. Timeline 2's copy of names[3]'s

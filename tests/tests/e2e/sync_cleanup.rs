@@ -3,20 +3,9 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Child, Output, Stdio};
 
-use e2e::{bin, decode, list_files, run, write_postgres_file, Lab};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn archive_to(lab: &Lab, hosts: &str, dst: &str, wal: &Path, name: &str) {
-    let out = run(&mut lab.archive_cmd_hosts(hosts, dst, &wal.join(name), name, "main"));
-    assert!(out.status.success(), "{name}: {}", stderr(&out));
-    lab.settle();
-}
+use e2e::{bin, decode, list_files, run, stderr, write_postgres_file, Lab};
 
 fn wal_sync(lab: &Lab, on: usize, dst: &str, extra: &[&str]) -> Output {
     let peer = if on == 1 { "arch2" } else { "arch1" };
@@ -73,10 +62,10 @@ fn wal_sync_fills_gaps_both_ways_byte_identical() {
     // Single-archive mode on each side leaves one-sided files, as an
     // outage without owed records would.
     for n in &names[..3] {
-        archive_to(&lab, "arch1", &dst, &wal, n);
+        lab.archive_to("arch1", &dst, &wal, n);
     }
     for n in &names[3..] {
-        archive_to(&lab, "arch2", &dst, &wal, n);
+        lab.archive_to("arch2", &dst, &wal, n);
     }
     // An Archive 2.0 file written by pbzip2 straight into arch2's storage.
     let legacy = "00000002.history";
@@ -140,8 +129,8 @@ fn wal_sync_reports_a_divergent_file_and_leaves_both_alone() {
     let lab = Lab::new();
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("div", 3, 1);
-    archive_to(&lab, "arch1", &dst, &wal, &names[0]);
-    archive_to(&lab, "arch1", &dst, &wal, &names[2]);
+    lab.archive_to("arch1", &dst, &wal, &names[0]);
+    lab.archive_to("arch1", &dst, &wal, &names[2]);
     // arch2 holds another file under names[0]: the body of names[1] (zstd,
     // as it would have been stored).
     let other = fs::read(wal.join(&names[1])).unwrap();
@@ -171,7 +160,7 @@ fn concurrent_runs_are_refused_naming_the_holder() {
     let lab = Lab::new();
     let dst = lab.dst("main");
     let (wal, names) = lab.wal_segments("lock", 1, 1);
-    archive_to(&lab, "arch1", &dst, &wal, &names[0]);
+    lab.archive_to("arch1", &dst, &wal, &names[0]);
     let mut holder = hold_lock(&lab, 2, &dst, "wal-sync");
     let out = wal_sync(&lab, 1, &dst, &[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
@@ -221,7 +210,7 @@ fn cleanup_removes_exactly_what_is_older_than_both_oldest_backups() {
     let backups = lab.dst("backups");
     let (wal, names) = lab.wal_segments("clean", 8, 1);
     for n in &names {
-        archive_to(&lab, "arch1 arch2", &dst, &wal, n);
+        lab.archive_to("arch1 arch2", &dst, &wal, n);
     }
     // A timeline switch: a history file and segments of timeline 2 from
     // names[5]'s position on (placed as a promotion would leave them).
@@ -280,7 +269,7 @@ fn cleanup_aborts_without_deleting_when_in_doubt() {
     let backups = lab.dst("backups");
     let (wal, names) = lab.wal_segments("doubt", 5, 1);
     for n in &names {
-        archive_to(&lab, "arch1 arch2", &dst, &wal, n);
+        lab.archive_to("arch1 arch2", &dst, &wal, n);
     }
     let all = lab.stored_names(1, &dst);
     let unchanged = |lab: &Lab| {
