@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::log;
-use archive_core::net::health::HealthBook;
-use archive_core::server::owed;
+use archive_core::server::report;
 use archive_core::server::serve::{self, Server};
 use archive_core::Error;
 use clap::{Parser, Subcommand};
@@ -63,46 +62,9 @@ fn run(args: Args) -> Result<(), Error> {
             serve::widen_stdio();
             rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))
         }
-        Command::DeliverOwed => {
-            let (delivered, remaining) = rt.block_on(serve::sweep(cfg))?;
-            log::info(format!(
-                "delivered {delivered} owed file(s), {remaining} still owed"
-            ));
-            if remaining > 0 {
-                return Err(Error::host(
-                    "peer",
-                    format!("{remaining} file(s) still owed"),
-                ));
-            }
-            Ok(())
-        }
+        Command::DeliverOwed => rt.block_on(serve::sweep(cfg)),
         Command::Status => {
-            let owed: Vec<_> = owed::all_owed(&cfg.archive_roots)
-                .into_iter()
-                .map(|(dir, peer, n)| {
-                    format!(
-                        "{{\"dir\":{:?},\"peer\":{:?},\"owed\":{n}}}",
-                        dir.display().to_string(),
-                        peer
-                    )
-                })
-                .collect();
-            let health = HealthBook::open(&cfg.state_dir().join("health"))?;
-            let hosts: Vec<_> = health
-                .all()
-                .into_iter()
-                .map(|(h, st)| {
-                    format!(
-                        "{{\"host\":{h:?},\"failures\":{},\"cooldown_until\":{}}}",
-                        st.failures, st.cooldown_until
-                    )
-                })
-                .collect();
-            println!(
-                "{{\"owed\":[{}],\"peers\":[{}]}}",
-                owed.join(","),
-                hosts.join(",")
-            );
+            println!("{}", report::server_status(&cfg)?.to_json());
             Ok(())
         }
     }

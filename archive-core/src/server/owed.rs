@@ -91,11 +91,22 @@ impl OwedList {
     }
 }
 
-/// Every (archive dir, peer, count) with owed files under `roots`, for
+/// Files one archive directory owes one peer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwedCount {
+    /// The archive directory.
+    pub dir: PathBuf,
+    /// The peer server they are owed to.
+    pub peer: String,
+    /// How many.
+    pub count: usize,
+}
+
+/// Every archive directory and peer with owed files under `roots`, for
 /// monitoring and sweeps. Archive directories are found by their metadata
 /// directory at any depth below each root that an archive directory may
 /// have (symlinks are not followed).
-pub fn all_owed(roots: &[PathBuf]) -> Vec<(PathBuf, String, usize)> {
+pub fn all_owed(roots: &[PathBuf]) -> Vec<OwedCount> {
     let mut out = Vec::new();
     for root in roots {
         walk(root, 0, &mut out);
@@ -107,7 +118,7 @@ pub fn all_owed(roots: &[PathBuf]) -> Vec<(PathBuf, String, usize)> {
 /// Deeper than any sensible layout; only a guard against pathological trees.
 const MAX_DEPTH: usize = 32;
 
-fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, String, usize)>) {
+fn walk(dir: &Path, depth: usize, out: &mut Vec<OwedCount>) {
     if depth > MAX_DEPTH {
         return;
     }
@@ -115,9 +126,13 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, String, usize)>) {
     if let Ok(rd) = fs::read_dir(&owed) {
         for peer in rd.flatten() {
             let peer = peer.file_name().to_string_lossy().into_owned();
-            let n = OwedList::new(dir, &peer).len();
-            if n > 0 {
-                out.push((dir.to_path_buf(), peer, n));
+            let count = OwedList::new(dir, &peer).len();
+            if count > 0 {
+                out.push(OwedCount {
+                    dir: dir.to_path_buf(),
+                    peer,
+                    count,
+                });
             }
         }
     }
@@ -157,7 +172,11 @@ mod tests {
         );
         assert_eq!(
             all_owed(&[d.path().to_path_buf()]),
-            [(d.path().to_path_buf(), "arch2".to_string(), 2)]
+            [OwedCount {
+                dir: d.path().to_path_buf(),
+                peer: "arch2".into(),
+                count: 2
+            }]
         );
         list.remove("000000010000000000000001");
         assert_eq!(list.names(), ["000000010000000000000002"]);
@@ -177,7 +196,11 @@ mod tests {
         );
         assert_eq!(
             all_owed(&[d.path().to_path_buf()]),
-            [(deep, "arch2".to_string(), 1)]
+            [OwedCount {
+                dir: deep,
+                peer: "arch2".into(),
+                count: 1
+            }]
         );
     }
 }

@@ -6,10 +6,12 @@ use std::fs;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use crate::common::config::Config;
 use crate::common::error::{Error, Result};
-use crate::net::health;
+use crate::net::health::{self, HealthBook};
 use crate::net::wire::{BackupFinished, DirStatus, PeerFiles, DIR_STATUS_NAMES};
 use crate::server::backups;
+use crate::server::owed;
 use crate::server::store::META_DIR;
 
 /// Visible entry names of `dir`, sorted (a missing dir has none).
@@ -92,6 +94,67 @@ pub fn dir_status(dir: &Path, backup_dir: Option<&Path>) -> Result<DirStatus> {
         rejected_names: rejected.into_iter().take(DIR_STATUS_NAMES).collect(),
         backups: backups_out,
     })
+}
+
+/// What `archive-remote-cmd status` prints: owed files per archive
+/// directory and peer, and this server's health record of its peers.
+#[derive(Debug, serde::Serialize)]
+pub struct ServerStatus {
+    /// Directories owing files to a peer.
+    pub owed: Vec<OwedStatus>,
+    /// Failure counters of the peers this server forwards to.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One archive directory's owed files to one peer.
+#[derive(Debug, serde::Serialize)]
+pub struct OwedStatus {
+    /// The archive directory.
+    pub dir: String,
+    /// The peer.
+    pub peer: String,
+    /// How many files.
+    pub owed: usize,
+}
+
+/// A peer's failure counter as this server sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct PeerStatus {
+    /// The peer's host alias.
+    pub host: String,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Unix seconds until which it is in cooldown (0: none).
+    pub cooldown_until: i64,
+}
+
+/// Reads the owed lists under `cfg.archive_roots` and the peers' health.
+pub fn server_status(cfg: &Config) -> Result<ServerStatus> {
+    let owed = owed::all_owed(&cfg.archive_roots)
+        .into_iter()
+        .map(|o| OwedStatus {
+            dir: o.dir.display().to_string(),
+            peer: o.peer,
+            owed: o.count,
+        })
+        .collect();
+    let peers = HealthBook::open(&cfg.state_dir().join("health"))?
+        .all()
+        .into_iter()
+        .map(|(host, st)| PeerStatus {
+            host,
+            failures: st.failures,
+            cooldown_until: st.cooldown_until,
+        })
+        .collect();
+    Ok(ServerStatus { owed, peers })
+}
+
+impl ServerStatus {
+    /// One line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data serializes")
+    }
 }
 
 #[cfg(test)]

@@ -117,17 +117,29 @@ fn park_conflict(dir: &Path, peer: &str, name: &str) {
 }
 
 /// Delivers everything owed under the configured archive roots (the cron
-/// sweep). Returns (delivered, still owed).
-pub async fn sweep(cfg: Config) -> Result<(u64, u64)> {
+/// sweep `archive-remote-cmd deliver-owed`), logging the counts; files still
+/// owed at the end make it fail (retry later).
+pub async fn sweep(cfg: Config) -> Result<()> {
     let roots = cfg.archive_roots.clone();
     let server = Server::new(cfg)?;
     let mut fwd = server.fwd.lock().await;
     let (mut delivered, mut remaining) = (0, 0);
-    for (dir, peer, _) in owed::all_owed(&roots) {
-        let dir_arg = dir.to_string_lossy().into_owned();
-        let (d, r) = fwd.deliver_owed(&dir, &dir_arg, "unknown", &peer).await;
+    for owed in owed::all_owed(&roots) {
+        let dir_arg = owed.dir.to_string_lossy().into_owned();
+        let (d, r) = fwd
+            .deliver_owed(&owed.dir, &dir_arg, "unknown", &owed.peer)
+            .await;
         delivered += d;
         remaining += r;
     }
-    Ok((delivered, remaining))
+    log::info(format!(
+        "delivered {delivered} owed file(s), {remaining} still owed"
+    ));
+    if remaining > 0 {
+        return Err(Error::host(
+            "peer",
+            format!("{remaining} file(s) still owed"),
+        ));
+    }
+    Ok(())
 }
