@@ -10,9 +10,9 @@
 //! kept for the next cluster on the same host; a host that cannot be
 //! reached is not retried within the run (each attempt costs a timeout).
 //!
-//! The files: [`requests`] (one server's channel and requests), `timeline`
-//! (segment size, timeline history), [`compare`] (divergent and one-sided
-//! files), [`server`] (one server's report and chain), [`dropped`] (the
+//! The files: `requests` (one server's channel and requests), `timeline`
+//! (segment size, timeline history), `compare` (divergent and one-sided
+//! files), `server` (one server's report and chain), `dropped` (the
 //! primary's drop log).
 
 mod compare;
