@@ -3,7 +3,7 @@
 //! holds, owed and conflicting copies, divergent and uncompared files.
 
 use super::{some_names, Level, Sink, Thresholds};
-use crate::status::{human_age, ClusterReport, ServerReport};
+use crate::status::{human_age, ClusterReport, GapRange, ServerReport};
 
 /// A server that cannot be read, and the age of its newest segment.
 pub(super) fn reachability(s: &ServerReport, t: &Thresholds, sink: &mut Sink<'_>) {
@@ -53,17 +53,7 @@ pub(super) fn chain(s: &ServerReport, t: &Thresholds, sink: &mut Sink<'_>) {
                 ),
             );
         }
-        let ranges: Vec<String> = ch
-            .gaps
-            .iter()
-            .map(|g| {
-                if g.count == 1 {
-                    g.from.clone()
-                } else {
-                    format!("{}..{} ({})", g.from, g.to, g.count)
-                }
-            })
-            .collect();
+        let ranges: Vec<String> = ch.gaps.iter().map(GapRange::describe).collect();
         sink.add(
             t.gaps.level(ch.gap_segments),
             "gap",
