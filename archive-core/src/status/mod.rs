@@ -16,14 +16,17 @@
 //!
 //! The pieces: [`collect`] talks to the servers and fills a [`Report`],
 //! [`check`] turns it into findings with Nagios levels, [`render`] prints it
-//! as text, JSON or Prometheus, [`local`] reads what lives on this machine
-//! (the primary's drop log and host health; a server's owed lists).
+//! as text, JSON or Prometheus, `local` reads what lives on this machine
+//! (the primary's drop log and host health; a server's owed lists),
+//! `queue` reads the backup queue, and [`command`] runs `archive-status`
+//! from its options.
 
 pub mod chain;
 pub mod check;
 pub mod collect;
-pub mod local;
-pub mod queue;
+pub mod command;
+pub(crate) mod local;
+pub(crate) mod queue;
 pub mod render;
 
 use serde::{Deserialize, Serialize};
