@@ -2,24 +2,17 @@
 //! backups and the backup queue, as a report (text, JSON, Prometheus) or a
 //! Nagios check.
 
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use archive_core::common::config::{parse_byte_size, Config};
-use archive_core::common::error::Failure as _;
-use archive_core::common::names::{self, parse_hosts};
-use archive_core::common::{durable, log};
-use archive_core::net::health;
-use archive_core::net::ssh::SshSettings;
-use archive_core::status::{
-    self, local, queue, render, Collector, Level, Limit, Options, QueueSource, Report, Target,
-    Thresholds,
-};
+use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::error::Failure;
+use archive_core::common::log;
+use archive_core::status::command::{self, CommandOptions, Format, LimitOptions};
+use archive_core::status::Level;
 use archive_core::Error;
 use clap::{Parser, Subcommand};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 
 const AFTER_HELP: &str = "\
 What is checked, per archive server: the newest segment and its age (mtime);
@@ -93,12 +86,8 @@ Under a plugin timeout (NRPE: 10 s), bound a dead server's cost with e.g.
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    /// Override a config key, e.g. --set connect_timeout=5 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
-    set: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// The cluster's archive servers, as archive-cmd's first argument.
     #[arg(long, value_name = "'HOST1 HOST2'", global = true)]
     hosts: Option<String>,
@@ -223,282 +212,94 @@ fn main() -> ExitCode {
     let args = Args::parse();
     log::init("archive-status", true);
     let check = args.command == Some(Cmd::Check);
-    let code = match run(&args, check) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error(e.to_string());
-            if check {
-                println!("PGARCHIVE UNKNOWN - {e}");
-                Level::Unknown.exit_code()
-            } else {
-                e.exit_code()
-            }
-        }
-    };
-    ExitCode::from(code as u8)
+    cli::exit(
+        run(&args, check).map_err(|error| Failed { error, check }),
+        None,
+    )
 }
 
-fn thresholds(a: &LimitArgs) -> Result<Thresholds, Error> {
-    let dur = |s: &str, what: &str| {
-        status::parse_duration(s).map_err(|e| Error::Usage(format!("{what}: {e}")))
-    };
-    Ok(Thresholds {
-        newest_age: Limit {
-            warn: dur(&a.newest_age_warn, "--newest-age-warn")?,
-            crit: dur(&a.newest_age_crit, "--newest-age-crit")?,
-        },
-        backup_age_warn_factor: a.backup_age_warn,
-        backup_age_crit_factor: a.backup_age_crit,
-        periodicity_days: a.periodicity_days.max(1),
-        gaps: Limit {
-            warn: a.gaps_warn,
-            crit: a.gaps_crit,
-        },
-        divergent: Limit {
-            warn: 0,
-            crit: a.divergent_crit,
-        },
-        unverified: Limit {
-            warn: a.unverified_warn,
-            crit: 0,
-        },
-        one_sided: Limit {
-            warn: a.one_sided_warn,
-            crit: a.one_sided_crit,
-        },
-        dropped: Limit {
-            warn: 0,
-            crit: a.dropped_crit,
-        },
-        failed_tasks: Limit {
-            warn: 0,
-            crit: a.failed_crit,
-        },
-        stuck_tasks: Limit {
-            warn: a.stuck_warn,
-            crit: a.stuck_crit,
-        },
-        owed: Limit {
-            warn: a.owed_warn,
-            crit: a.owed_crit,
-        },
-        conflicts: Limit {
-            warn: a.conflicts_warn,
-            crit: 0,
-        },
-        host_failures: Limit {
-            warn: a.host_failures_warn,
-            crit: 0,
-        },
-        ..Thresholds::default()
-    })
+/// A run that produced no report. As a Nagios check it still answers on
+/// stdout, UNKNOWN.
+struct Failed {
+    error: Error,
+    check: bool,
 }
 
-/// The last part of a directory path ("/var/lib/pgarchive/main" → "main").
-fn dir_name(dir: &str) -> String {
-    Path::new(dir.trim_end_matches('/'))
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "cluster".into())
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
-fn run(args: &Args, check: bool) -> Result<i32, Error> {
-    let started = Instant::now();
-    let cfg = Config::load(args.config.as_deref(), &args.set)?;
-    let limits = thresholds(&args.limits)?;
-    let stuck_after = Duration::from_secs(
-        status::parse_duration(&args.stuck_after)
-            .map_err(|e| Error::Usage(format!("--stuck-after: {e}")))?,
-    );
-    let segment_size = args
-        .segment_size
-        .as_deref()
-        .map(|s| {
-            let n = parse_byte_size(s).map_err(|e| Error::Usage(format!("--segment-size: {e}")))?;
-            archive_core::common::wal::check_segment_size(n)
-                .map_err(|e| Error::Usage(format!("--segment-size: {e}")))?;
-            Ok::<u64, Error>(n)
-        })
-        .transpose()?;
-    let dsn = args.queue_dsn.clone().or(cfg.queue_dsn.clone());
-
-    // Which clusters.
-    let mut report = Report {
-        program: format!("archive-status {}", env!("CARGO_PKG_VERSION")),
-        generated_at: health::now(),
-        ..Default::default()
-    };
-    let queue_data = match &dsn {
-        Some(dsn) => match queue::read(dsn, cfg.connect_timeout()) {
-            Ok(q) => {
-                report.queue = Some(QueueSource::default());
-                Some(q)
-            }
-            Err(e) => {
-                let message = format!(
-                    "{e}; check queue_dsn / --queue-dsn and that the database accepts this user"
-                );
-                if args.hosts.is_none() {
-                    return Err(Error::host("backup_queue", message));
-                }
-                report.queue = Some(QueueSource {
-                    error: Some(message),
-                });
-                None
-            }
-        },
-        None => None,
-    };
-    let mut targets = Vec::new();
-    if let Some(hosts) = &args.hosts {
-        let hosts = parse_hosts(hosts)?;
-        let wals_dir = args.wals_dir.clone().ok_or_else(|| {
-            Error::Usage("--hosts needs --wals-dir (the cluster's archive directory)".into())
-        })?;
-        let cluster = args.cluster.clone().unwrap_or_else(|| dir_name(&wals_dir));
-        let mut t = Target {
-            cluster: cluster.clone(),
-            hosts: hosts.clone(),
-            wals_dir,
-            backup_dir: args.backup_dir.clone(),
-            ..Default::default()
-        };
-        if let Some(q) = &queue_data {
-            t.queue = Some(q.host(&cluster).map(|h| h.info.clone()).unwrap_or_default());
-            if q.host(&cluster).is_some() {
-                t.queue_servers = hosts
-                    .iter()
-                    .map(|h| (h.clone(), q.server(&cluster, h, stuck_after)))
-                    .collect();
-            }
+impl Failure for Failed {
+    fn exit_code(&self) -> i32 {
+        if self.check {
+            Level::Unknown.exit_code()
+        } else {
+            self.error.exit_code()
         }
-        targets.push(t);
-    } else if let Some(q) = &queue_data {
-        if args.wals_dir.is_some() || args.backup_dir.is_some() {
-            return Err(Error::Usage(
-                "--wals-dir and --backup-dir go with --hosts; without --hosts every cluster comes from the queue".into(),
-            ));
-        }
-        for h in &q.hosts {
-            if args.cluster.as_ref().is_some_and(|c| *c != h.cluster) {
-                continue;
-            }
-            if !h.info.enabled && args.cluster.is_none() {
-                continue;
-            }
-            let hosts: Vec<String> = h.archivers.to_vec();
-            for a in &hosts {
-                names::validate_host_name(a)?;
-            }
-            targets.push(Target {
-                cluster: h.cluster.clone(),
-                queue_servers: hosts
-                    .iter()
-                    .map(|a| (a.clone(), q.server(&h.cluster, a, stuck_after)))
-                    .collect(),
-                hosts,
-                wals_dir: h.wals_dir.clone(),
-                backup_dir: Some(h.directory.clone()),
-                queue: Some(h.info.clone()),
-            });
-        }
-        if let Some(c) = &args.cluster {
-            if targets.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "cluster {c} is not in backups.hosts of the queue database"
-                )));
-            }
-        }
-    } else {
-        return Err(Error::Usage(
-            "nothing to check: give --hosts 'HOST1 HOST2' --wals-dir DIR [--backup-dir DIR] for one cluster, or --queue-dsn DSN (queue_dsn in the config) for every cluster of the backup queue".into(),
-        ));
     }
 
-    // The primary's state, when there is one here.
-    let state_dir = match &args.state_dir {
-        Some(d) => {
-            if !d.is_dir() {
-                return Err(Error::Usage(format!(
-                    "--state-dir {}: no such directory",
-                    d.display()
-                )));
-            }
-            Some(d.clone())
+    fn report(&self, _context: Option<&str>) {
+        log::error(self.error.to_string());
+        if self.check {
+            println!("PGARCHIVE UNKNOWN - {}", self.error);
         }
-        None => Some(cfg.state_dir()).filter(|d| d.is_dir()),
-    };
-    report.primary = state_dir.as_deref().and_then(local::read_health);
+    }
+}
 
-    let opts = Options {
+/// Runs the command and prints its output (unless `--output`).
+fn run(args: &Args, check: bool) -> Result<i32, Error> {
+    let done = command::run(&options(args, check))?;
+    print!("{}", done.stdout);
+    Ok(done.exit_code)
+}
+
+fn options(args: &Args, check: bool) -> CommandOptions {
+    let format = if args.json {
+        Format::Json
+    } else if args.prometheus {
+        Format::Prometheus
+    } else {
+        Format::Text
+    };
+    let a = &args.limits;
+    CommandOptions {
+        check,
+        config: args.config.config.clone(),
+        set: args.config.set.clone(),
+        hosts: args.hosts.clone(),
+        wals_dir: args.wals_dir.clone(),
+        backup_dir: args.backup_dir.clone(),
+        cluster: args.cluster.clone(),
+        queue_dsn: args.queue_dsn.clone(),
+        state_dir: args.state_dir.clone(),
+        format,
+        output: args.output.clone(),
         checksum: args.checksum,
         max_digests: args.max_digests,
-        segment_size,
-        state_dir,
-    };
-    let rt = archive_core::common::cli::runtime()?;
-    let mut collector = Collector::new(SshSettings::from_config(&cfg), opts);
-    rt.block_on(async {
-        for t in &targets {
-            let c = collector.cluster(t, health::now()).await;
-            report.clusters.push(c);
-        }
-        collector.close().await;
-    });
-    report.duration_secs = started.elapsed().as_secs_f64();
-    status::evaluate(&mut report, &limits);
-
-    let text = if args.json {
-        render::json(&report)
-    } else if args.prometheus {
-        render::prometheus(&report)
-    } else if check {
-        render::nagios(&report)
-    } else {
-        render::text(&report)
-    };
-    match &args.output {
-        Some(path) => write_output(path, text.as_bytes())?,
-        None => print!("{text}"),
+        segment_size: args.segment_size.clone(),
+        stuck_after: args.stuck_after.clone(),
+        limits: LimitOptions {
+            newest_age_warn: a.newest_age_warn.clone(),
+            newest_age_crit: a.newest_age_crit.clone(),
+            backup_age_warn: a.backup_age_warn,
+            backup_age_crit: a.backup_age_crit,
+            periodicity_days: a.periodicity_days,
+            gaps_warn: a.gaps_warn,
+            gaps_crit: a.gaps_crit,
+            divergent_crit: a.divergent_crit,
+            one_sided_warn: a.one_sided_warn,
+            one_sided_crit: a.one_sided_crit,
+            dropped_crit: a.dropped_crit,
+            failed_crit: a.failed_crit,
+            stuck_warn: a.stuck_warn,
+            stuck_crit: a.stuck_crit,
+            owed_warn: a.owed_warn,
+            owed_crit: a.owed_crit,
+            conflicts_warn: a.conflicts_warn,
+            unverified_warn: a.unverified_warn,
+            host_failures_warn: a.host_failures_warn,
+        },
     }
-    if check {
-        return Ok(report.status.exit_code());
-    }
-    let unreadable = report.queue.as_ref().is_some_and(|q| q.error.is_some())
-        || report
-            .clusters
-            .iter()
-            .flat_map(|c| c.servers.iter())
-            .any(|s| s.error.is_some());
-    Ok(if unreadable { 1 } else { 0 })
-}
-
-/// Writes `path` atomically (temp file in the same directory, fsync,
-/// rename, directory fsync), mode 0644 so that node_exporter, running as
-/// another user, can read it. The temp name starts with a dot and does not
-/// end in `.prom`, so the textfile collector never reads a partial file.
-fn write_output(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("--output {}: not a file name", path.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&temp)?;
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&temp);
-        return Err(Error::io("cannot write", path, e));
-    }
-    durable::sync_parent(path)
 }

@@ -12,14 +12,14 @@ use crate::common::error::{Error, Failure, Result};
 use crate::common::log;
 
 /// The configuration options every binary takes (flattened into its
-/// arguments).
+/// arguments; accepted before or after a subcommand).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// Config file (default: $PGARCHIVE_CONFIG, else /etc/pgarchive.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Override a config key, e.g. --set retry_count=3 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     pub set: Vec<String>,
 }
 

@@ -627,8 +627,14 @@ mod tests {
         assert_eq!(c.io_timeout, 90);
         assert_eq!(c.connect_timeout, 20);
         assert_eq!(c.restore_prefetch_idle, 5400);
-        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
         assert_eq!(parse_duration("6h"), Ok(21_600));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("2 fortnights").is_err());
         let e = Config::load(None, &["cooldown=\"2 fortnights\"".into()])
             .unwrap_err()
             .to_string();

@@ -153,6 +153,17 @@ pub struct GapRange {
     pub count: u64,
 }
 
+impl GapRange {
+    /// The segment's name, or "FROM..TO (COUNT)" for a longer run.
+    pub(crate) fn describe(&self) -> String {
+        if self.count == 1 {
+            self.from.clone()
+        } else {
+            format!("{}..{} ({})", self.from, self.to, self.count)
+        }
+    }
+}
+
 /// What walking the expected chain found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainWalk {

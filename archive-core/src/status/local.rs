@@ -10,19 +10,28 @@ use crate::net::health::{self, HealthBook};
 
 use super::{DroppedSegment, HostHealth, PrimaryReport};
 
+/// A drop log as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropLog {
+    /// The file read.
+    pub path: String,
+    /// Its entries.
+    pub segments: Vec<DroppedSegment>,
+}
+
 /// Parses `<state_dir>/<cluster>/dropped.log` (`time\tname\tbacklog=…\tlimit=…`
 /// per line). `None` when there is no such file.
-pub fn read_dropped(
-    state_dir: &Path,
-    cluster: &str,
-) -> Result<Option<(String, Vec<DroppedSegment>)>> {
+pub fn read_dropped(state_dir: &Path, cluster: &str) -> Result<Option<DropLog>> {
     let path = state_dir.join(cluster).join("dropped.log");
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", &path, e)),
     };
-    Ok(Some((path.display().to_string(), parse_dropped(&text))))
+    Ok(Some(DropLog {
+        path: path.display().to_string(),
+        segments: parse_dropped(&text),
+    }))
 }
 
 /// Parses the lines of a drop log; lines without a segment name are skipped.
