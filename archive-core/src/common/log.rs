@@ -11,7 +11,7 @@ static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub enum Severity {
     /// Normal progress (suppressed by `quiet`).
     Info,
     /// Something an operator should look at; the work went on.
@@ -33,14 +33,14 @@ pub fn set_quiet(quiet: bool) {
 
 /// Writes one line; newlines inside the message are folded so one event
 /// stays one line.
-pub fn log(level: Level, message: &str) {
-    if level == Level::Info && QUIET.load(Ordering::Relaxed) {
+pub fn log(level: Severity, message: &str) {
+    if level == Severity::Info && QUIET.load(Ordering::Relaxed) {
         return;
     }
     let tag = match level {
-        Level::Info => "INFO",
-        Level::Warning => "WARNING",
-        Level::Error => "ERROR",
+        Severity::Info => "INFO",
+        Severity::Warning => "WARNING",
+        Severity::Error => "ERROR",
     };
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f UTC");
     let program = PROGRAM.get().map(String::as_str).unwrap_or("pgarchive");
@@ -52,15 +52,15 @@ pub fn log(level: Level, message: &str) {
 
 /// Logs at INFO.
 pub fn info(message: impl AsRef<str>) {
-    log(Level::Info, message.as_ref());
+    log(Severity::Info, message.as_ref());
 }
 
 /// Logs at WARNING.
 pub fn warn(message: impl AsRef<str>) {
-    log(Level::Warning, message.as_ref());
+    log(Severity::Warning, message.as_ref());
 }
 
 /// Logs at ERROR.
 pub fn error(message: impl AsRef<str>) {
-    log(Level::Error, message.as_ref());
+    log(Severity::Error, message.as_ref());
 }

@@ -54,7 +54,7 @@ pub(super) struct Receiver {
     level: i32,
     declared: u64,
     head: Vec<u8>,
-    sink: Option<Sink>,
+    output: Option<Output>,
     payload_hash: blake3::Hasher,
     raw_size: u64,
     dest: PathBuf,
@@ -69,7 +69,7 @@ pub(super) struct Receiver {
 /// as they stream in, in bounded memory.
 const WHOLE_MAX: u64 = 64 << 20;
 
-enum Sink {
+enum Output {
     Compress(zstd::stream::write::Encoder<'static, AtomicFile>),
     Whole(AtomicFile, Vec<u8>),
     AsIs(AtomicFile, Codec),
@@ -97,7 +97,7 @@ impl Receiver {
             level,
             declared,
             head: Vec::new(),
-            sink: None,
+            output: None,
             payload_hash: blake3::Hasher::new(),
             raw_size: 0,
             dest: dest.to_path_buf(),
@@ -113,7 +113,7 @@ impl Receiver {
         if self.error.is_some() {
             return;
         }
-        if self.sink.is_none() {
+        if self.output.is_none() {
             // Decide the codec from the first SNIFF_LEN bytes (or all of a
             // smaller file).
             let want = codec::SNIFF_LEN.min(self.declared as usize);
@@ -123,7 +123,7 @@ impl Receiver {
                 return;
             }
             let head = std::mem::take(&mut self.head);
-            if let Err(e) = self.open_sink(&head) {
+            if let Err(e) = self.open_output(&head) {
                 self.error = Some(e);
                 return;
             }
@@ -134,21 +134,21 @@ impl Receiver {
         }
     }
 
-    fn open_sink(&mut self, head: &[u8]) -> Result<()> {
+    fn open_output(&mut self, head: &[u8]) -> Result<()> {
         let codec = codec::sniff(head);
         let file = AtomicFile::create(&self.dest)?;
-        self.sink = Some(match codec {
+        self.output = Some(match codec {
             Codec::Plain => {
                 if self.name.has_page_header() {
                     self.header = Some(page_header::validate_first_page(head, &self.name)?);
                 }
                 if self.declared <= WHOLE_MAX {
-                    Sink::Whole(file, Vec::with_capacity(self.declared as usize))
+                    Output::Whole(file, Vec::with_capacity(self.declared as usize))
                 } else {
                     let mut enc = codec::zstd_encoder(file, self.level)
                         .map_err(|e| Error::io("cannot start compressing", &self.dest, e))?;
                     let _ = enc.set_pledged_src_size(Some(self.declared));
-                    Sink::Compress(enc)
+                    Output::Compress(enc)
                 }
             }
             Codec::Xz => {
@@ -157,7 +157,7 @@ impl Receiver {
                     self.name
                 )))
             }
-            other => Sink::AsIs(file, other),
+            other => Output::AsIs(file, other),
         });
         Ok(())
     }
@@ -166,17 +166,17 @@ impl Receiver {
         if data.is_empty() || self.error.is_some() {
             return;
         }
-        let res = match self.sink.as_mut().expect("opened") {
-            Sink::Compress(enc) => {
+        let res = match self.output.as_mut().expect("opened") {
+            Output::Compress(enc) => {
                 self.raw_size += data.len() as u64;
                 enc.write_all(data)
             }
-            Sink::Whole(_, buf) => {
+            Output::Whole(_, buf) => {
                 self.raw_size += data.len() as u64;
                 buf.extend_from_slice(data);
                 Ok(())
             }
-            Sink::AsIs(f, _) => f.write_all(data),
+            Output::AsIs(f, _) => f.write_all(data),
         };
         if let Err(e) = res {
             self.error = Some(Error::io("cannot write", &self.dest, e));
@@ -198,7 +198,7 @@ impl Receiver {
                 self.name
             )));
         }
-        if self.sink.is_none() {
+        if self.output.is_none() {
             // Never reached SNIFF_LEN: impossible for a non-empty declared
             // size, since push() completes the head at the declared size.
             return Err(Error::Protocol(format!(
@@ -206,21 +206,21 @@ impl Receiver {
                 self.name
             )));
         }
-        let (file, codec) = match self.sink.take().expect("checked") {
-            Sink::Compress(enc) => {
+        let (file, codec) = match self.output.take().expect("checked") {
+            Output::Compress(enc) => {
                 let f = enc
                     .finish()
                     .map_err(|e| Error::io("cannot finish compressing", &self.dest, e))?;
                 (f, Codec::Zstd)
             }
-            Sink::Whole(mut f, raw) => {
+            Output::Whole(mut f, raw) => {
                 let z = codec::zstd_compress(&raw, self.level)
                     .map_err(|e| Error::io("cannot compress", &self.dest, e))?;
                 f.write_all(&z)
                     .map_err(|e| Error::io("cannot write", &self.dest, e))?;
                 (f, Codec::Zstd)
             }
-            Sink::AsIs(f, codec) => (f, codec),
+            Output::AsIs(f, codec) => (f, codec),
         };
         let stored_size = file
             .temp_path()
