@@ -1,7 +1,9 @@
-//! Single-instance locks (base-backup, wal-sync, wal-cleanup): an exclusive
-//! `flock` on a file that also names its holder, so the next caller can say
-//! who is in the way. The kernel drops the lock when the holder dies, so a
-//! crash never leaves a stale lock behind.
+//! File locks. Every lock of the suite is an exclusive `flock`, which the
+//! kernel drops when its holder dies, so a crash never leaves a stale lock.
+//! [`open`] and [`try_exclusive`] are the pieces every site uses;
+//! [`try_lock`] is the single-instance lock of base-backup, wal-sync and
+//! wal-cleanup, whose file also names its holder so the next caller can say
+//! who is in the way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -11,18 +13,35 @@ use std::path::Path;
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 
-/// Takes the lock at `path` without waiting. `holder` describes the caller
-/// (program, host, pid) for the message another caller gets.
-pub fn try_lock(path: &Path, holder: &str) -> Result<File> {
-    let mut f = OpenOptions::new()
+/// Opens (creating, mode 0600) a lock file, keeping its content.
+pub fn open(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .mode(durable::FILE_MODE)
         .open(path)
-        .map_err(|e| Error::io("cannot open lock", path, e))?;
-    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        .map_err(|e| Error::io("cannot open lock", path, e))
+}
+
+/// Takes an exclusive lock on `f` if it is free; false when another open
+/// file description holds it.
+pub fn try_exclusive(f: &File) -> bool {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Takes an exclusive lock on `f`, waiting for it.
+pub fn exclusive(f: &File, path: &Path) -> Result<()> {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io("cannot lock", path, e.into()))
+}
+
+/// Takes the lock at `path` without waiting. `holder` describes the caller
+/// (program, host, pid) for the message another caller gets.
+pub fn try_lock(path: &Path, holder: &str) -> Result<File> {
+    let mut f = open(path)?;
+    if !try_exclusive(&f) {
         let mut who = String::new();
         let _ = f.read_to_string(&mut who);
         return Err(Error::Conflict(format!(

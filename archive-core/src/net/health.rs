@@ -13,14 +13,14 @@
 //! One small JSON file per host, replaced atomically under an exclusive
 //! `flock`, so concurrent read-modify-write cycles never lose an update.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::common::durable;
-use crate::common::error::{Error, Result};
+use crate::common::error::Result;
+use crate::common::lock;
 
 /// What is known about one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,15 +76,8 @@ impl HealthBook {
 
     fn lock(&self, host: &str) -> Result<File> {
         let path = self.dir.join(format!("{host}.lock"));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(durable::FILE_MODE)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open lock", &path, e))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::io("cannot lock", &path, e.into()))?;
+        let f = lock::open(&path)?;
+        lock::exclusive(&f, &path)?;
         Ok(f)
     }
 

@@ -10,9 +10,7 @@
 //! bounded: connection by `connect_timeout`, transfers by `io_timeout`
 //! without progress.
 
-use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -24,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::config::Config;
 use crate::common::durable;
 use crate::common::error::{Error, Result};
+use crate::common::lock;
 use crate::net::wire::{
     self, ForwardOutcome, PutRequest, Reply, Request, StoreOutcome, CHUNK, PROTOCOL_VERSION,
 };
@@ -101,28 +100,17 @@ pub async fn session(settings: &SshSettings, host: &str) -> Result<Arc<Session>>
         return Ok(Arc::new(existing));
     }
     let lock_path = ctl.with_extension("lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(durable::FILE_MODE)
-        .open(&lock_path)
-        .map_err(|e| Error::io("cannot open lock", &lock_path, e))?;
+    let lock = lock::open(&lock_path)?;
     let deadline =
         tokio::time::Instant::now() + settings.connect_timeout * 2 + Duration::from_secs(5);
-    loop {
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => break,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(_) => {
-                return Err(Error::host(
-                    host,
-                    format!("another process holds {} for too long", lock_path.display()),
-                ))
-            }
+    while !lock::try_exclusive(&lock) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::host(
+                host,
+                format!("another process holds {} for too long", lock_path.display()),
+            ));
         }
+        tokio::time::sleep(Duration::from_millis(20)).await
     }
     // Someone else may have connected while we waited for the lock.
     if ctl.exists() && alive(&existing).await {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::durable;
 use crate::common::error::{Error, Result};
+use crate::common::lock;
 use crate::server::store::META_DIR;
 
 /// The owed list of one archive directory toward one peer.
@@ -44,7 +45,7 @@ impl OwedList {
             .map_err(|e| Error::io("cannot record owed file", &path, e))?;
         durable::sync_dir(&self.dir)?;
         // Best effort: without the lock the worst case is a redundant copy.
-        let _ = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        let _ = lock::try_exclusive(&f);
         Ok(f)
     }
 
@@ -55,9 +56,7 @@ impl OwedList {
             .write(true)
             .open(self.dir.join(name))
             .ok()?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .ok()
-            .map(|()| f)
+        lock::try_exclusive(&f).then_some(f)
     }
 
     /// Marks `name` delivered. Not fsynced: a marker that reappears after a

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use crate::common::config::Config;
 use crate::common::durable;
 use crate::common::error::{Error, Result};
+use crate::common::lock;
 use crate::common::wal::WalName;
 
 /// Directory name of the default buffer, under `pg_wal`.
@@ -298,26 +299,23 @@ impl Buffer {
 
     /// True while a worker holds this buffer's lock.
     pub(crate) fn worker_running(&self) -> bool {
-        let Ok(f) = open_lock(&self.dir.join(LOCK)) else {
+        let Ok(f) = lock::open(&self.dir.join(LOCK)) else {
             return false;
         };
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+        !lock::try_exclusive(&f)
     }
 
     /// Takes the worker lock, trying for up to `wait`; `None` when another
     /// worker holds it. The lock file names the holder's pid.
     pub(crate) fn lock_worker(&self, wait: Duration) -> Result<Option<File>> {
         let path = self.dir.join(LOCK);
-        let mut f = open_lock(&path)?;
+        let mut f = lock::open(&path)?;
         let deadline = Instant::now() + wait;
-        loop {
-            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => break,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(_) => return Ok(None),
+        while !lock::try_exclusive(&f) {
+            if Instant::now() >= deadline {
+                return Ok(None);
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = f.set_len(0);
         let _ = f.rewind();
@@ -329,17 +327,6 @@ impl Buffer {
     pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join(LOG)
     }
-}
-
-fn open_lock(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(durable::FILE_MODE)
-        .open(path)
-        .map_err(|e| Error::io("cannot open lock", path, e))
 }
 
 /// Bytes of WAL (complete segments, claims, temps) in buffer directory `dir`.
