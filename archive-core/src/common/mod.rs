@@ -9,11 +9,11 @@
 pub mod cli;
 pub mod codec;
 pub mod config;
-pub mod durable;
+pub(crate) mod durable;
 pub mod error;
-pub mod lock;
+pub(crate) mod lock;
 pub mod log;
 pub mod names;
 pub mod page_header;
-pub mod process;
+pub(crate) mod process;
 pub mod wal;

@@ -7,5 +7,5 @@
 
 pub mod health;
 pub mod queue;
-pub mod ssh;
-pub mod wire;
+pub(crate) mod ssh;
+pub(crate) mod wire;

@@ -320,14 +320,6 @@ impl Channel {
             .map_err(|e| self.failure(e))
     }
 
-    /// Flushes buffered content.
-    pub async fn flush(&mut self) -> Result<()> {
-        let limit = self.io_timeout;
-        wire::stall(limit, "sending file data", self.stdin.flush())
-            .await
-            .map_err(|e| self.failure(e))
-    }
-
     /// Reads the next reply, waiting at most `io_timeout` for it.
     pub async fn reply(&mut self) -> Result<Reply> {
         self.reply_within(self.io_timeout).await

@@ -8,7 +8,7 @@
 //! before it touches the disk.
 
 pub mod backups;
-pub mod owed;
+pub(crate) mod owed;
 pub mod report;
 pub mod serve;
 pub mod store;
