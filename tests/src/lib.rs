@@ -37,6 +37,7 @@ pub mod bench;
 pub mod bench_common;
 pub mod bench_results;
 pub mod bench_sync;
+pub mod hostile;
 mod lab;
 pub mod memory;
 mod pg;

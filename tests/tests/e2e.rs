@@ -9,6 +9,7 @@ mod e2e {
     mod backup_queue;
     mod base_backup;
     mod drill;
+    mod hostile;
     mod lab_smoke;
     mod restore;
     mod status;

@@ -220,6 +220,13 @@ impl Server {
     /// `Request::DeliverOwed`: delivers what this server owes `peer` for
     /// `dir` now.
     async fn deliver_owed(&mut self, dir: &str, peer: &str) -> Reply {
+        // The peer's name becomes a path (its owed list) and an ssh alias:
+        // only a host this server forwards to passes.
+        if !self.forwards_to(peer) {
+            return Reply::from_error(&Error::Refused(format!(
+                "{peer:?} is not a peer this server delivers to"
+            )));
+        }
         match self.store.archive_dir(dir) {
             Ok(path) => {
                 let (delivered, remaining) = self

@@ -1,0 +1,141 @@
+//! A hostile client: speaks `archive-remote-cmd serve`'s framed protocol
+//! (a 4-byte big-endian length, then JSON) through real sshd and the real
+//! forced-command key, but builds every frame by hand, so a test can send
+//! what no well-behaved tool would: unchecked names, wrong sizes, bombs,
+//! streams cut short.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::Lab;
+
+/// One ssh channel to an archive server, driven frame by frame.
+pub struct RawChannel {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    frames: mpsc::Receiver<Option<Vec<u8>>>,
+}
+
+/// How long a test waits for a reply before it counts as none.
+pub const REPLY_WAIT: Duration = Duration::from_secs(20);
+
+impl Lab {
+    /// Opens a raw channel to server `n` with the primary's key, as
+    /// archive-cmd would (the forced command decides what runs).
+    pub fn raw_channel(&self, n: usize) -> RawChannel {
+        let host = self.server(n).name().to_string();
+        RawChannel::spawn(self.ssh(&host, "archive-remote-cmd serve"))
+    }
+
+    /// Opens a raw channel to server `n` with server `from`'s own key and
+    /// ssh config, as its peer (wal-sync, a forward) would.
+    pub fn raw_channel_as_peer(&self, from: usize, n: usize) -> RawChannel {
+        let host = self.server(n).name().to_string();
+        let mut cmd = self.postgres_cmd("ssh");
+        cmd.arg("-F")
+            .arg(self.server(from).ssh_config_path())
+            .arg(host)
+            .arg("archive-remote-cmd serve");
+        RawChannel::spawn(cmd)
+    }
+}
+
+impl RawChannel {
+    fn spawn(mut cmd: Command) -> RawChannel {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ssh");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, frames) = mpsc::channel();
+        thread::spawn(move || read_frames(stdout, tx));
+        RawChannel {
+            child,
+            stdin,
+            frames,
+        }
+    }
+
+    /// Sends one frame holding `msg`'s JSON.
+    pub fn send(&mut self, msg: &str) {
+        let mut buf = (msg.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(msg.as_bytes());
+        self.send_bytes(&buf);
+    }
+
+    /// Sends raw bytes (file content, or a malformed frame). A channel the
+    /// server already closed is not an error here: the reply tells.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(bytes).and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Sends the `Hello` every client starts with and returns the reply.
+    pub fn hello(&mut self) -> String {
+        self.send(r#"{"op":"hello","version":1}"#);
+        self.reply().expect("a reply to hello")
+    }
+
+    /// The next reply frame's JSON, or `None` when the server closed the
+    /// channel (or said nothing within [`REPLY_WAIT`]).
+    pub fn reply(&mut self) -> Option<String> {
+        match self.frames.recv_timeout(REPLY_WAIT) {
+            Ok(Some(body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// Closes our side and waits (bounded) for ssh to exit.
+    pub fn close(mut self) -> Option<ExitStatus> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + REPLY_WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for RawChannel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads frames until the stream ends; `None` marks the end.
+fn read_frames(mut out: ChildStdout, tx: mpsc::Sender<Option<Vec<u8>>>) {
+    loop {
+        let mut len = [0u8; 4];
+        if out.read_exact(&mut len).is_err() {
+            let _ = tx.send(None);
+            return;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        if out.read_exact(&mut body).is_err() {
+            let _ = tx.send(None);
+            return;
+        }
+        if tx.send(Some(body)).is_err() {
+            return;
+        }
+    }
+}
+
+/// True when `path` exists (a file, a directory, or a dangling link).
+pub fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
