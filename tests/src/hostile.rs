@@ -93,6 +93,11 @@ impl RawChannel {
         }
     }
 
+    /// Closes our side of the channel (the server sees end of input).
+    pub fn close_input(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Closes our side and waits (bounded) for ssh to exit.
     pub fn close(mut self) -> Option<ExitStatus> {
         drop(self.stdin.take());
@@ -138,4 +143,49 @@ fn read_frames(mut out: ChildStdout, tx: mpsc::Sender<Option<Vec<u8>>>) {
 /// True when `path` exists (a file, a directory, or a dangling link).
 pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()
+}
+
+/// A WAL segment of 16 MiB that passes every check a server makes: a
+/// PostgreSQL 15 long page header for `name` and `sysid`, then zeros.
+pub fn segment(name: &str, sysid: u64) -> Vec<u8> {
+    use archive_core::common::page_header::build_long_header;
+    use archive_core::common::wal::WalName;
+    const SEG: u64 = 16 << 20;
+    let n = WalName::parse(name).expect("a segment name");
+    let mut v = vec![0u8; SEG as usize];
+    v[..40].copy_from_slice(&build_long_header(
+        15,
+        1,
+        n.start_lsn(SEG),
+        sysid,
+        SEG as u32,
+    ));
+    v
+}
+
+impl RawChannel {
+    /// Sends a whole put of `content` as `name` into `dir` (server view)
+    /// and returns the reply.
+    pub fn put(&mut self, dir: &str, name: &str, content: &[u8]) -> Option<String> {
+        self.send(&format!(
+            r#"{{"op":"put","dir":"{dir}","name":"{name}","size":{},"mtime":0,"cluster":"main","forward_to":null}}"#,
+            content.len()
+        ));
+        self.send_bytes(content);
+        self.send(&format!(
+            r#"{{"op":"end","checksum":"{}"}}"#,
+            blake3::hash(content).to_hex()
+        ));
+        self.reply()
+    }
+}
+
+/// The `kind` of an error reply (`refused`, `failed`, …), `None` for any
+/// other reply.
+pub fn error_kind(reply: &str) -> Option<String> {
+    if !reply.contains(r#""reply":"error""#) {
+        return None;
+    }
+    let at = reply.find(r#""kind":""#)? + r#""kind":""#.len();
+    Some(reply[at..].split('"').next()?.to_string())
 }

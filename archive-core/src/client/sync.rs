@@ -63,11 +63,7 @@ pub async fn wal_sync(
     peer: &str,
     opts: &SyncOptions,
 ) -> Result<SyncReport> {
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let dir_arg = wals_dir.to_string_lossy().into_owned();
     let dir = store.archive_dir(&dir_arg)?;
     let me = cfg

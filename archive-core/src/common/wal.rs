@@ -354,6 +354,17 @@ impl WalName {
     pub fn has_page_header(&self) -> bool {
         matches!(self.kind, WalKind::Segment | WalKind::Partial)
     }
+
+    /// The most raw bytes a file of this name can hold: the largest
+    /// segment for segments and partial segments, `other_max` (a
+    /// configured limit) for history files and backup labels.
+    pub fn max_raw_size(&self, other_max: u64) -> u64 {
+        if self.has_page_header() {
+            MAX_SEGMENT_SIZE
+        } else {
+            other_max
+        }
+    }
 }
 
 /// Orders as PostgreSQL's archive lists them: by timeline, then position,

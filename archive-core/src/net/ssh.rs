@@ -152,7 +152,7 @@ async fn alive(session: &Session) -> bool {
 }
 
 async fn launch_master(settings: &SshSettings, host: &str, ctl: &Path) -> Result<()> {
-    let log = beside(&ctl, "log");
+    let log = beside(ctl, "log");
     let _ = std::fs::remove_file(&log);
     let mut cmd = tokio::process::Command::new("ssh");
     if let Some(cfg) = &settings.ssh_config {

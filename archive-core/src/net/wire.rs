@@ -26,6 +26,12 @@ pub const MAX_FILE_SIZE: u64 = (1 << 30) + (64 << 20);
 /// Largest frame accepted: data travels outside frames, but a listing of a
 /// big archive (100,000 files) is one frame.
 pub const MAX_FRAME: u32 = 32 << 20;
+/// Largest request a server reads: requests are small (a put's header, at
+/// most [`MAX_NAMES`] names), unlike replies that list a whole directory;
+/// a server never lets a client make it parse 32 MiB of JSON.
+pub const MAX_REQUEST_FRAME: u32 = 1 << 20;
+/// Most file names one request may carry (clients send 1000 at a time).
+pub const MAX_NAMES: usize = 1000;
 /// Size of the chunks file data is moved in.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -449,6 +455,16 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     r: &mut R,
     limit: Duration,
 ) -> Result<Option<T>> {
+    read_frame_upto(r, limit, MAX_FRAME).await
+}
+
+/// [`read_frame`] for frames of at most `max_len` bytes (a server reading
+/// requests: [`MAX_REQUEST_FRAME`]).
+pub async fn read_frame_upto<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    limit: Duration,
+    max_len: u32,
+) -> Result<Option<T>> {
     let mut len = [0u8; 4];
     let n = stall(limit, "waiting for a message", read_full(r, &mut len)).await?;
     if n == 0 {
@@ -458,7 +474,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         return Err(Error::Protocol("stream ended inside a message".into()));
     }
     let len = u32::from_be_bytes(len);
-    if len > MAX_FRAME {
+    if len > max_len {
         return Err(Error::Protocol(format!(
             "message of {len} bytes is too large"
         )));
@@ -494,7 +510,9 @@ pub async fn read_chunk<R: AsyncRead + Unpin>(
     let want = buf.len().min(remaining as usize);
     let n = stall(limit, "receiving file data", r.read(&mut buf[..want])).await?;
     if n == 0 {
-        return Err(Error::Refused(format!(
+        // The connection broke, the content may be fine: a failure to retry
+        // (or fail over), never "refused".
+        return Err(Error::Protocol(format!(
             "stream ended with {remaining} bytes of the declared size missing"
         )));
     }

@@ -174,11 +174,7 @@ pub fn human(bytes: u64) -> String {
 /// Puts a backup directory right after an interrupted run (best effort,
 /// logged; the next backup of that cluster does it again anyway).
 fn repair_dir(cfg: &Config, directory: &str) {
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let Ok(dir) = store.backup_dir(directory) else {
         return;
     };
@@ -200,11 +196,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     let started = Instant::now();
     // The task comes from a database: check it like any input.
     step("checking the task", validate_cluster_name(&task.cluster))?;
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let dir = step("checking the task", store.backup_dir(&task.directory))?;
     let wals_dir = step("checking the task", store.archive_dir(&task.wals_dir))?;
     let keep = u32::try_from(task.keep_backups_cnt)

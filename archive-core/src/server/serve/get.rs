@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::net::wire::{self, Reply};
 
@@ -32,8 +33,18 @@ impl Server {
             )))
         } else {
             self.store.backup_dir(backup_dir).and_then(|dir| {
-                let path = crate::server::backups::slot(&dir, index).join(name);
-                let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+                let slot = crate::server::backups::slot(&dir, index);
+                if slot
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return Err(Error::Refused(format!(
+                        "{} is a symbolic link, not a backup",
+                        slot.display()
+                    )));
+                }
+                let path = slot.join(name);
+                let file = durable::open_no_follow(&path).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => {
                         Error::NotFound(format!("{} does not exist", path.display()))
                     }

@@ -20,16 +20,17 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
 use crate::common::config::Config;
 use crate::common::error::{Error, Result};
+use crate::common::log;
 use crate::net::health::HealthBook;
 use crate::net::ssh::{self, SshSettings};
-use crate::net::wire::{self, Reply, Request};
+use crate::net::wire::{self, Reply, Request, MAX_REQUEST_FRAME};
 use crate::server::store::Store;
 
 mod backup_list;
@@ -87,18 +88,17 @@ pub struct Server {
     /// where we owe them files: delivered once the sender's channel closes
     /// (delivering earlier would stall the sender's next put).
     owed_to_senders: Vec<OwedSender>,
-    /// Locks taken by this channel, released when it ends.
+    /// Locks taken by this channel, released when it ends or when their
+    /// lease runs out.
     locks: Vec<File>,
+    /// When the channel last asked for work (any request but `hello`).
+    last_work: Instant,
 }
 
 impl Server {
     /// A server with the given configuration.
     pub fn new(cfg: Config) -> Result<Server> {
-        let store = Store::new(
-            cfg.archive_roots.clone(),
-            cfg.compress_level,
-            cfg.io_timeout(),
-        );
+        let store = Store::from_config(&cfg);
         let fwd = Forwarder {
             ssh: SshSettings::from_config(&cfg),
             health: HealthBook::open(&cfg.state_dir().join("health"))?,
@@ -112,6 +112,7 @@ impl Server {
             background: None,
             owed_to_senders: Vec::new(),
             locks: Vec::new(),
+            last_work: Instant::now(),
         })
     }
 
@@ -146,10 +147,12 @@ impl Server {
         // idle one after a while so no process lingers forever.
         let idle = t.max(Duration::from_secs(600));
         loop {
-            let req: Request = match wire::read_frame(&mut input, idle).await? {
-                Some(r) => r,
-                None => return Ok(()),
-            };
+            let req: Request =
+                match wire::read_frame_upto(&mut input, idle, MAX_REQUEST_FRAME).await? {
+                    Some(r) => r,
+                    None => return Ok(()),
+                };
+            self.renew_or_expire_locks(&req);
             let reply = match req {
                 // Requests whose answers stream file content.
                 Request::Put(req) => {
@@ -214,6 +217,24 @@ impl Server {
                 ),
             };
             wire::write_frame(&mut output, &reply, t).await?;
+        }
+    }
+
+    /// A request other than `hello` renews the lease of the channel's
+    /// locks; a channel that only says hello loses them once
+    /// `lock_lease` has passed.
+    fn renew_or_expire_locks(&mut self, req: &Request) {
+        let lease = Duration::from_secs(self.cfg.lock_lease);
+        if !self.locks.is_empty() && self.last_work.elapsed() > lease {
+            log::warn(format!(
+                "released {} lock(s) of a channel that asked for no work in {} s (lock_lease)",
+                self.locks.len(),
+                self.cfg.lock_lease
+            ));
+            self.locks.clear();
+        }
+        if !matches!(req, Request::Hello { .. }) {
+            self.last_work = Instant::now();
         }
     }
 

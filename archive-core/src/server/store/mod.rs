@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncRead;
 
 use crate::common::codec::Codec;
+use crate::common::config::Config;
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::common::names::validate_dir_arg;
@@ -63,6 +64,8 @@ pub(crate) struct Store {
     roots: Vec<PathBuf>,
     level: i32,
     io_timeout: Duration,
+    /// Raw size limit of files that are not segments.
+    other_max: u64,
 }
 
 impl Store {
@@ -72,7 +75,25 @@ impl Store {
             roots,
             level,
             io_timeout,
+            other_max: Config::default().max_other_file_size.0,
         }
+    }
+
+    /// The store a configuration describes.
+    pub fn from_config(cfg: &Config) -> Store {
+        Store {
+            other_max: cfg.max_other_file_size.0,
+            ..Store::new(
+                cfg.archive_roots.clone(),
+                cfg.compress_level,
+                cfg.io_timeout(),
+            )
+        }
+    }
+
+    /// The most raw bytes a file named `name` may decode to.
+    pub(crate) fn max_raw_size(&self, name: &WalName) -> u64 {
+        name.max_raw_size(self.other_max)
     }
 
     /// Resolves a DST-DIR argument to a directory under an archive root.
@@ -82,7 +103,8 @@ impl Store {
             .components()
             .filter(|c| matches!(c, Component::RootDir | Component::Normal(_)))
             .collect();
-        if self.roots.iter().any(|root| path.starts_with(root)) {
+        if let Some(root) = self.roots.iter().find(|root| path.starts_with(root)) {
+            check_below_root(root, &path)?;
             Ok(path)
         } else {
             let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
@@ -101,16 +123,18 @@ impl Store {
 
     /// Raw size and blake3 of stored files (`None` when missing).
     pub fn digests(&self, dir: &str, names: &[String]) -> Result<Vec<Option<wire::RawDigest>>> {
+        check_name_count(names)?;
         let path = self.archive_dir(dir)?;
         names
             .iter()
             .map(|n| {
                 wal::validate_file_name(n)?;
+                let name = WalName::parse(n)?;
                 let p = path.join(n);
                 if !p.exists() {
                     return Ok(None);
                 }
-                let raw = raw::decode(&p)?;
+                let raw = raw::decode(&p, self.max_raw_size(&name))?;
                 Ok(Some(wire::RawDigest {
                     raw_size: raw.size,
                     blake3: raw.hash.to_hex().to_string(),
@@ -123,7 +147,7 @@ impl Store {
     pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64)> {
         wal::validate_file_name(name)?;
         let path = self.archive_dir(dir)?.join(name);
-        let file = match File::open(&path) {
+        let file = match durable::open_no_follow(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(format!("{name} is not in {dir}")))
@@ -168,6 +192,7 @@ impl Store {
 
     /// Removes archive files from `dir` and fsyncs it: (removed, missing).
     pub fn remove(&self, dir: &str, names: &[String]) -> Result<(u64, u64)> {
+        check_name_count(names)?;
         let path = self.archive_dir(dir)?;
         for n in names {
             wal::validate_file_name(n)?;
@@ -221,6 +246,60 @@ impl Store {
     ) -> Result<Stored> {
         put::receive::<E, R>(self, req, body).await
     }
+}
+
+/// Checks the components of `path` below `root`: no hidden name (the
+/// archive's own `.pgarchive`, temp files), no WAL file name (such a
+/// directory would take that file's place in its parent), and no symbolic
+/// link or other non-directory (nothing a request names may lead out of the
+/// archive roots). Components that do not exist yet are fine.
+fn check_below_root(root: &Path, path: &Path) -> Result<()> {
+    let below = path.strip_prefix(root).unwrap_or(Path::new(""));
+    for comp in below.components() {
+        let comp = comp.as_os_str().to_string_lossy();
+        if comp.starts_with('.') || WalName::parse(&comp).is_ok() {
+            return Err(Error::Refused(format!(
+                "archive directory {} is not acceptable: {comp:?} below the archive root {} is hidden or named like a WAL file",
+                path.display(),
+                root.display()
+            )));
+        }
+    }
+    let mut p = root.to_path_buf();
+    for comp in below.components() {
+        p.push(comp);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Refused(format!(
+                    "{} is a symbolic link: archive directories may not lead out of the archive root {}; replace the link by a directory (or name its target in archive_roots)",
+                    p.display(),
+                    root.display()
+                )))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Refused(format!(
+                    "{} is not a directory",
+                    p.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("cannot check", &p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A request names at most [`wire::MAX_NAMES`] files: its cost is bounded.
+fn check_name_count(names: &[String]) -> Result<()> {
+    if names.len() > wire::MAX_NAMES {
+        return Err(Error::Refused(format!(
+            "{} names in one request; send at most {}",
+            names.len(),
+            wire::MAX_NAMES
+        )));
+    }
+    Ok(())
 }
 
 fn unix_mtime(meta: &fs::Metadata) -> i64 {

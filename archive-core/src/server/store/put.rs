@@ -43,8 +43,28 @@ pub(super) async fn receive<E: wire::ClosingFrame, R: AsyncRead + Unpin>(
             return Err(e);
         }
     };
+    // Nothing is created for a put that is refused: the directories made
+    // for it go again (when still empty).
+    let created = durable::create_dir_all_new(&dir)?;
+    durable::remove_stale_temps(&dir, &req.name);
+    let stored = receive_into::<E, R>(store, req, body, &dir, &name).await;
+    if stored.is_err() {
+        durable::remove_new_dirs(&created);
+    }
+    stored
+}
+
+/// The content of an accepted request into `dir`, checked and committed.
+async fn receive_into<E: wire::ClosingFrame, R: AsyncRead + Unpin>(
+    store: &Store,
+    req: &PutRequest,
+    body: &mut R,
+    dir: &Path,
+    name: &WalName,
+) -> Result<Stored> {
     let dest = dir.join(&req.name);
-    let mut rx = Receiver::new(&dest, &name, store.level, req.size);
+    let max_raw = store.max_raw_size(name);
+    let mut rx = Receiver::new(&dest, name, store.level, req.size, max_raw);
     let mut buf = vec![0u8; CHUNK];
     let mut remaining = req.size;
     while remaining > 0 {
@@ -62,10 +82,10 @@ pub(super) async fn receive<E: wire::ClosingFrame, R: AsyncRead + Unpin>(
         }
     };
     let received = rx.finish(&checksum)?;
-    commit(req, &dir, &name, received)
+    commit(req, dir, name, received, max_raw)
 }
 
-/// The resolved directory (created) and parsed name of an acceptable put.
+/// The resolved directory and parsed name of an acceptable put.
 fn check_request(store: &Store, req: &PutRequest) -> Result<(PathBuf, WalName)> {
     wal::validate_file_name(&req.name)?;
     let name = WalName::parse(&req.name)?;
@@ -74,8 +94,14 @@ fn check_request(store: &Store, req: &PutRequest) -> Result<(PathBuf, WalName)> 
     if req.size == 0 {
         return Err(Error::Refused(format!("{}: the file is empty", req.name)));
     }
-    durable::create_dir_all(&dir)?;
-    durable::remove_stale_temps(&dir, &req.name);
+    // What is sent is never much larger than what it decodes to.
+    let max = store.max_raw_size(&name).saturating_add(64 << 20);
+    if req.size > max {
+        return Err(Error::Refused(format!(
+            "{}: declared size {} is larger than a file of this kind can be ({max} bytes)",
+            req.name, req.size
+        )));
+    }
     Ok((dir, name))
 }
 
@@ -97,7 +123,13 @@ async fn drain<E: wire::ClosingFrame, R: AsyncRead + Unpin>(
 /// Checks the directory's cluster identity, then makes the received file
 /// visible under its name, durably; an existing name is settled by
 /// [`settle_existing`].
-fn commit(req: &PutRequest, dir: &Path, name: &WalName, rx: Received) -> Result<Stored> {
+fn commit(
+    req: &PutRequest,
+    dir: &Path,
+    name: &WalName,
+    rx: Received,
+    max_raw: u64,
+) -> Result<Stored> {
     if let Some(sysid) = rx.system_identifier {
         check_identity(dir, sysid, &req.cluster)?;
     }
@@ -112,7 +144,7 @@ fn commit(req: &PutRequest, dir: &Path, name: &WalName, rx: Received) -> Result<
             stored_size: rx.stored_size,
             path: dest,
         }),
-        Commit::Exists(temp) => settle_existing(dir, name, dest, &temp, rx.raw_hash),
+        Commit::Exists(temp) => settle_existing(dir, name, dest, &temp, rx.raw_hash, max_raw),
     }
 }
 
@@ -124,11 +156,12 @@ fn settle_existing(
     dest: PathBuf,
     temp: &Path,
     raw_hash: Option<blake3::Hash>,
+    max_raw: u64,
 ) -> Result<Stored> {
     // A stored copy that no longer decodes is this server's damage, not the
     // sender's: a failure (the client fails over, and the peer's copy stays
     // owed here), never "refused", which would stall archiving on retries.
-    let existing = raw::decode(&dest).map_err(|e| {
+    let existing = raw::decode(&dest, max_raw).map_err(|e| {
         let _ = fs::remove_file(temp);
         match e {
             Error::Refused(m) => Error::Io {
@@ -142,7 +175,7 @@ fn settle_existing(
     })?;
     let incoming = match raw_hash {
         Some(h) => h,
-        None => raw::decode(temp)?.hash,
+        None => raw::decode(temp, max_raw)?.hash,
     };
     if existing.hash == incoming {
         let _ = fs::remove_file(temp);
@@ -169,6 +202,11 @@ fn settle_existing(
     }
 }
 
+/// Most copies kept in `.pgarchive/rejected/` of one directory: beyond,
+/// conflicting copies are refused without being kept, so a client cannot
+/// fill the disk with them.
+const MAX_REJECTED: usize = 256;
+
 /// Moves a conflicting incoming copy to `.pgarchive/rejected/`. One copy
 /// per distinct content: PostgreSQL retries a failing segment forever, and
 /// each retry must not add another copy until the disk is full.
@@ -179,6 +217,15 @@ fn keep_aside(dir: &Path, name: &str, temp: &Path, raw_hash: &blake3::Hash) -> R
     if aside.exists() {
         let _ = fs::remove_file(temp);
         return Ok(aside);
+    }
+    let kept = fs::read_dir(&rejected).map(|rd| rd.count()).unwrap_or(0);
+    if kept >= MAX_REJECTED {
+        let _ = fs::remove_file(temp);
+        return Err(Error::Conflict(format!(
+            "{name} already exists in {} with different content; the stored copy is untouched; the incoming copy is not kept: {} holds {MAX_REJECTED} rejected copies already, look at them",
+            dir.display(),
+            rejected.display()
+        )));
     }
     fs::rename(temp, &aside).map_err(|e| Error::io("cannot keep aside", &aside, e))?;
     durable::sync_dir(&rejected)?;
@@ -263,6 +310,46 @@ mod tests {
         assert_eq!(visible(&dir), [name]);
     }
 
+    /// A refused put used to create its directory first, so a client could
+    /// litter the roots with directories (one named like a future segment
+    /// would take that segment's place).
+    #[tokio::test]
+    async fn a_refused_put_leaves_no_directory_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let st = store(root.path());
+        let name = "000000010000000000000006";
+        let wrong = segment("000000010000000000000007", SYSID, 2);
+        let dir = root.path().join("new").join("deeper");
+        let e = put_bytes(&st, &req(&dir, name, SEG), &wrong)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
+        assert!(!root.path().join("new").exists(), "directories were left");
+        // An accepted put creates them.
+        put_bytes(&st, &req(&dir, name, SEG), &segment(name, SYSID, 2))
+            .await
+            .unwrap();
+        assert_eq!(visible(&dir), [name]);
+    }
+
+    #[tokio::test]
+    async fn a_link_below_the_root_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+        let st = store(root.path());
+        let name = "000000010000000000000006";
+        let e = put_bytes(
+            &st,
+            &req(&root.path().join("evil").join("main"), name, SEG),
+            &segment(name, SYSID, 2),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
     #[tokio::test]
     async fn bad_input_is_refused_and_nothing_is_visible() {
         let root = tempfile::tempdir().unwrap();
@@ -281,6 +368,8 @@ mod tests {
             (req(Path::new("/elsewhere/main"), name, SEG), seg.clone()),
             (req(&dir.join("a$b"), name, SEG), seg.clone()),
             (req(&dir.join(".."), name, SEG), seg.clone()),
+            (req(&dir.join(".pgarchive"), name, SEG), seg.clone()),
+            (req(&dir.join("000000010000000000000042"), name, SEG), seg.clone()),
             (req(&dir, "00000002.history", 0), Vec::new()),
         ];
         for (r, content) in cases {

@@ -58,6 +58,8 @@ pub(super) struct Receiver {
     payload_hash: blake3::Hasher,
     raw_size: u64,
     dest: PathBuf,
+    /// Most raw bytes the content may decode to.
+    max_raw: u64,
     error: Option<Error>,
     /// Header of plain content, checked before compressing it.
     header: Option<page_header::LongPageHeader>,
@@ -91,7 +93,13 @@ pub(super) struct Received {
 
 impl Receiver {
     /// A receiver writing next to `dest`, for `declared` content bytes.
-    pub(super) fn new(dest: &Path, name: &WalName, level: i32, declared: u64) -> Receiver {
+    pub(super) fn new(
+        dest: &Path,
+        name: &WalName,
+        level: i32,
+        declared: u64,
+        max_raw: u64,
+    ) -> Receiver {
         Receiver {
             name: name.clone(),
             level,
@@ -101,6 +109,7 @@ impl Receiver {
             payload_hash: blake3::Hasher::new(),
             raw_size: 0,
             dest: dest.to_path_buf(),
+            max_raw,
             error: None,
             header: None,
         }
@@ -241,7 +250,7 @@ impl Receiver {
         } else {
             // Other codecs: decode once to prove it is whole and to learn
             // what it holds.
-            let raw = raw::decode(file.temp_path()).map_err(|e| {
+            let raw = raw::decode(file.temp_path(), self.max_raw).map_err(|e| {
                 Error::Refused(format!(
                     "{}: received compressed data is damaged: {e}",
                     self.name
