@@ -369,7 +369,10 @@ mod tests {
             (req(&dir.join("a$b"), name, SEG), seg.clone()),
             (req(&dir.join(".."), name, SEG), seg.clone()),
             (req(&dir.join(".pgarchive"), name, SEG), seg.clone()),
-            (req(&dir.join("000000010000000000000042"), name, SEG), seg.clone()),
+            (
+                req(&dir.join("000000010000000000000042"), name, SEG),
+                seg.clone(),
+            ),
             (req(&dir, "00000002.history", 0), Vec::new()),
         ];
         for (r, content) in cases {
