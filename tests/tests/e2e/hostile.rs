@@ -63,7 +63,10 @@ const SYSID: u64 = 7_100_000_000_000_000_001;
 fn an_identity_record_that_is_a_directory_fails_puts_without_crashing_the_server() {
     let lab = Lab::new();
     let storage = lab.server(1).storage();
-    mkdir_postgres(storage.join("main/.pgarchive/system_identifier"), 0o700);
+    // Each level made by postgres (mkdir_postgres chowns only the last).
+    for dir in ["main", "main/.pgarchive", "main/.pgarchive/system_identifier"] {
+        mkdir_postgres(storage.join(dir), 0o700);
+    }
     let mut ch = lab.raw_channel(1);
     ch.hello();
     for name in ["000000010000000000000001", "000000010000000000000002"] {
