@@ -43,8 +43,8 @@ pub enum Role {
     Primary,
     /// restore-cmd and restore-backup on a standby or restore host.
     Standby,
-    /// The other archive server: forwards, wal-sync, wal-cleanup, owed
-    /// delivery, locks.
+    /// the other archive server: forwards, wal-sync, wal-cleanup, owed
+    /// delivery, locks (every request).
     Peer,
     /// archive-status: listings, digests and status.
     Monitor,
@@ -112,6 +112,9 @@ pub struct Access {
     /// Archive and backup directories a request may name (or lie below);
     /// `None`: anywhere under the archive roots.
     dirs: Option<Vec<PathBuf>>,
+    /// The archive roots: a directory outside all of them is left to the
+    /// store, which refuses it saying so.
+    roots: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,7 +152,11 @@ impl Access {
                     .collect::<Result<Vec<_>>>()?,
             )
         };
-        Ok(Access { grant, dirs })
+        Ok(Access {
+            grant,
+            dirs,
+            roots: cfg.archive_roots.clone(),
+        })
     }
 
     /// Every request anywhere under the roots: for a server the program
@@ -159,6 +166,7 @@ impl Access {
         Access {
             grant: Grant::Internal,
             dirs: None,
+            roots: Vec::new(),
         }
     }
 
@@ -207,7 +215,10 @@ impl Access {
             for dir in dirs_named(req) {
                 validate_dir_arg(dir)?;
                 let path = normalized(dir);
-                if !allowed.iter().any(|a| path.starts_with(a)) {
+                // Outside every root: the store refuses it (with the
+                // message that says to fix DST-DIR or archive_roots).
+                let in_roots = self.roots.iter().any(|r| path.starts_with(r));
+                if in_roots && !allowed.iter().any(|a| path.starts_with(a)) {
                     let list: Vec<String> =
                         allowed.iter().map(|a| a.display().to_string()).collect();
                     return Err(Error::Refused(format!(
@@ -458,12 +469,15 @@ mod tests {
             format!("{ROOT}/mainx"),
             ROOT.to_string(),
             format!("{ROOT}/main/../other"),
-            "/etc".to_string(),
         ] {
             for req in every_request(&dir).into_iter().skip(1) {
                 let e = access.check(&req).unwrap_err();
                 assert!(matches!(e, Error::Refused(_)), "{dir}: {req:?}");
             }
+        }
+        // Outside every root: left to the store, which refuses it.
+        for req in every_request("/etc") {
+            assert!(access.check(&req).is_ok(), "{req:?}");
         }
         let status = Request::DirStatus {
             dir: format!("{ROOT}/main"),
