@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::Lab;
+use crate::{Key, Lab};
 
 /// One ssh channel to an archive server, driven frame by frame.
 pub struct RawChannel {
@@ -29,6 +29,31 @@ impl Lab {
     pub fn raw_channel(&self, n: usize) -> RawChannel {
         let host = self.server(n).name().to_string();
         RawChannel::spawn(self.ssh(&host, "archive-remote-cmd serve"))
+    }
+
+    /// Opens a raw channel to server `n` with `key` (for [`Key::Peer`], the
+    /// other server's key).
+    pub fn raw_channel_with(&self, key: Key, n: usize) -> RawChannel {
+        let config = match key {
+            Key::Primary => self.primary_ssh_config(),
+            Key::Standby => self.standby_ssh_config(),
+            Key::Monitor => self.monitor_ssh_config(),
+            Key::Peer => return self.raw_channel_as_peer(3 - n, n),
+        };
+        let host = self.server(n).name().to_string();
+        let mut cmd = self.postgres_cmd("ssh");
+        cmd.arg("-F")
+            .arg(config)
+            .arg(host)
+            .arg("archive-remote-cmd serve");
+        RawChannel::spawn(cmd)
+    }
+
+    /// Opens a raw channel to server `n` with the primary's key, asking
+    /// for `remote_command` (the forced command runs whatever is asked).
+    pub fn raw_channel_asking(&self, n: usize, remote_command: &str) -> RawChannel {
+        let host = self.server(n).name().to_string();
+        RawChannel::spawn(self.ssh(&host, remote_command))
     }
 
     /// Opens a raw channel to server `n` with server `from`'s own key and

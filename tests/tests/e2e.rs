@@ -12,6 +12,7 @@ mod e2e {
     mod hostile;
     mod lab_smoke;
     mod restore;
+    mod roles;
     mod status;
     mod sync_cleanup;
 }

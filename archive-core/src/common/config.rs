@@ -101,6 +101,11 @@ pub struct Config {
     /// alive.
     #[serde(deserialize_with = "seconds")]
     pub lock_lease: u64,
+    /// Archive servers: serve a key whose forced command names no `--role`
+    /// (`archive-remote-cmd serve` alone) with every right, as before roles
+    /// existed, logging a warning per channel. Off (the default), such a
+    /// key is refused every request.
+    pub allow_keys_without_role: bool,
     /// Only log warnings and errors.
     pub quiet: bool,
     /// base-backup / backup-queue: libpq connection string of the
@@ -197,6 +202,7 @@ impl Default for Config {
             owed_batch: 256,
             max_other_file_size: ByteSize(16 << 20),
             lock_lease: 3600,
+            allow_keys_without_role: false,
             quiet: false,
             queue_dsn: None,
             pg_bin_dir: None,

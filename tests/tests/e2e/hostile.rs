@@ -25,7 +25,8 @@ fn deliver_owed_with_a_peer_that_is_a_path_deletes_nothing_outside_the_archive()
     write_postgres_file(victim.join("000000010000000000000001"), b"keep me", 0o600);
     write_postgres_file(victim.join("postgresql.conf"), b"keep me too", 0o600);
 
-    let mut ch = lab.raw_channel(1);
+    // A peer's key: the only role that may ask for a delivery.
+    let mut ch = lab.raw_channel_as_peer(2, 1);
     ch.hello();
     for peer in ["../../../victim", &victim.display().to_string(), "a/b"] {
         ch.send(&format!(
@@ -40,7 +41,7 @@ fn deliver_owed_with_a_peer_that_is_a_path_deletes_nothing_outside_the_archive()
             "peer {peer:?} accepted: {reply:?}"
         );
         if reply.is_none() {
-            ch = lab.raw_channel(1);
+            ch = lab.raw_channel_as_peer(2, 1);
             ch.hello();
         }
     }
@@ -63,12 +64,13 @@ const SYSID: u64 = 7_100_000_000_000_000_001;
 fn an_identity_record_that_is_a_directory_fails_puts_without_crashing_the_server() {
     let lab = Lab::new();
     let storage = lab.server(1).storage();
-    for d in [
+    // Each level made by postgres (mkdir_postgres chowns only the last).
+    for dir in [
         "main",
         "main/.pgarchive",
         "main/.pgarchive/system_identifier",
     ] {
-        mkdir_postgres(storage.join(d), 0o700);
+        mkdir_postgres(storage.join(dir), 0o700);
     }
     let mut ch = lab.raw_channel(1);
     ch.hello();
@@ -182,6 +184,9 @@ fn symbolic_links_below_a_root_are_refused_for_puts_and_gets() {
     assert_eq!(error_kind(&reply).as_deref(), Some("refused"), "{reply}");
     assert!(reply.contains("symbolic link"), "{reply}");
     assert!(!exists(&outside.join(other)), "written through the link");
+    // Reading: a peer's key (a primary's may not get at all).
+    let mut ch = lab.raw_channel_as_peer(2, 1);
+    ch.hello();
     for dir in ["evil", "main"] {
         ch.send(&format!(
             r#"{{"op":"get","dir":"{}","name":"{name}"}}"#,
@@ -240,7 +245,8 @@ fn a_put_cut_short_is_a_failure_to_retry_not_refused() {
 #[test]
 fn large_requests_are_refused() {
     let lab = Lab::new();
-    let mut ch = lab.raw_channel(1);
+    // A peer's key: the primary's may not ask for digests at all.
+    let mut ch = lab.raw_channel_as_peer(2, 1);
     ch.hello();
     let names = |n: usize| {
         (0..n)
@@ -275,11 +281,12 @@ fn a_lock_held_by_a_channel_that_only_says_hello_expires() {
         r#"{{"op":"lock","dir":"{}","name":"wal-sync","holder":"test"}}"#,
         served(&lab, "main")
     );
-    let mut a = lab.raw_channel(1);
+    // Peers' keys: the role that takes locks (wal-sync, wal-cleanup).
+    let mut a = lab.raw_channel_as_peer(2, 1);
     a.hello();
     a.send(&lock);
     assert!(a.reply().unwrap().contains("locked"));
-    let mut b = lab.raw_channel(1);
+    let mut b = lab.raw_channel_as_peer(2, 1);
     b.hello();
     b.send(&lock);
     assert_eq!(error_kind(&b.reply().unwrap()).as_deref(), Some("conflict"));

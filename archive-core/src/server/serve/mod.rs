@@ -10,6 +10,8 @@
 //! Where each request is handled:
 //!
 //! - this file: the loop ([`Server::serve`]) and the one-reply requests;
+//! - [`role`]: what the channel's key may ask ([`Access`]), checked before
+//!   each request;
 //! - [`put`]: a put, its owed marker and its forward;
 //! - [`forward`]: the forward to the peer, now or in the background;
 //! - [`deliver`]: delivering owed files, and the cron [`sweep`];
@@ -38,10 +40,12 @@ mod deliver;
 mod forward;
 mod get;
 mod put;
+mod role;
 #[cfg(test)]
 mod tests;
 
 pub use deliver::sweep;
+pub use role::{Access, Role};
 
 use deliver::OwedSender;
 use forward::{Background, Forwarder};
@@ -51,7 +55,9 @@ pub const PROGRAM: &str = "archive-remote-cmd";
 
 /// In forced-command mode (`command="…"` in authorized_keys) sshd puts what
 /// the client asked for in SSH_ORIGINAL_COMMAND. Only our own `serve`
-/// request is accepted: the key then grants nothing else.
+/// request is accepted: the key then grants nothing else. What the key may
+/// do once served comes from the forced command's own arguments
+/// (`--role`, `--dir`: [`Access`]), never from what the client asked.
 pub fn check_forced_command(original: Option<&str>) -> Result<()> {
     let Some(original) = original else {
         return Ok(());
@@ -81,6 +87,8 @@ pub fn widen_stdio() {
 pub struct Server {
     cfg: Config,
     store: Store,
+    /// What this channel's key may ask.
+    access: Access,
     /// Shared with the background forwarder: one peer channel, one at a time.
     fwd: Arc<Mutex<Forwarder>>,
     background: Option<Background>,
@@ -96,8 +104,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server with the given configuration.
+    /// A server with the given configuration that answers every request
+    /// ([`Access::internal`]): for the program's own use (the
+    /// `deliver-owed` sweep) and tests. A client's channel is served by
+    /// [`Server::with_access`].
     pub fn new(cfg: Config) -> Result<Server> {
+        Server::with_access(cfg, Access::internal())
+    }
+
+    /// A server answering what `access` allows.
+    pub fn with_access(cfg: Config, access: Access) -> Result<Server> {
         let store = Store::from_config(&cfg);
         let fwd = Forwarder {
             ssh: SshSettings::from_config(&cfg),
@@ -107,6 +123,7 @@ impl Server {
         };
         Ok(Server {
             store,
+            access,
             cfg,
             fwd: Arc::new(Mutex::new(fwd)),
             background: None,
@@ -146,12 +163,19 @@ impl Server {
         // A client may keep a channel open between requests; give up on an
         // idle one after a while so no process lingers forever.
         let idle = t.max(Duration::from_secs(600));
+        self.access.warn_at_start();
         loop {
             let req: Request =
                 match wire::read_frame_upto(&mut input, idle, MAX_REQUEST_FRAME).await? {
                     Some(r) => r,
                     None => return Ok(()),
                 };
+            // A request the key may not make ends the channel: a refused
+            // put's content is never read.
+            if let Err(e) = self.access.check(&req) {
+                wire::write_frame(&mut output, &Reply::from_error(&e), t).await?;
+                return Err(e);
+            }
             self.renew_or_expire_locks(&req);
             let reply = match req {
                 // Requests whose answers stream file content.
