@@ -24,9 +24,16 @@ pub const LONG_HEADER_LEN: usize = 40;
 /// `xlp_info` flag: this page has the long header (first page of a segment).
 pub const XLP_LONG_HEADER: u16 = 0x0002;
 
-/// All `xlp_info` bits PostgreSQL 10 to 17 define; any other bit means the
-/// bytes are not a page header.
-pub const XLP_ALL_FLAGS: u16 = 0x0007;
+/// `xlp_info` flag: the page starts with an `XLOG_OVERWRITE_CONTRECORD`
+/// record, which replaces a record left incomplete by a crash (added by a
+/// fix of 2021 to every branch then supported). It is set on the page where
+/// the lost record would have continued, often a segment's first.
+pub const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
+
+/// All `xlp_info` bits PostgreSQL defines (`XLP_ALL_FLAGS` in
+/// `xlog_internal.h`, 0x000F in 18); any other bit means the bytes are not
+/// a page header.
+pub const XLP_ALL_FLAGS: u16 = 0x000F;
 
 /// `XLOG_PAGE_MAGIC` of each supported major version (from
 /// `src/include/access/xlog_internal.h` of each release branch). The magic
@@ -356,9 +363,15 @@ mod tests {
         let mut b = header(1, 0);
         b[2..4].copy_from_slice(&0x0001u16.to_le_bytes());
         assert_eq!(parse_long_header(&b), Err(HeaderError::NotLongHeader(1)));
-        b[2..4].copy_from_slice(&0x000Au16.to_le_bytes());
-        assert_eq!(parse_long_header(&b), Err(HeaderError::UnknownFlags(0xA)));
+        b[2..4].copy_from_slice(&0x0012u16.to_le_bytes());
+        assert_eq!(parse_long_header(&b), Err(HeaderError::UnknownFlags(0x12)));
         b[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
+        assert!(parse_long_header(&b).is_ok());
+        // XLP_FIRST_IS_OVERWRITE_CONTRECORD, on the first page after a
+        // record lost at a crash.
+        b[2..4].copy_from_slice(&0x000Au16.to_le_bytes());
+        assert_eq!(parse_long_header(&b).unwrap().info, 0x000A);
+        b[2..4].copy_from_slice(&XLP_ALL_FLAGS.to_le_bytes());
         assert!(parse_long_header(&b).is_ok());
     }
 
