@@ -82,8 +82,12 @@ pub async fn fetch<W: Write + Send + 'static>(
     })
     .await
     .map_err(FetchError::Host)?;
-    let (size, mtime) = match ch.reply().await {
-        Ok(Reply::File { size, mtime }) => (size, mtime),
+    let (size, mtime, raw_blake3) = match ch.reply().await {
+        Ok(Reply::File {
+            size,
+            mtime,
+            raw_blake3,
+        }) => (size, mtime, raw_blake3),
         Ok(Reply::Error {
             kind: ErrorKind::NotFound,
             ..
@@ -107,6 +111,18 @@ pub async fn fetch<W: Write + Send + 'static>(
             format!("{name} is {size} bytes, larger than any WAL file"),
         )));
     }
+    // The archive's record of the content: every decoded byte is proven
+    // against it before the file is handed over.
+    let proof = match raw_blake3.as_deref().map(blake3::Hash::from_hex) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => {
+            return Err(FetchError::Host(Error::host(
+                ch.host(),
+                format!("{name}: the announced content digest is not a blake3 digest"),
+            )))
+        }
+    };
     on_found(mtime);
 
     // The decoder runs on its own thread, fed chunk by chunk. Reads from the
@@ -114,7 +130,10 @@ pub async fn fetch<W: Write + Send + 'static>(
     // decoder busy; more is only memory (16 cost ~4 MiB per transfer).
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     let (done_tx, done_rx) = oneshot::channel();
-    let chk = check.clone();
+    let chk = Check {
+        proof,
+        ..check.clone()
+    };
     let cannot_start =
         |e: io::Error| FetchError::Local(Error::Usage(format!("cannot start a thread: {e}")));
     let mut writer = ThreadWriter::new(out).map_err(cannot_start)?;
@@ -386,6 +405,7 @@ mod tests {
             sysid: None,
             hash: true,
             seg_size: None,
+            proof: None,
         };
         let t = std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -422,6 +442,7 @@ mod tests {
             sysid: None,
             hash: true,
             seg_size: Some(size),
+            proof: None,
         };
         for stored in [zstd(&seg), seg.clone()] {
             let mut w = ThreadWriter::new(Vec::new()).unwrap();
@@ -505,6 +526,7 @@ mod tests {
             sysid: None,
             hash: false,
             seg_size: None,
+            proof: None,
         };
         let mut w = ThreadWriter::new(Failing {
             ok: usize::MAX,

@@ -13,7 +13,13 @@
 //!   segment size the header declares. Output stops at that size, so a
 //!   corrupt or hostile stream never writes more than one segment;
 //! - history and backup history files: they decode completely and are not
-//!   empty.
+//!   empty;
+//! - a copy fetched from a host that recorded the raw content's blake3 when
+//!   it accepted the file ([`Check::proof`]): the decoded bytes hash to it.
+//!   This proves every byte is the one archived, where the checks above
+//!   only see the first page and the size (a zstd stream without a content
+//!   checksum decodes happily with a flipped literal). A file stored before
+//!   records existed comes without a digest and is restored as before.
 //!
 //! A stream that fails to decode (corrupt, truncated, trailing garbage, xz)
 //! is a bad copy, never a short file.
@@ -62,6 +68,9 @@ pub struct Check {
     /// The segment size the page header must declare, when the caller
     /// counts on one (the prefetch worker sizes its queue by it).
     pub seg_size: Option<u64>,
+    /// The blake3 the decoded bytes must have: the archive's record of the
+    /// content (see [`crate::net::wire::Reply::File`]); set by the fetch.
+    pub proof: Option<blake3::Hash>,
 }
 
 /// A file that decoded and passed the checks.
@@ -163,6 +172,7 @@ pub fn decode_into<R: Read, S: Sink>(
     let mut seg_size = None;
     let mut size = 0u64;
     let mut hasher = check.hash.then(XxHash3_128::new);
+    let mut proof = check.proof.map(|_| blake3::Hasher::new());
     loop {
         let buf = out.chunk();
         let n = match dec.read(buf) {
@@ -199,6 +209,9 @@ pub fn decode_into<R: Read, S: Sink>(
         if let Some(h) = hasher.as_mut() {
             h.write(chunk);
         }
+        if let Some(h) = proof.as_mut() {
+            h.update(chunk);
+        }
         out.take(n).map_err(VerifyError::Write)?;
     }
     if paged {
@@ -217,6 +230,16 @@ pub fn decode_into<R: Read, S: Sink>(
         }
     } else if size == 0 {
         return Err(bad("decodes to an empty file"));
+    }
+    if let (Some(h), Some(want)) = (proof, check.proof) {
+        let got = h.finalize();
+        if got != want {
+            return Err(bad(format!(
+                "not the file that was archived: its content decodes to blake3 {}, the archive recorded {} when it accepted it (damaged or forged copy)",
+                got.to_hex(),
+                want.to_hex()
+            )));
+        }
     }
     Ok(Verified {
         size,
@@ -338,6 +361,7 @@ pub(crate) mod tests {
             sysid,
             hash: true,
             seg_size: None,
+            proof: None,
         }
     }
 
@@ -348,6 +372,42 @@ pub(crate) mod tests {
     }
 
     const NAME: &str = "000000010000000000000003";
+
+    /// zstd without a content checksum: a flipped literal still decodes.
+    fn zstd_unchecked(data: &[u8]) -> Vec<u8> {
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        e.include_checksum(false).unwrap();
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// The first page and the size are right, one byte in the middle is
+    /// not: only the archive's digest tells.
+    #[test]
+    fn a_copy_that_is_not_the_archived_content_is_bad() {
+        let seg = segment(NAME);
+        let mut forged = seg.clone();
+        forged[200_000] ^= 0x01;
+        let proven = Check {
+            proof: Some(blake3::hash(&seg)),
+            ..check(NAME, Some(SYSID))
+        };
+        let (r, out) = run(&zstd_unchecked(&seg), &proven);
+        assert_eq!(r.unwrap().size, SEG);
+        assert!(out == seg);
+        for stored in [zstd_unchecked(&forged), forged.clone(), gzip(&forged)] {
+            match run(&stored, &proven).0 {
+                Err(VerifyError::Bad(m)) => {
+                    assert!(m.contains("not the file that was archived"), "{m}")
+                }
+                other => panic!("a forged copy passed: {other:?}"),
+            }
+        }
+        // Without a digest (a file stored before records), as before.
+        assert!(run(&zstd_unchecked(&forged), &check(NAME, Some(SYSID)))
+            .0
+            .is_ok());
+    }
 
     #[test]
     fn every_codec_restores_the_exact_bytes() {
