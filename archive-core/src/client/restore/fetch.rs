@@ -454,6 +454,77 @@ mod tests {
         }
     }
 
+    /// What the content proof costs restore-cmd's decoding as it runs:
+    /// a 16 MiB zstd segment decoded into a file through the writer thread,
+    /// with and without the proof (run with `--release --ignored
+    /// --nocapture`, `TIMING_DIR` to pick the file system; printed, not
+    /// asserted). The decoder thread hashes; hashing on the writer thread
+    /// instead measured slower (the writer is then the slower thread).
+    #[test]
+    #[ignore]
+    fn timing_of_the_content_proof_into_a_file() {
+        const BIG: u64 = 16 << 20;
+        let name = WalName::parse("000000010000000000000007").unwrap();
+        let mut seg = vec![0u8; BIG as usize];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for (i, b) in seg.iter_mut().enumerate() {
+            // Half text-like noise, half zeros: compresses about 4:1.
+            if (i / 4096) % 2 == 0 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = b'a' + (x % 16) as u8;
+            }
+        }
+        let hdr = crate::common::page_header::build_long_header(
+            15,
+            1,
+            name.start_lsn(BIG),
+            1,
+            BIG as u32,
+        );
+        seg[..hdr.len()].copy_from_slice(&hdr);
+        let z = zstd(&seg);
+        let plain = Check {
+            name,
+            sysid: None,
+            hash: false,
+            seg_size: Some(BIG),
+            proof: None,
+        };
+        let proven = Check {
+            proof: Some(blake3::hash(&seg)),
+            ..plain.clone()
+        };
+        let dir =
+            tempfile::tempdir_in(std::env::var("TIMING_DIR").unwrap_or("/tmp".into())).unwrap();
+        let time = |c: &Check| {
+            let mut all = Vec::new();
+            for i in 0..20 {
+                let path = dir.path().join(format!("f{i}"));
+                let t = std::time::Instant::now();
+                let f = std::fs::File::create(&path).unwrap();
+                let mut w = ThreadWriter::new(f).unwrap();
+                let r = verify::decode_into(&z[..], &mut w, c);
+                let (_f, written) = w.finish();
+                merge_results(r, written).unwrap();
+                all.push(t.elapsed());
+                std::fs::remove_file(&path).unwrap();
+            }
+            all.sort();
+            all[all.len() / 2]
+        };
+        for _ in 0..3 {
+            let (a, b) = (time(&plain), time(&proven));
+            println!(
+                "16 MiB zstd segment into a file: median {:.2} ms, with the proof {:.2} ms ({:+.2} ms)",
+                a.as_secs_f64() * 1e3,
+                b.as_secs_f64() * 1e3,
+                (b.as_secs_f64() - a.as_secs_f64()) * 1e3
+            );
+        }
+    }
+
     #[test]
     fn thread_writer_keeps_order_across_uneven_writes() {
         let data: Vec<u8> = (0..3 * WRITE_CHUNK * WRITE_BUFFERS + 12345)
