@@ -214,3 +214,39 @@ pub fn error_kind(reply: &str) -> Option<String> {
     let at = reply.find(r#""kind":""#)? + r#""kind":""#.len();
     Some(reply[at..].split('"').next()?.to_string())
 }
+
+impl RawChannel {
+    /// [`RawChannel::put`] declaring `raw_blake3` as the raw content's
+    /// digest (what a compressing primary, a forward or wal-sync sends).
+    pub fn put_declaring(
+        &mut self,
+        dir: &str,
+        name: &str,
+        content: &[u8],
+        raw_blake3: &str,
+    ) -> Option<String> {
+        self.send(&format!(
+            r#"{{"op":"put","dir":"{dir}","name":"{name}","size":{},"mtime":0,"cluster":"main","forward_to":null,"raw_blake3":"{raw_blake3}"}}"#,
+            content.len()
+        ));
+        self.send_bytes(content);
+        self.send(&format!(
+            r#"{{"op":"end","checksum":"{}"}}"#,
+            blake3::hash(content).to_hex()
+        ));
+        self.reply()
+    }
+}
+
+/// zstd of `raw` without a content checksum (one frame declaring its size),
+/// as a compressing primary or a peer may send it: a flipped literal in it
+/// still decodes.
+pub fn zstd_unchecked(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd encoder");
+    e.include_checksum(false).expect("no checksum");
+    e.set_pledged_src_size(Some(raw.len() as u64))
+        .expect("pledged size");
+    e.write_all(raw).expect("compress");
+    e.finish().expect("compress")
+}

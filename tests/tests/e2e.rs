@@ -8,6 +8,7 @@ mod e2e {
     mod archiving;
     mod backup_queue;
     mod base_backup;
+    mod content_proof;
     mod drill;
     mod hostile;
     mod lab_smoke;

@@ -462,18 +462,23 @@ impl Channel {
         self.receive_file(name, sink).await
     }
 
-    /// Asks for a stored file and reads the reply announcing it: its size
-    /// and mtime. The bytes and the closing [`Reply::End`] follow on
+    /// Asks for a stored file and reads the reply announcing it: its size,
+    /// mtime and the raw digest recorded when it was archived (hex, if the
+    /// server has one). The bytes and the closing [`Reply::End`] follow on
     /// [`Channel::body`], for a reader that checks them itself (wal-sync
-    /// stores a pulled copy as it streams in).
-    pub async fn start_get(&mut self, dir: &str, name: &str) -> Result<(u64, i64)> {
+    /// stores a pulled copy as it streams in, proven against that digest).
+    pub async fn start_get(&mut self, dir: &str, name: &str) -> Result<(u64, i64, Option<String>)> {
         self.send(&Request::Get {
             dir: dir.to_string(),
             name: name.to_string(),
         })
         .await?;
         match self.reply().await? {
-            Reply::File { size, mtime } => Ok((size, mtime)),
+            Reply::File {
+                size,
+                mtime,
+                raw_blake3,
+            } => Ok((size, mtime, raw_blake3)),
             other => Err(self.unexpected(other)),
         }
     }
@@ -499,7 +504,7 @@ impl Channel {
         sink: &mut impl std::io::Write,
     ) -> Result<(u64, i64)> {
         let (size, mtime) = match self.reply().await? {
-            Reply::File { size, mtime } => (size, mtime),
+            Reply::File { size, mtime, .. } => (size, mtime),
             other => return Err(self.unexpected(other)),
         };
         let mut hasher = blake3::Hasher::new();

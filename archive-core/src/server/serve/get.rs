@@ -1,6 +1,8 @@
 //! Streaming a file back to the client: a stored archive file
 //! (`Request::Get`) or one file of a backup (`Request::GetBackupFile`), as
 //! a `Reply::File` header, the bytes, and a `Reply::End` with their checksum.
+//! An archive file's header carries the raw content's digest recorded when
+//! it was accepted, which the reader proves (see `server::store::digest`).
 
 use std::fs::File;
 use std::time::Duration;
@@ -54,7 +56,7 @@ impl Server {
                     .metadata()
                     .map_err(|e| Error::io("cannot stat", &path, e))?
                     .len();
-                Ok((file, len, 0))
+                Ok((file, len, 0, None))
             })
         };
         self.stream(output, name, opened, t).await
@@ -76,14 +78,19 @@ impl Server {
         &mut self,
         output: &mut W,
         name: &str,
-        opened: Result<(File, u64, i64)>,
+        opened: Result<(File, u64, i64, Option<blake3::Hash>)>,
         t: Duration,
     ) -> Result<()> {
-        let (mut file, size, mtime) = match opened {
+        let (mut file, size, mtime, recorded) = match opened {
             Ok(v) => v,
             Err(e) => return wire::write_frame(output, &Reply::from_error(&e), t).await,
         };
-        wire::write_frame(output, &Reply::File { size, mtime }, t).await?;
+        let header = Reply::File {
+            size,
+            mtime,
+            raw_blake3: recorded.map(|h| h.to_hex().to_string()),
+        };
+        wire::write_frame(output, &header, t).await?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; wire::CHUNK];
         let mut remaining = size;

@@ -258,12 +258,14 @@ async fn a_stored_segment_can_be_got_listed_and_digested() {
     );
     assert_eq!(visible(&dir), [name]);
 
-    // A get sends the file as stored, with the mtime the put gave it.
+    // A get sends the file as stored, with the mtime the put gave it and
+    // the raw content's digest recorded when it was accepted.
     assert_eq!(
         got.0,
         Reply::File {
             size: on_disk.len() as u64,
             mtime: 1_700_000_000,
+            raw_blake3: Some(blake3::hash(&seg).to_hex().to_string()),
         }
     );
     assert_eq!(got.1.unwrap(), on_disk);

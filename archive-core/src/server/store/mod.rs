@@ -14,7 +14,8 @@
 //! - [`receiver`]: content into a temp file, codec sniffing, compression,
 //!   page-header and size checks;
 //! - [`identity`]: the system identifier recorded per directory;
-//! - [`raw`]: decoding a stored file to compare raw content.
+//! - [`raw`]: decoding a stored file to compare raw content;
+//! - [`digest`]: the content proof recorded beside each file.
 //!
 //! Per-directory metadata lives in `<dir>/.pgarchive/`, a name no WAL file
 //! can have.
@@ -33,6 +34,7 @@ use crate::common::names::validate_dir_arg;
 use crate::common::wal::{self, WalName};
 use crate::net::wire::{self, PutRequest, Request, StoreOutcome};
 
+mod digest;
 mod identity;
 mod put;
 mod raw;
@@ -41,6 +43,12 @@ mod receiver;
 pub(crate) mod testing;
 
 pub use identity::{recorded_identity, ClusterIdentity};
+
+/// The raw blake3 recorded for `name` in the resolved archive directory
+/// `dir` when it was accepted; `None` for a file stored before records.
+pub(crate) fn recorded_digest(dir: &Path, name: &str) -> Result<Option<blake3::Hash>> {
+    digest::read(dir, name)
+}
 
 /// Name of the per-directory metadata directory.
 pub(crate) const META_DIR: &str = ".pgarchive";
@@ -143,10 +151,12 @@ impl Store {
             .collect()
     }
 
-    /// Opens a stored file for sending: (file, size, mtime).
-    pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64)> {
+    /// Opens a stored file for sending: (file, size, mtime, the raw blake3
+    /// recorded when it was accepted, if any).
+    pub fn open(&self, dir: &str, name: &str) -> Result<(File, u64, i64, Option<blake3::Hash>)> {
         wal::validate_file_name(name)?;
-        let path = self.archive_dir(dir)?.join(name);
+        let dir_path = self.archive_dir(dir)?;
+        let path = dir_path.join(name);
         let file = match durable::open_no_follow(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -157,7 +167,28 @@ impl Store {
         let meta = file
             .metadata()
             .map_err(|e| Error::io("cannot stat", &path, e))?;
-        Ok((file, meta.len(), unix_mtime(&meta)))
+        let recorded = digest::read(&dir_path, name)?;
+        Ok((file, meta.len(), unix_mtime(&meta), recorded))
+    }
+
+    /// The raw blake3 of stored `name`, proven: the file is decoded in full
+    /// and must match the digest recorded when it was accepted (a copy that
+    /// does not is [`Error::Refused`]: damaged or forged, never to be copied
+    /// elsewhere). A file without a record (stored before records existed)
+    /// gets the digest it decodes to.
+    pub fn proven_digest(&self, dir: &str, name: &str) -> Result<blake3::Hash> {
+        wal::validate_file_name(name)?;
+        let wal_name = WalName::parse(name)?;
+        let dir_path = self.archive_dir(dir)?;
+        let raw = raw::decode(&dir_path.join(name), self.max_raw_size(&wal_name))?;
+        match digest::read(&dir_path, name)? {
+            Some(r) if r != raw.hash => Err(Error::Refused(format!(
+                "{name} in {dir} decodes to blake3 {}, not to the {} recorded when it was accepted: the copy is damaged or forged; not copied, replace it by the other server's copy",
+                raw.hash.to_hex(),
+                r.to_hex()
+            ))),
+            _ => Ok(raw.hash),
+        }
     }
 
     /// The archive files of `dir` (a missing directory is empty), by name.
@@ -199,11 +230,22 @@ impl Store {
             WalName::parse(n)?;
         }
         let (mut removed, mut missing) = (0, 0);
+        let records = path.join(META_DIR).join("digest").is_dir();
         for n in names {
+            // The record goes with its file, under the name's lock, so a put
+            // of the name meanwhile keeps its own.
+            let held = if records {
+                Some(digest::lock_name(&path, n)?)
+            } else {
+                None
+            };
             match fs::remove_file(path.join(n)) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing += 1,
                 Err(e) => return Err(Error::io("cannot remove", path.join(n), e)),
+            }
+            if let Some(held) = &held {
+                digest::remove(held, &path, n)?;
             }
         }
         if removed > 0 {
@@ -233,18 +275,22 @@ impl Store {
         req: &PutRequest,
         body: &mut R,
     ) -> Result<Stored> {
-        self.put_closed_by::<Request, R>(req, body).await
+        self.put_closed_by::<Request, R>(req, body, false).await
     }
 
     /// [`Store::put`] for content closed by frame `E`: a client's upload
     /// ([`Request`]) or a server's download ([`wire::Reply`]), so a copy
-    /// fetched from the peer is stored as it streams in.
+    /// fetched from the peer is stored as it streams in. With `prove`, the
+    /// raw digest the request declares is checked by a full decode whatever
+    /// the codec (wal-sync: a copy whose content is not its record's is
+    /// never copied).
     pub async fn put_closed_by<E: wire::ClosingFrame, R: AsyncRead + Unpin>(
         &self,
         req: &PutRequest,
         body: &mut R,
+        prove: bool,
     ) -> Result<Stored> {
-        put::receive::<E, R>(self, req, body).await
+        put::receive::<E, R>(self, req, body, prove).await
     }
 }
 
