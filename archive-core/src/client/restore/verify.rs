@@ -261,6 +261,9 @@ pub fn prove(got: &blake3::Hash, want: &blake3::Hash) -> Result<(), VerifyError>
 pub fn check_first_page(first: &[u8; LONG_HEADER_LEN], check: &Check) -> Result<u64, VerifyError> {
     let hdr = page_header::validate_first_page(first, &check.name)
         .map_err(|e| bad(format!("not the file its name says: {e}")))?;
+    if let Some(w) = hdr.unknown_magic_warning(check.name.as_str()) {
+        crate::common::log::warn(w);
+    }
     if let Some(want) = check.sysid {
         if hdr.system_identifier != want {
             return Err(bad(format!(

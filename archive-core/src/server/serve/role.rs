@@ -323,6 +323,7 @@ mod tests {
             forward_to: Some("arch2".into()),
             from: from.map(str::to_string),
             forward_in_background: false,
+            raw_blake3: None,
         })
     }
 

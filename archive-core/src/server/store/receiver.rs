@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::common::codec::{self, Codec};
 use crate::common::durable::AtomicFile;
 use crate::common::error::{Error, Result};
+use crate::common::log;
 use crate::common::page_header;
 use crate::common::wal::WalName;
 
@@ -303,6 +304,10 @@ impl Receiver {
                     "{}: {} bytes, but its header says segments are {} bytes; a WAL segment is never partial",
                     self.name, raw_size, hdr.seg_size
                 )));
+            }
+            let file = self.dest.display().to_string();
+            if let Some(w) = hdr.unknown_magic_warning(&file) {
+                log::warn(w);
             }
             Some(hdr.system_identifier)
         } else {
