@@ -390,7 +390,10 @@ fn put() -> impl Strategy<Value = Vec<u8>> {
         hosts(),
         hosts(),
         any::<bool>(),
-        select(vec!["main", "main.15-a_b", "", "../x", "a/b", "-x"]),
+        prop_oneof![
+            6 => Just("main"),
+            1 => select(vec!["main.15-a_b", "", "../x", "a/b", "-x", "other"]),
+        ],
         any::<i64>(),
         0u8..8,
     )
