@@ -117,10 +117,13 @@ impl fmt::Display for Report {
 
 thread_local! {
     static IN_CASE: Cell<bool> = const { Cell::new(false) };
+    /// The last panic of a case on this thread.
+    static OWN_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
-static PANICS: AtomicU64 = AtomicU64::new(0);
+/// Panics in threads that run no cases (tasks, threads the code started).
+static FOREIGN_PANICS: AtomicU64 = AtomicU64::new(0);
+static FOREIGN_LAST: Mutex<Option<String>> = Mutex::new(None);
 static CAPTURE: AtomicBool = AtomicBool::new(false);
-static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
 /// Threads that run cases (a test harness's threads, the binary's main).
 static DRIVERS: Mutex<Vec<ThreadId>> = Mutex::new(Vec::new());
@@ -144,7 +147,6 @@ fn install_hook() {
                 default(info);
                 return;
             }
-            PANICS.fetch_add(1, Ordering::SeqCst);
             let mut text = format!(
                 "panic in thread {:?}: {info}",
                 me.name().unwrap_or("<unnamed>")
@@ -152,7 +154,12 @@ fn install_hook() {
             if CAPTURE.load(Ordering::SeqCst) {
                 text.push_str(&format!("\n{}", std::backtrace::Backtrace::force_capture()));
             }
-            *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+            if in_case {
+                OWN_PANIC.with(|p| *p.borrow_mut() = Some(text));
+            } else {
+                FOREIGN_PANICS.fetch_add(1, Ordering::SeqCst);
+                *FOREIGN_LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+            }
         }));
     });
 }
@@ -259,28 +266,33 @@ pub fn check_one(target: &Target, corpus: &Path, input: &[u8]) -> Result<(), Str
                 input: Arc::new(input.to_vec()),
             },
         );
-    let before = PANICS.load(Ordering::SeqCst);
+    let before = FOREIGN_PANICS.load(Ordering::SeqCst);
+    OWN_PANIC.with(|p| p.borrow_mut().take());
     IN_CASE.with(|c| c.set(true));
     let res = panic::catch_unwind(AssertUnwindSafe(|| (target.check)(input)));
     IN_CASE.with(|c| c.set(false));
     if let Some(m) = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         m.remove(&id);
     }
-    let last = || {
-        LAST_PANIC
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default()
-    };
     match res {
-        Err(_) => Err(format!("panicked: {}", first_line(&last()))),
-        Ok(_) if PANICS.load(Ordering::SeqCst) != before => Err(format!(
+        Err(_) => Err(format!(
+            "panicked: {}",
+            first_line(&OWN_PANIC.with(|p| p.borrow().clone()).unwrap_or_default())
+        )),
+        Ok(_) if FOREIGN_PANICS.load(Ordering::SeqCst) != before => Err(format!(
             "another thread panicked during the case: {}",
-            first_line(&last())
+            first_line(&foreign_last())
         )),
         Ok(r) => r,
     }
+}
+
+fn foreign_last() -> String {
+    FOREIGN_LAST
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default()
 }
 
 fn first_line(s: &str) -> String {
@@ -289,14 +301,15 @@ fn first_line(s: &str) -> String {
 
 /// Runs `input` again with stack capture on, for the report.
 fn panic_details(target: &Target, corpus: &Path, input: &[u8]) -> Option<String> {
-    let before = PANICS.load(Ordering::SeqCst);
+    let before = FOREIGN_PANICS.load(Ordering::SeqCst);
     CAPTURE.store(true, Ordering::SeqCst);
-    let _ = check_one(target, corpus, input);
+    let res = check_one(target, corpus, input);
     CAPTURE.store(false, Ordering::SeqCst);
-    if PANICS.load(Ordering::SeqCst) == before {
-        return None;
+    match res {
+        Err(r) if r.starts_with("panicked") => OWN_PANIC.with(|p| p.borrow().clone()),
+        _ if FOREIGN_PANICS.load(Ordering::SeqCst) != before => Some(foreign_last()),
+        _ => None,
     }
-    LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Generated cases per proptest run (a deadline is checked between runs).
