@@ -176,7 +176,14 @@ fn check_wal_name(s: &str, w: &WalName) -> Result<(), String> {
                 format!("{s:?}: segment {segno} of {size} bytes is {back}")
             })?;
         }
-        let next = w.next_segment(size);
+        let Some(next) = w.next_segment(size) else {
+            // The last segment of the LSN space has no next one.
+            ensure(
+                (segno + 1) / (0x1_0000_0000 / size) > u64::from(u32::MAX),
+                || format!("{s:?}: no next segment for size {size}"),
+            )?;
+            continue;
+        };
         ensure(next.segment_number(size) == segno + 1, || {
             format!("{s:?}: next segment {next} for size {size}")
         })?;

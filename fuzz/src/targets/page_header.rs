@@ -12,8 +12,9 @@
 //! from the parsed fields parses to the same fields.
 
 use archive_core::common::page_header::{
-    build_long_header, format_lsn, magic_for_pg_version, parse_long_header, pg_version_for_magic,
-    validate_first_page, HeaderError, LONG_HEADER_LEN, XLP_ALL_FLAGS, XLP_LONG_HEADER,
+    build_long_header, build_long_header_with_magic, format_lsn, magic_for_pg_version,
+    parse_long_header, pg_version_for_magic, validate_first_page, HeaderError, LONG_HEADER_LEN,
+    XLP_ALL_FLAGS, XLP_LONG_HEADER,
 };
 use archive_core::common::wal::WalName;
 use proptest::collection::vec;
@@ -55,12 +56,23 @@ fn sane(buf: &[u8], h: &archive_core::common::page_header::LongPageHeader) -> Re
         format!("accepted {} bytes", buf.len())
     })?;
     ensure(
-        pg_version_for_magic(h.magic) == Some(h.pg_version)
-            && magic_for_pg_version(h.pg_version) == Some(h.magic),
+        match h.pg_version {
+            Some(v) => {
+                pg_version_for_magic(h.magic) == Some(v)
+                    && magic_for_pg_version(v) == Some(h.magic)
+                    && h.unknown_magic.is_none()
+            }
+            // A future version's magic: flagged, and of PostgreSQL's family.
+            None => {
+                h.unknown_magic == Some(h.magic)
+                    && h.magic & 0xFF00 == 0xD100
+                    && pg_version_for_magic(h.magic).is_none()
+            }
+        },
         || {
             format!(
-                "magic {:04X} and version {} disagree",
-                h.magic, h.pg_version
+                "magic {:04X}, version {:?} and unknown_magic {:?} disagree",
+                h.magic, h.pg_version, h.unknown_magic
             )
         },
     )?;
@@ -87,8 +99,8 @@ pub fn check(input: &[u8]) -> Result<(), String> {
         Ok(h) => {
             sane(buf, h)?;
             let _ = format_lsn(h.page_addr);
-            let rebuilt = build_long_header(
-                h.pg_version,
+            let rebuilt = build_long_header_with_magic(
+                h.magic,
                 h.tli,
                 h.page_addr,
                 h.system_identifier,

@@ -853,6 +853,7 @@ fn timelines_are_followed_through_the_history_file() {
         .chain([WalName::parse(&format!("00000002{}", &names[3][8..]))
             .unwrap()
             .next_segment(MB)
+            .unwrap()
             .to_string()])
         .collect();
     let history = format!("1\t{}\tno recovery target specified\n", format_lsn(switch));
