@@ -192,8 +192,13 @@ impl RawChannel {
     /// Sends a whole put of `content` as `name` into `dir` (server view)
     /// and returns the reply.
     pub fn put(&mut self, dir: &str, name: &str, content: &[u8]) -> Option<String> {
+        self.put_with(dir, name, content, "")
+    }
+
+    /// A put whose request carries `extra` fields (`,"key":value…`).
+    fn put_with(&mut self, dir: &str, name: &str, content: &[u8], extra: &str) -> Option<String> {
         self.send(&format!(
-            r#"{{"op":"put","dir":"{dir}","name":"{name}","size":{},"mtime":0,"cluster":"main","forward_to":null}}"#,
+            r#"{{"op":"put","dir":"{dir}","name":"{name}","size":{},"mtime":0,"cluster":"main","forward_to":null{extra}}}"#,
             content.len()
         ));
         self.send_bytes(content);
@@ -225,16 +230,12 @@ impl RawChannel {
         content: &[u8],
         raw_blake3: &str,
     ) -> Option<String> {
-        self.send(&format!(
-            r#"{{"op":"put","dir":"{dir}","name":"{name}","size":{},"mtime":0,"cluster":"main","forward_to":null,"raw_blake3":"{raw_blake3}"}}"#,
-            content.len()
-        ));
-        self.send_bytes(content);
-        self.send(&format!(
-            r#"{{"op":"end","checksum":"{}"}}"#,
-            blake3::hash(content).to_hex()
-        ));
-        self.reply()
+        self.put_with(
+            dir,
+            name,
+            content,
+            &format!(r#","raw_blake3":"{raw_blake3}""#),
+        )
     }
 }
 
