@@ -3,24 +3,33 @@
 //! as the forced command of the clients' keys); `deliver-owed` is the cron
 //! sweep that hands the peer what it missed; `status` shows what is owed.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::log;
 use archive_core::server::report;
-use archive_core::server::serve::{self, Server};
+use archive_core::server::serve::{self, Access, Role, Server};
 use archive_core::Error;
 use clap::{Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-authorized_keys on an archive server (the key can run nothing else):
-  command=\"/usr/local/bin/archive-remote-cmd serve\",restrict ssh-ed25519 AAAA... postgres@primary
+authorized_keys on an archive server: one line per key, each naming its role
+(the key can run nothing else and ask nothing beyond its role):
+  command=\"/usr/local/bin/archive-remote-cmd serve --role primary --dir /var/lib/pgarchive/main\",restrict ssh-ed25519 AAAA... postgres@primary
+  command=\"/usr/local/bin/archive-remote-cmd serve --role standby --dir /var/lib/pgarchive/main\",restrict ssh-ed25519 AAAA... postgres@standby
+  command=\"/usr/local/bin/archive-remote-cmd serve --role monitor\",restrict ssh-ed25519 AAAA... nagios@monitor
+  command=\"/usr/local/bin/archive-remote-cmd serve --role peer\",restrict ssh-ed25519 AAAA... postgres@arch2
+Roles: primary = put; standby = get, list, list_backups, get_backup_file;
+monitor = list, list_backups, digest, dir_status, oldest_backup, get of .history;
+peer = everything. A key without --role is refused unless allow_keys_without_role.
 
 Configuration (flat TOML from --config, $PGARCHIVE_CONFIG or /etc/pgarchive.toml):
   archive_roots = [\"/var/lib/pgarchive\"]   DST-DIRs must lie below one of these
   server_name = \"arch1\"                     this server's alias (never forwards to itself)
   ssh_config, runtime_dir, state_dir         how to reach the peer (ssh -F file, sockets, health)
   compress_level (1), forward_cooldown (30 s), owed_batch, io_timeout, connect_timeout
+  allow_keys_without_role (false)           serve role-less keys as peers, with a warning
 
 Exit codes: 0 ok; 1 failed, retry; 2 bad usage or configuration, or a forced
 command asked for something else; 3 refused input; 4 conflict.";
@@ -38,7 +47,18 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve protocol requests on stdin/stdout (run by ssh).
-    Serve,
+    Serve {
+        /// What the key may ask: primary, standby, monitor or peer
+        /// (repeatable, or comma-separated: the union of their requests).
+        /// Set in the forced command of authorized_keys, never by the client.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        role: Vec<Role>,
+        /// An archive or backup directory the key may name, with everything
+        /// below it (repeatable); must lie under archive_roots. Without it:
+        /// anywhere under archive_roots.
+        #[arg(long, value_name = "DIR")]
+        dir: Vec<PathBuf>,
+    },
     /// Deliver every file owed to a peer server (run from cron, e.g. every minute).
     DeliverOwed,
     /// Print owed files per directory and peer health as JSON.
@@ -55,10 +75,11 @@ fn run(args: Args) -> Result<(), Error> {
     let cfg = args.config.load()?;
     let rt = cli::runtime()?;
     match args.command {
-        Command::Serve => {
+        Command::Serve { role, dir } => {
             let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
             serve::check_forced_command(original.as_deref())?;
-            let mut server = Server::new(cfg)?;
+            let access = Access::new(&role, &dir, &cfg)?;
+            let mut server = Server::with_access(cfg, access)?;
             serve::widen_stdio();
             rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))
         }

@@ -1,5 +1,12 @@
 //! The lab: a temp dir with two sshd archive servers (`arch1`, `arch2`), the
 //! keys and configs of the primary and both servers, and PostgreSQL clusters.
+//!
+//! Each client key has its own role in the servers' authorized_keys
+//! ([`Key`]): the primary's key (`archive-cmd`) is `--role primary`, the
+//! standby key (restore-cmd, restore-backup: [`Lab::standby_config`]) is
+//! `--role standby`, the monitor key (archive-status:
+//! [`Lab::monitor_config`]) is `--role monitor`, and each server's key is
+//! `--role peer` on the other.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -27,6 +34,27 @@ pub struct LabOptions {
     pub extra_client_config: String,
     /// Appended verbatim to each `<lab>/sN/remote.toml`.
     pub extra_server_config: String,
+}
+
+/// The client keys the servers know, each with its own forced command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// `<lab>/primary/id_ed25519`: archive-cmd.
+    Primary,
+    /// `<lab>/primary/standby_ed25519`: restore-cmd and restore-backup.
+    Standby,
+    /// `<lab>/primary/monitor_ed25519`: archive-status.
+    Monitor,
+    /// `<lab>/sN/id_ed25519`: the other server (forwards, wal-sync, wal-cleanup).
+    Peer,
+}
+
+impl Key {
+    const ALL: [Key; 4] = [Key::Primary, Key::Standby, Key::Monitor, Key::Peer];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl Default for LabOptions {
@@ -61,6 +89,8 @@ pub struct Lab {
     forced_command: bool,
     client_extra: Mutex<String>,
     server_extra: Mutex<String>,
+    /// The forced command's arguments after `serve`, per [`Key`].
+    forced_args: Mutex<[String; 4]>,
     clusters: ClusterRegistry,
 }
 
@@ -88,8 +118,16 @@ impl Lab {
             .enumerate()
             .map(|(i, &ip)| ArchiveServer::new(i + 1, ip, free_port(ip), &dir))
             .collect();
+        let root = sh_quote(&dir.join("archive").to_string_lossy());
+        let forced_args = Mutex::new([
+            format!("--role primary --dir {root}"),
+            "--role standby".to_string(),
+            "--role monitor".to_string(),
+            "--role peer".to_string(),
+        ]);
         // From here on a panic drops the Lab, which cleans up.
         let mut lab = Lab {
+            forced_args,
             dir,
             servers,
             forced_command: opts.forced_command,
@@ -122,6 +160,8 @@ impl Lab {
 
         // Keys.
         keygen(&primary.join("id_ed25519"), "lab-primary", true);
+        keygen(&self.standby_key(), "lab-standby", true);
+        keygen(&self.monitor_key(), "lab-monitor", true);
         for s in &self.servers {
             keygen(&s.key_path(), &format!("lab-{}", s.name()), true);
             keygen(&s.host_key_path(), &format!("lab-{}-host", s.name()), false);
@@ -177,29 +217,20 @@ impl Lab {
         write_postgres_file(self.known_hosts(), known, 0o644);
 
         // ssh client configs, authorized_keys, sshd configs.
-        write_postgres_file(
-            self.primary_ssh_config(),
-            self.ssh_client_config(&self.primary_key()),
-            0o644,
-        );
-        let remote = self.remote_command();
-        let primary_pub = read_pub(&self.primary_key());
+        for (config, key) in [
+            (self.primary_ssh_config(), self.primary_key()),
+            (self.standby_ssh_config(), self.standby_key()),
+            (self.monitor_ssh_config(), self.monitor_key()),
+        ] {
+            write_postgres_file(config, self.ssh_client_config(&key), 0o644);
+        }
+        self.write_authorized_keys();
         for s in &self.servers {
             write_postgres_file(
                 s.ssh_config_path(),
                 self.ssh_client_config(&s.key_path()),
                 0o644,
             );
-            let peer = self.peer_of(s.number());
-            let mut keys = String::new();
-            for k in [&primary_pub, &read_pub(&peer.key_path())] {
-                if self.forced_command {
-                    writeln!(keys, "command=\"{}\",restrict {}", remote, k.trim()).unwrap();
-                } else {
-                    writeln!(keys, "restrict {}", k.trim()).unwrap();
-                }
-            }
-            write_postgres_file(s.authorized_keys_path(), keys, 0o600);
             std::fs::write(
                 s.sshd_config_path(),
                 s.sshd_config_text(&s.authorized_keys_path()),
@@ -221,6 +252,51 @@ impl Lab {
                 ),
             }
         }
+    }
+
+    /// Each server's authorized_keys: one line per [`Key`], with its
+    /// forced command and role (or plain `restrict` keys without forced
+    /// commands).
+    fn write_authorized_keys(&self) {
+        let remote = self.remote_command();
+        let args = self
+            .forced_args
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for s in &self.servers {
+            let mut keys = String::new();
+            for key in Key::ALL {
+                let k = read_pub(&match key {
+                    Key::Primary => self.primary_key(),
+                    Key::Standby => self.standby_key(),
+                    Key::Monitor => self.monitor_key(),
+                    Key::Peer => self.peer_of(s.number()).key_path(),
+                });
+                let args = &args[key.index()];
+                if self.forced_command {
+                    let command = format!("{remote} {args}");
+                    let command = command.trim_end().replace('"', "\\\"");
+                    writeln!(keys, "command=\"{command}\",restrict {}", k.trim()).unwrap();
+                } else {
+                    writeln!(keys, "restrict {}", k.trim()).unwrap();
+                }
+            }
+            write_postgres_file(s.authorized_keys_path(), keys, 0o600);
+        }
+    }
+
+    /// Sets what follows `serve` in `key`'s forced command on both servers
+    /// (e.g. `--role primary --dir /…/archive/main`; empty: no role) and
+    /// rewrites their authorized_keys (sshd reads them at each login).
+    pub fn set_forced_args(&self, key: Key, args: &str) {
+        self.forced_args.lock().unwrap_or_else(|e| e.into_inner())[key.index()] = args.to_string();
+        self.write_authorized_keys();
+    }
+
+    /// What follows `serve` in `key`'s forced command.
+    pub fn forced_args(&self, key: Key) -> String {
+        self.forced_args.lock().unwrap_or_else(|e| e.into_inner())[key.index()].clone()
     }
 
     fn peer_of(&self, n: usize) -> &ArchiveServer {
@@ -256,7 +332,21 @@ impl Lab {
         text
     }
 
+    /// The primary's config, and the standby's and the monitor's: the same
+    /// but for the ssh config (their own keys); they share the control
+    /// socket directory (sockets are per ssh config) and the state dir (the
+    /// monitor reads the primary's drops and host health).
     fn write_client_config(&self) {
+        for (path, ssh_config) in [
+            (self.primary_config(), self.primary_ssh_config()),
+            (self.standby_config(), self.standby_ssh_config()),
+            (self.monitor_config(), self.monitor_ssh_config()),
+        ] {
+            self.write_client_config_file(&path, &ssh_config);
+        }
+    }
+
+    fn write_client_config_file(&self, path: &Path, ssh_config: &Path) {
         let p = self.primary_dir();
         let text = format!(
             "# archive-cmd / restore-cmd config written by the e2e lab\n\
@@ -267,13 +357,13 @@ impl Lab {
              connect_timeout = 5\n\
              io_timeout = 20\n\
              {}",
-            toml_str(&p.join("ssh_config").to_string_lossy()),
+            toml_str(&ssh_config.to_string_lossy()),
             toml_str(&p.join("run").to_string_lossy()),
             toml_str(&p.join("state").to_string_lossy()),
             toml_str(&self.remote_command()),
             with_newline(&self.client_extra.lock().unwrap_or_else(|e| e.into_inner())),
         );
-        write_postgres_file(self.primary_config(), text, 0o600);
+        write_postgres_file(path, text, 0o600);
     }
 
     fn write_server_configs(&self) {
@@ -282,6 +372,12 @@ impl Lab {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // Without forced commands a client runs `serve` with no role.
+        let legacy = if self.forced_command {
+            ""
+        } else {
+            "allow_keys_without_role = true\n"
+        };
         for s in &self.servers {
             let text = format!(
                 "# archive-remote-cmd config of {name} written by the e2e lab\n\
@@ -293,7 +389,7 @@ impl Lab {
                  server_name = {name_q}\n\
                  connect_timeout = 5\n\
                  io_timeout = 20\n\
-                 {extra}",
+                 {legacy}{extra}",
                 name = s.name(),
                 ssh = toml_str(&s.ssh_config_path().to_string_lossy()),
                 run = toml_str(&s.runtime_dir().to_string_lossy()),
@@ -361,6 +457,32 @@ impl Lab {
     /// `<lab>/primary/id_ed25519`.
     pub fn primary_key(&self) -> PathBuf {
         self.primary_dir().join("id_ed25519")
+    }
+    /// `<lab>/primary/standby_ed25519`: the standby key (`--role standby`).
+    pub fn standby_key(&self) -> PathBuf {
+        self.primary_dir().join("standby_ed25519")
+    }
+    /// `<lab>/primary/standby_ssh_config`: ssh with the standby key.
+    pub fn standby_ssh_config(&self) -> PathBuf {
+        self.primary_dir().join("standby_ssh_config")
+    }
+    /// `<lab>/primary/standby.toml`: the primary's config with the standby
+    /// key (restore-cmd, restore-backup).
+    pub fn standby_config(&self) -> PathBuf {
+        self.primary_dir().join("standby.toml")
+    }
+    /// `<lab>/primary/monitor_ed25519`: the monitor key (`--role monitor`).
+    pub fn monitor_key(&self) -> PathBuf {
+        self.primary_dir().join("monitor_ed25519")
+    }
+    /// `<lab>/primary/monitor_ssh_config`: ssh with the monitor key.
+    pub fn monitor_ssh_config(&self) -> PathBuf {
+        self.primary_dir().join("monitor_ssh_config")
+    }
+    /// `<lab>/primary/monitor.toml`: the primary's config with the monitor
+    /// key (archive-status).
+    pub fn monitor_config(&self) -> PathBuf {
+        self.primary_dir().join("monitor.toml")
     }
     /// `<lab>/primary/run`.
     pub fn primary_runtime_dir(&self) -> PathBuf {

@@ -15,9 +15,13 @@
 //! archive/               DST-DIR: each server sees its own storage here (bind mount
 //!                        in the server's mount namespace); empty & read-only on the host
 //! known_hosts            both servers' host keys ([127.0.0.2]:P1, [127.0.0.3]:P2)
-//! primary/               archive.toml, ssh_config, id_ed25519, run/, state/
-//! s1/ s2/                sshd_config, ssh_host_ed25519_key, authorized_keys, sshd.log,
-//!                        remote.toml, ssh_config, id_ed25519 (to reach the peer),
+//! primary/               archive.toml, ssh_config, id_ed25519 (--role primary),
+//!                        standby.toml, standby_ssh_config, standby_ed25519 (--role standby),
+//!                        monitor.toml, monitor_ssh_config, monitor_ed25519 (--role monitor),
+//!                        run/, state/
+//! s1/ s2/                sshd_config, ssh_host_ed25519_key, authorized_keys (one line per
+//!                        key and role), sshd.log, remote.toml, ssh_config,
+//!                        id_ed25519 (to reach the peer, --role peer there),
 //!                        storage/ (the server's archive), run/, state/
 //! pg/<name>/ pg/<name>.log pg/sock/
 //! ```
@@ -37,6 +41,7 @@ pub mod bench;
 pub mod bench_common;
 pub mod bench_results;
 pub mod bench_sync;
+pub mod hostile;
 mod lab;
 pub mod memory;
 mod pg;
@@ -48,7 +53,7 @@ pub mod sampler;
 mod sshd;
 
 pub use archive::{decode, wait_archived};
-pub use lab::{Lab, LabOptions};
+pub use lab::{Key, Lab, LabOptions};
 pub use pg::{PgCluster, PgOptions};
 pub use proc::{
     bin, bin_dir, chown_postgres, command_line, descendants, describe_output, file_tail, free_port,

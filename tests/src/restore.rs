@@ -90,8 +90,9 @@ pub fn thread_policies(pid: i32) -> Vec<u32> {
 }
 
 impl Lab {
-    /// Writes `<lab>/<tag>/restore.toml`: the primary's ssh settings (same
-    /// ssh config and control sockets), its own state dir (host health),
+    /// Writes `<lab>/<tag>/restore.toml`: the standby key's ssh config
+    /// (`--role standby`), the primary's control socket directory, its own
+    /// state dir (host health),
     /// the lab's timeouts, then `extra`. Returns its path.
     pub fn restore_config(&self, tag: &str, extra: &str) -> PathBuf {
         let dir = self.dir().join(tag);
@@ -107,7 +108,7 @@ impl Lab {
              connect_timeout = 5\n\
              io_timeout = 20\n\
              {extra}\n",
-            q(&self.primary_ssh_config()),
+            q(&self.standby_ssh_config()),
             q(&self.primary_runtime_dir()),
             q(&dir.join("state")),
             self.remote_command(),

@@ -8,9 +8,12 @@ mod e2e {
     mod archiving;
     mod backup_queue;
     mod base_backup;
+    mod content_proof;
     mod drill;
+    mod hostile;
     mod lab_smoke;
     mod restore;
+    mod roles;
     mod status;
     mod sync_cleanup;
 }

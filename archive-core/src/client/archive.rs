@@ -570,6 +570,10 @@ impl Lane {
             forward_to: self.peer.clone(),
             from: None,
             forward_in_background: self.forward_in_background,
+            // The content proof the servers record: compressed here, the
+            // raw content's digest (hashed while compressing, %p is read
+            // once); sent as is, the transfer checksum is that digest.
+            raw_blake3: matches!(content, Content::Memory(_)).then(|| raw_hash.clone()),
         };
         match content {
             Content::Memory(bytes) => {

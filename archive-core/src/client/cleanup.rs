@@ -53,11 +53,7 @@ pub async fn wal_cleanup(
     peer: &str,
     opts: &CleanupOptions,
 ) -> Result<CleanupReport> {
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let dir_arg = wals_dir.to_string_lossy().into_owned();
     let backup_arg = backup_dir.to_string_lossy().into_owned();
     store.archive_dir(&dir_arg)?;

@@ -240,6 +240,7 @@ pub async fn restore(cfg: &Config, req: &RestoreRequest) -> Result<Restored, Una
         sysid,
         hash: false,
         seg_size: None,
+        proof: None,
     };
     let not_after = req.delay.map(|d| health::now() - d as i64);
     let buffer = Buffer::for_data_dir(cfg, &req.data_dir).filter(|_| settings.prefetch);

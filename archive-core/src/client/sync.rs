@@ -7,7 +7,12 @@
 //! verified it like any put (size, checksum, decoding, WAL header, system
 //! identifier). Same-named files are compared by stored size, and where the
 //! sizes differ by their decompressed content: a real difference is
-//! reported and left alone on both sides, never overwritten. Copies run
+//! reported and left alone on both sides, never overwritten. Every copy is
+//! proven against the raw content digest recorded when its file was first
+//! accepted (see `server::store::digest`): ours is decoded and checked
+//! before it is pushed, the peer's is decoded and checked as it is stored
+//! here, and the digest travels with it, so a damaged or forged copy is
+//! reported as failed and never spreads to the other server. Copies run
 //! concurrently over one multiplexed ssh connection. A lock on each side
 //! keeps a second run out.
 
@@ -63,11 +68,7 @@ pub async fn wal_sync(
     peer: &str,
     opts: &SyncOptions,
 ) -> Result<SyncReport> {
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let dir_arg = wals_dir.to_string_lossy().into_owned();
     let dir = store.archive_dir(&dir_arg)?;
     let me = cfg
@@ -332,9 +333,17 @@ impl Worker {
             .push(format!("{name}: {e}"));
     }
 
-    /// Sends our stored copy; the peer verifies it like any put.
+    /// Sends our stored copy, proven against its record first (a full
+    /// decode: the peer only light-checks a zstd copy that comes with its
+    /// digest); the peer verifies it like any put and records the digest.
     async fn push(&self, ch: &mut Channel, e: &ListEntry) -> Result<()> {
-        let (file, size, mtime) = self.store.open(&self.dir_arg, &e.name)?;
+        let (file, size, mtime, _) = self.store.open(&self.dir_arg, &e.name)?;
+        let proven = {
+            let (store, dir, name) = (self.store.clone(), self.dir_arg.clone(), e.name.clone());
+            tokio::task::spawn_blocking(move || store.proven_digest(&dir, &name))
+                .await
+                .map_err(|e| Error::Usage(format!("the decoding task failed: {e}")))??
+        };
         let req = PutRequest {
             dir: self.dir_arg.clone(),
             name: e.name.clone(),
@@ -344,6 +353,7 @@ impl Worker {
             forward_to: None,
             from: self.me.clone(),
             forward_in_background: false,
+            raw_blake3: Some(proven.to_hex().to_string()),
         };
         let reply = ch
             .put(&req, std::io::BufReader::new(file), self.ssh.io_timeout)
@@ -353,10 +363,11 @@ impl Worker {
     }
 
     /// Fetches the peer's stored copy and stores it here as it streams in,
-    /// through the same checks as a put.
+    /// through the same checks as a put, decoded in full and proven against
+    /// the digest the peer recorded (a copy that is not is refused).
     async fn pull(&self, ch: &mut Channel, e: &ListEntry) -> Result<()> {
         let cluster = self.cluster();
-        let (size, mtime) = ch.start_get(&self.dir_arg, &e.name).await?;
+        let (size, mtime, raw_blake3) = ch.start_get(&self.dir_arg, &e.name).await?;
         let req = PutRequest {
             dir: self.dir_arg.clone(),
             name: e.name.clone(),
@@ -366,10 +377,14 @@ impl Worker {
             forward_to: None,
             from: None,
             forward_in_background: false,
+            raw_blake3,
         };
         // Checked like any put while it streams in; the server's checksum
         // frame closes it.
-        let stored = self.store.put_closed_by::<Reply, _>(&req, ch.body()).await;
+        let stored = self
+            .store
+            .put_closed_by::<Reply, _>(&req, ch.body(), true)
+            .await;
         stored.map(drop).map_err(|e| ch.body_error(e))
     }
 

@@ -191,6 +191,44 @@ pub fn decoder<'a, R: Read + 'a>(codec: Codec, r: R) -> io::Result<Box<dyn Read 
     })
 }
 
+/// [`decoder`] that fails once more than `max` decoded bytes come out, so
+/// a small compressed file cannot expand without bound (a decompression
+/// bomb: 1 MiB of zstd can hold 32 GiB, a few KiB of bzip2 streams keep a
+/// CPU busy for minutes). The work done is bounded by `max`.
+pub fn decoder_limited<'a, R: Read + 'a>(
+    codec: Codec,
+    r: R,
+    max: u64,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(Box::new(Limited {
+        inner: decoder(codec, r)?,
+        left: max,
+        max,
+    }))
+}
+
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte past the limit is enough to know it is exceeded.
+        let cap = self.left.saturating_add(1).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..cap])?;
+        if n as u64 > self.left {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it decodes to more than {} bytes", self.max),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// A zstd encoder writing to `w`, with the frame content checksum on so a
 /// stored file corrupted later fails to decode instead of restoring wrong
 /// WAL. The level (CPU versus size) is the caller's choice, usually from
@@ -282,6 +320,27 @@ pub fn decode_all(codec: Codec, bytes: &[u8]) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limited_decoder_stops_past_its_limit() {
+        let raw = vec![0u8; 10 << 20];
+        let z = zstd_compress(&raw, 1).unwrap();
+        assert!(z.len() < 4096, "a bomb: {} bytes", z.len());
+        let mut out = Vec::new();
+        let e = decoder_limited(Codec::Zstd, &z[..], 1 << 20)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("more than 1048576"), "{e}");
+        assert!(out.len() <= 1 << 20);
+        // Exactly at the limit is fine.
+        let mut out = Vec::new();
+        decoder_limited(Codec::Zstd, &z[..], 10 << 20)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, raw);
+    }
 
     #[test]
     fn zstd_frame_len_walks_blocks_and_sees_truncation() {

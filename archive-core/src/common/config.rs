@@ -91,6 +91,21 @@ pub struct Config {
     pub forward_cooldown: u64,
     /// Archive servers: most owed files delivered after one put.
     pub owed_batch: usize,
+    /// Archive servers: the largest raw size accepted for a WAL file that
+    /// is not a segment (`.history`, `.backup`); decoding one stops past it.
+    /// Segments are bounded by PostgreSQL's largest segment (1 GiB).
+    pub max_other_file_size: ByteSize,
+    /// Archive servers: a lock a channel took (wal-sync, wal-cleanup) is
+    /// released when the channel has sent no request but `hello` for this
+    /// long, so a client cannot hold it forever by keeping the channel
+    /// alive.
+    #[serde(deserialize_with = "seconds")]
+    pub lock_lease: u64,
+    /// Archive servers: serve a key whose forced command names no `--role`
+    /// (`archive-remote-cmd serve` alone) with every right, as before roles
+    /// existed, logging a warning per channel. Off (the default), such a
+    /// key is refused every request.
+    pub allow_keys_without_role: bool,
     /// Only log warnings and errors.
     pub quiet: bool,
     /// base-backup / backup-queue: libpq connection string of the
@@ -185,6 +200,9 @@ impl Default for Config {
             server_name: None,
             forward_cooldown: 30,
             owed_batch: 256,
+            max_other_file_size: ByteSize(16 << 20),
+            lock_lease: 3600,
+            allow_keys_without_role: false,
             quiet: false,
             queue_dsn: None,
             pg_bin_dir: None,

@@ -190,6 +190,41 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     }
 }
 
+/// Opens `path` for reading without following a symbolic link in its last
+/// component (the directories above are checked by whoever resolved them):
+/// a link planted in an archive directory cannot lead a reader elsewhere.
+pub fn open_no_follow(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// [`create_dir_all`] that returns the directories it created, outermost
+/// first, so a caller whose work then fails can take them back
+/// ([`remove_new_dirs`]).
+pub fn create_dir_all_new(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d.filter(|p| !p.is_dir()) {
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    missing.reverse();
+    create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// Removes directories [`create_dir_all_new`] made, innermost first, as
+/// long as they are empty (another writer's files keep theirs).
+pub fn remove_new_dirs(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        if fs::remove_dir(d).is_err() {
+            return;
+        }
+    }
+}
+
 /// Writes a small file atomically, replacing any previous version (used for
 /// state such as counters, where the newest value wins).
 pub fn write_replace(dest: &Path, bytes: &[u8]) -> Result<()> {

@@ -102,6 +102,14 @@ mod tests {
     }
 
     #[test]
+    fn directories_are_checked() {
+        assert!(validate_dir_arg("/var/lib/pgarchive/main-15.a_b").is_ok());
+        for bad in ["relative/main", "/a/../b", "/a/./b", "/a/$x"] {
+            assert!(validate_dir_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn host_names_are_checked() {
         assert!(validate_host_name("arch-1.example.com").is_ok());
         for bad in ["", "-oProxyCommand=x", "a b", "a;b", "$(x)", "../x"] {

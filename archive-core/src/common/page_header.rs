@@ -1,9 +1,16 @@
 //! The long page header at the start of every WAL segment.
 //!
-//! Checking it before storing a segment catches files that are not WAL, WAL
-//! of an unsupported PostgreSQL version, a segment stored under the wrong
-//! name, and (through [`LongPageHeader::system_identifier`]) WAL of another
-//! cluster. Layout (`XLogLongPageHeaderData`, little-endian, x86_64):
+//! Checking it before storing a segment catches files that are not WAL, a
+//! segment stored under the wrong name, and (through
+//! [`LongPageHeader::system_identifier`]) WAL of another cluster.
+//!
+//! The magic identifies the PostgreSQL version (10 to 18 are known). A
+//! newer version must never stall archiving: a magic of the `0xD1xx` family
+//! above the newest known one is accepted when every other field is
+//! consistent, and reported in [`LongPageHeader::unknown_magic`] so the
+//! caller logs a warning naming it; such a header with an inconsistent field
+//! is refused naming both ([`HeaderError::FutureMagic`]). Any other magic is
+//! refused. Layout (`XLogLongPageHeaderData`, little-endian, x86_64):
 //!
 //! | offset | field |
 //! |--------|-------|
@@ -24,14 +31,23 @@ pub const LONG_HEADER_LEN: usize = 40;
 /// `xlp_info` flag: this page has the long header (first page of a segment).
 pub const XLP_LONG_HEADER: u16 = 0x0002;
 
-/// All `xlp_info` bits PostgreSQL 10 to 17 define; any other bit means the
-/// bytes are not a page header.
-pub const XLP_ALL_FLAGS: u16 = 0x0007;
+/// `xlp_info` flag: the page starts with an `XLOG_OVERWRITE_CONTRECORD`
+/// record, which replaces a record left incomplete by a crash (added by a
+/// fix of 2021 to every branch then supported). It is set on the page where
+/// the lost record would have continued, often a segment's first.
+pub const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
+
+/// All `xlp_info` bits PostgreSQL defines (`XLP_ALL_FLAGS` in
+/// `xlog_internal.h`, 0x000F in 18); any other bit means the bytes are not
+/// a page header.
+pub const XLP_ALL_FLAGS: u16 = 0x000F;
 
 /// `XLOG_PAGE_MAGIC` of each supported major version (from
-/// `src/include/access/xlog_internal.h` of each release branch). The magic
-/// changes whenever the WAL format does, so it also identifies the version.
-const MAGICS: [(u32, u16); 8] = [
+/// `src/include/access/xlog_internal.h` of each release branch; 18's read
+/// from the header PostgreSQL 18.6 installs, and from a segment it wrote).
+/// The magic changes whenever the WAL format does, so it also identifies the
+/// version.
+const MAGICS: [(u32, u16); 9] = [
     (10, 0xD097),
     (11, 0xD098),
     (12, 0xD101),
@@ -40,7 +56,20 @@ const MAGICS: [(u32, u16); 8] = [
     (15, 0xD110),
     (16, 0xD113),
     (17, 0xD116),
+    (18, 0xD118),
 ];
+
+/// The newest magic in [`MAGICS`].
+const NEWEST_MAGIC: u16 = MAGICS[MAGICS.len() - 1].1;
+
+/// The newest major version in [`MAGICS`].
+const NEWEST_VERSION: u32 = MAGICS[MAGICS.len() - 1].0;
+
+/// True for a magic a PostgreSQL version newer than the known ones could
+/// write: every release since 12 has used `0xD1xx`, counting up.
+pub fn is_future_magic(magic: u16) -> bool {
+    magic > NEWEST_MAGIC && magic & 0xFF00 == 0xD100
+}
 
 const MIN_SEG_SIZE: u32 = 1024 * 1024;
 const MAX_SEG_SIZE: u32 = 1024 * 1024 * 1024;
@@ -56,9 +85,23 @@ pub enum HeaderError {
     /// Fewer bytes than a long page header.
     #[error("too short for a WAL page header: {0} bytes, need {LONG_HEADER_LEN}")]
     TooShort(usize),
-    /// Not the page magic of PostgreSQL 10 to 17.
-    #[error("unknown WAL page magic 0x{0:04X} (not WAL of PostgreSQL 10 to 17)")]
+    /// Neither the page magic of PostgreSQL 10 to 18 nor one a newer
+    /// version could use (see [`is_future_magic`]).
+    #[error(
+        "unknown WAL page magic 0x{0:04X} (not WAL of PostgreSQL 10 to {NEWEST_VERSION}, nor of a newer version)"
+    )]
     UnknownMagic(u16),
+    /// A magic only a newer PostgreSQL could write, in a header with an
+    /// inconsistent field: not accepted on the magic's benefit of the doubt.
+    #[error(
+        "unknown WAL page magic 0x{magic:04X} (a PostgreSQL version newer than {NEWEST_VERSION}?) and {error}"
+    )]
+    FutureMagic {
+        /// `xlp_magic`.
+        magic: u16,
+        /// What else is wrong with the header.
+        error: Box<HeaderError>,
+    },
     /// The first page lacks the long-header flag.
     #[error("first WAL page has no long header (xlp_info 0x{0:04X})")]
     NotLongHeader(u16),
@@ -121,8 +164,13 @@ impl From<HeaderError> for crate::Error {
 pub struct LongPageHeader {
     /// `xlp_magic`.
     pub magic: u16,
-    /// PostgreSQL major version that `magic` identifies (10 to 17).
-    pub pg_version: u32,
+    /// PostgreSQL major version that `magic` identifies (10 to 18); `None`
+    /// for an unknown magic (then `unknown_magic` is set).
+    pub pg_version: Option<u32>,
+    /// The magic, when no known version writes it: a newer PostgreSQL's
+    /// (see [`is_future_magic`]), accepted because every other field is
+    /// consistent. The caller logs [`LongPageHeader::unknown_magic_warning`].
+    pub unknown_magic: Option<u16>,
     /// `xlp_info` flag bits.
     pub info: u16,
     /// `xlp_tli`: timeline of the first record on the page.
@@ -137,6 +185,20 @@ pub struct LongPageHeader {
     pub seg_size: u32,
     /// `xlp_xlog_blcksz`: the WAL block (page) size.
     pub block_size: u32,
+}
+
+impl LongPageHeader {
+    /// For a header with an unknown magic, the WARNING to log about `file`
+    /// (its name or path): the magic, the newest known one, and what to do.
+    pub fn unknown_magic_warning(&self, file: &str) -> Option<String> {
+        self.unknown_magic.map(|m| {
+            format!(
+                "{file}: unknown WAL page magic 0x{m:04X}, probably a PostgreSQL version newer than \
+                 {NEWEST_VERSION} (0x{NEWEST_MAGIC:04X}); accepted because the rest of its page \
+                 header is consistent; upgrade pgarchive to check this version's WAL fully"
+            )
+        })
+    }
 }
 
 /// The PostgreSQL major version whose WAL carries `magic`, if supported.
@@ -171,17 +233,44 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// The magic at the start of `buf`: a known one or a future one (see
+/// [`is_future_magic`]).
+fn plausible_magic(buf: &[u8]) -> Result<u16, HeaderError> {
+    if buf.len() < LONG_HEADER_LEN {
+        return Err(HeaderError::TooShort(buf.len()));
+    }
+    let magic = u16_at(buf, 0);
+    if pg_version_for_magic(magic).is_none() && !is_future_magic(magic) {
+        return Err(HeaderError::UnknownMagic(magic));
+    }
+    Ok(magic)
+}
+
+/// Names an unknown magic in the error of a header that carries one.
+fn with_magic(magic: u16, e: HeaderError) -> HeaderError {
+    if pg_version_for_magic(magic).is_some() {
+        e
+    } else {
+        HeaderError::FutureMagic {
+            magic,
+            error: Box::new(e),
+        }
+    }
+}
+
 /// Parses and sanity-checks the long page header at the start of `buf`
 /// (the first bytes of a segment; at least [`LONG_HEADER_LEN`]).
 ///
 /// Checks only what the header says about itself; use
 /// [`validate_first_page`] to check it against the file name.
 pub fn parse_long_header(buf: &[u8]) -> Result<LongPageHeader, HeaderError> {
-    if buf.len() < LONG_HEADER_LEN {
-        return Err(HeaderError::TooShort(buf.len()));
-    }
-    let magic = u16_at(buf, 0);
-    let pg_version = pg_version_for_magic(magic).ok_or(HeaderError::UnknownMagic(magic))?;
+    let magic = plausible_magic(buf)?;
+    parse_fields(buf, magic).map_err(|e| with_magic(magic, e))
+}
+
+/// [`parse_long_header`] after the magic's check.
+fn parse_fields(buf: &[u8], magic: u16) -> Result<LongPageHeader, HeaderError> {
+    let pg_version = pg_version_for_magic(magic);
     let info = u16_at(buf, 2);
     if info & !XLP_ALL_FLAGS != 0 {
         return Err(HeaderError::UnknownFlags(info));
@@ -192,6 +281,7 @@ pub fn parse_long_header(buf: &[u8]) -> Result<LongPageHeader, HeaderError> {
     let hdr = LongPageHeader {
         magic,
         pg_version,
+        unknown_magic: pg_version.is_none().then_some(magic),
         info,
         tli: u32_at(buf, 4),
         page_addr: u64_at(buf, 8),
@@ -221,11 +311,22 @@ pub fn parse_long_header(buf: &[u8]) -> Result<LongPageHeader, HeaderError> {
 /// be lower than the name's but not higher: the first segment of a new
 /// timeline is a copy of the old timeline's segment up to the switch point,
 /// so its first page still carries the old timeline ID.
+///
+/// A future magic (see [`is_future_magic`]) passes when everything else
+/// does, flagged in [`LongPageHeader::unknown_magic`]; the caller also
+/// compares the system identifier and logs the warning.
 pub fn validate_first_page(buf: &[u8], name: &WalName) -> Result<LongPageHeader, HeaderError> {
     if !name.has_page_header() {
         return Err(HeaderError::NoPageHeader(name.to_string()));
     }
-    let hdr = parse_long_header(buf)?;
+    let magic = plausible_magic(buf)?;
+    parse_fields(buf, magic)
+        .and_then(|hdr| check_name(hdr, name))
+        .map_err(|e| with_magic(magic, e))
+}
+
+/// The checks of [`validate_first_page`] against the file name.
+fn check_name(hdr: LongPageHeader, name: &WalName) -> Result<LongPageHeader, HeaderError> {
     let seg_size = u64::from(hdr.seg_size);
     name.check_segment_size(seg_size)
         .map_err(|e| HeaderError::NameForSegmentSize(e, hdr.seg_size))?;
@@ -251,7 +352,7 @@ pub fn validate_first_page(buf: &[u8], name: &WalName) -> Result<LongPageHeader,
 /// tests that fabricate WAL.
 ///
 /// # Panics
-/// If `pg_version` is not 10 to 17.
+/// If `pg_version` is not 10 to 18.
 #[doc(hidden)]
 pub fn build_long_header(
     pg_version: u32,
@@ -262,6 +363,18 @@ pub fn build_long_header(
 ) -> [u8; LONG_HEADER_LEN] {
     let magic = magic_for_pg_version(pg_version)
         .unwrap_or_else(|| panic!("unsupported PostgreSQL version {pg_version}"));
+    build_long_header_with_magic(magic, tli, page_addr, sysid, seg_size)
+}
+
+/// [`build_long_header`] with any magic (a future version's, for tests).
+#[doc(hidden)]
+pub fn build_long_header_with_magic(
+    magic: u16,
+    tli: u32,
+    page_addr: u64,
+    sysid: u64,
+    seg_size: u32,
+) -> [u8; LONG_HEADER_LEN] {
     let mut b = [0u8; LONG_HEADER_LEN];
     b[0..2].copy_from_slice(&magic.to_le_bytes());
     b[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
@@ -300,12 +413,15 @@ mod tests {
             (15, 0xD110),
             (16, 0xD113),
             (17, 0xD116),
+            (18, 0xD118),
         ];
         for (v, magic) in expected {
             let b = build_long_header(v, 3, 0x2_0500_0000, SYSID, 16 * MIB);
             assert_eq!(u16::from_le_bytes([b[0], b[1]]), magic);
             let h = parse_long_header(&b).unwrap();
-            assert_eq!(h.pg_version, v);
+            assert_eq!(h.pg_version, Some(v));
+            assert_eq!(h.unknown_magic, None);
+            assert_eq!(h.unknown_magic_warning("x"), None);
             assert_eq!(h.magic, magic);
             assert_eq!(h.tli, 3);
             assert_eq!(h.page_addr, 0x2_0500_0000);
@@ -315,10 +431,130 @@ mod tests {
             assert_eq!(h.rem_len, 0);
             assert_eq!(h.info, XLP_LONG_HEADER);
             let h = validate_first_page(&b, &name("000000030000000200000005")).unwrap();
-            assert_eq!(h.pg_version, v);
+            assert_eq!(h.pg_version, Some(v));
         }
         assert_eq!(magic_for_pg_version(9), None);
-        assert_eq!(magic_for_pg_version(18), None);
+        assert_eq!(magic_for_pg_version(18), Some(0xD118));
+        assert_eq!(magic_for_pg_version(19), None);
+    }
+
+    /// The first 40 bytes of a segment PostgreSQL 18.6 wrote (initdb, then
+    /// `pg_switch_wal()`; 16 MiB segments).
+    const PG18_SEGMENT_3: &str =
+        "18d1020001000000000000030000000000000000000000001fc1539a05ae136b0000000100200000";
+
+    #[test]
+    fn a_real_postgresql_18_header_is_accepted_with_its_version() {
+        let b: Vec<u8> = (0..PG18_SEGMENT_3.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&PG18_SEGMENT_3[i..i + 2], 16).unwrap())
+            .collect();
+        let h = validate_first_page(&b, &name("000000010000000000000003")).unwrap();
+        assert_eq!(h.magic, 0xD118);
+        assert_eq!(h.pg_version, Some(18));
+        assert_eq!(h.unknown_magic, None);
+        assert_eq!(h.system_identifier, 7_715_701_925_703_041_311);
+        assert_eq!(h.seg_size, 16 * MIB);
+        assert_eq!(h.page_addr, 0x300_0000);
+        assert_eq!(
+            b,
+            build_long_header(18, 1, 0x300_0000, 7_715_701_925_703_041_311, 16 * MIB)
+        );
+    }
+
+    #[test]
+    fn the_future_magic_family() {
+        assert!(!is_future_magic(0xD118), "18's own");
+        assert!(!is_future_magic(0xD117), "below the newest known");
+        assert!(!is_future_magic(0xD097));
+        assert!(is_future_magic(0xD119));
+        assert!(is_future_magic(0xD11B));
+        assert!(is_future_magic(0xD1FF));
+        assert!(!is_future_magic(0xD200));
+        assert!(!is_future_magic(0xE119));
+    }
+
+    #[test]
+    fn a_future_magic_with_consistent_fields_is_accepted_and_flagged() {
+        let n = name("000000020000000100000004");
+        let b = build_long_header_with_magic(0xD11B, 2, 0x1_0400_0000, SYSID, 16 * MIB);
+        let h = validate_first_page(&b, &n).unwrap();
+        assert_eq!(h.magic, 0xD11B);
+        assert_eq!(h.unknown_magic, Some(0xD11B));
+        assert_eq!(h.pg_version, None);
+        assert_eq!(h.system_identifier, SYSID);
+        assert_eq!(h.seg_size, 16 * MIB);
+        let w = h.unknown_magic_warning(&n.to_string()).unwrap();
+        assert!(w.starts_with("000000020000000100000004: "), "{w}");
+        assert!(w.contains("0xD11B") && w.contains("0xD118"), "{w}");
+        assert!(w.contains("newer than 18"), "{w}");
+        // A partial segment too, and on its own (no name).
+        let p = name("000000020000000100000004.partial");
+        assert_eq!(
+            validate_first_page(&b, &p).unwrap().unknown_magic,
+            Some(0xD11B)
+        );
+        assert_eq!(parse_long_header(&b).unwrap().unknown_magic, Some(0xD11B));
+    }
+
+    #[test]
+    fn a_future_magic_with_an_inconsistent_field_is_refused_naming_both() {
+        let n = name("000000020000000100000004");
+        // Page address of another segment.
+        let b = build_long_header_with_magic(0xD11B, 2, 0x1_0500_0000, SYSID, 16 * MIB);
+        let e = validate_first_page(&b, &n).unwrap_err();
+        match &e {
+            HeaderError::FutureMagic { magic, error } => {
+                assert_eq!(*magic, 0xD11B);
+                assert!(
+                    matches!(**error, HeaderError::PageAddress { .. }),
+                    "{error}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            "unknown WAL page magic 0xD11B (a PostgreSQL version newer than 18?) and page \
+             address 1/5000000 does not match file name 000000020000000100000004 \
+             (expected 1/4000000)"
+        );
+        // A timeline above the name's, a bad segment size, stray flag bits,
+        // no long-header flag, timeline 0.
+        let b = build_long_header_with_magic(0xD11B, 3, 0x1_0400_0000, SYSID, 16 * MIB);
+        let e = validate_first_page(&b, &n).unwrap_err();
+        assert!(e.to_string().contains("0xD11B") && e.to_string().contains("page timeline 3"));
+        let b = build_long_header_with_magic(0xD11B, 2, 0x1_0400_0000, SYSID, 3 * MIB);
+        let e = parse_long_header(&b).unwrap_err();
+        assert!(
+            matches!(e, HeaderError::FutureMagic { magic: 0xD11B, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("segment size 3145728"), "{e}");
+        let mut b = build_long_header_with_magic(0xD11B, 2, 0x1_0400_0000, SYSID, 16 * MIB);
+        b[2..4].copy_from_slice(&0x0012u16.to_le_bytes());
+        let e = validate_first_page(&b, &n).unwrap_err();
+        assert!(e.to_string().contains("unknown flag bits"), "{e}");
+        b[2..4].copy_from_slice(&0x0001u16.to_le_bytes());
+        let e = validate_first_page(&b, &n).unwrap_err();
+        assert!(e.to_string().contains("no long header"), "{e}");
+        let b = build_long_header_with_magic(0xD11B, 0, 0x1_0400_0000, SYSID, 16 * MIB);
+        let e = validate_first_page(&b, &n).unwrap_err();
+        assert!(e.to_string().contains("timeline 0"), "{e}");
+        // A known magic's errors are not wrapped.
+        let b = build_long_header(18, 2, 0x1_0500_0000, SYSID, 16 * MIB);
+        let e = validate_first_page(&b, &n).unwrap_err();
+        assert!(matches!(e, HeaderError::PageAddress { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_magic_outside_the_family_is_refused() {
+        let n = name("000000010000000000000002");
+        for magic in [0xD117, 0xD0FF, 0xD200, 0xE119, 0x18D1, 0xFFFF] {
+            let b = build_long_header_with_magic(magic, 1, 0x200_0000, SYSID, 16 * MIB);
+            let e = validate_first_page(&b, &n).unwrap_err();
+            assert_eq!(e, HeaderError::UnknownMagic(magic));
+        }
     }
 
     #[test]
@@ -334,10 +570,13 @@ mod tests {
     #[test]
     fn wrong_magic_is_named_in_hex() {
         let mut b = header(1, 0);
-        b[0..2].copy_from_slice(&0xD118u16.to_le_bytes());
+        b[0..2].copy_from_slice(&0xD0A5u16.to_le_bytes());
         let e = parse_long_header(&b).unwrap_err();
-        assert_eq!(e, HeaderError::UnknownMagic(0xD118));
-        assert!(e.to_string().contains("0xD118"), "{e}");
+        assert_eq!(e, HeaderError::UnknownMagic(0xD0A5));
+        assert_eq!(
+            e.to_string(),
+            "unknown WAL page magic 0xD0A5 (not WAL of PostgreSQL 10 to 18, nor of a newer version)"
+        );
         assert_eq!(
             parse_long_header(&[0u8; 40]),
             Err(HeaderError::UnknownMagic(0))
@@ -356,9 +595,15 @@ mod tests {
         let mut b = header(1, 0);
         b[2..4].copy_from_slice(&0x0001u16.to_le_bytes());
         assert_eq!(parse_long_header(&b), Err(HeaderError::NotLongHeader(1)));
-        b[2..4].copy_from_slice(&0x000Au16.to_le_bytes());
-        assert_eq!(parse_long_header(&b), Err(HeaderError::UnknownFlags(0xA)));
+        b[2..4].copy_from_slice(&0x0012u16.to_le_bytes());
+        assert_eq!(parse_long_header(&b), Err(HeaderError::UnknownFlags(0x12)));
         b[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
+        assert!(parse_long_header(&b).is_ok());
+        // XLP_FIRST_IS_OVERWRITE_CONTRECORD, on the first page after a
+        // record lost at a crash.
+        b[2..4].copy_from_slice(&0x000Au16.to_le_bytes());
+        assert_eq!(parse_long_header(&b).unwrap().info, 0x000A);
+        b[2..4].copy_from_slice(&XLP_ALL_FLAGS.to_le_bytes());
         assert!(parse_long_header(&b).is_ok());
     }
 

@@ -334,9 +334,12 @@ impl WalName {
     }
 
     /// The segment that follows this file's segment on the same timeline
-    /// (for a history file, which has no segment, the one after segment 0).
-    pub fn next_segment(&self, seg_size: u64) -> WalName {
-        WalName::from_segment_number(self.tli, self.segment_number(seg_size) + 1, seg_size)
+    /// (for a history file, which has no segment, the one after segment 0);
+    /// `None` after the last segment of the 64-bit LSN space.
+    pub fn next_segment(&self, seg_size: u64) -> Option<WalName> {
+        let next = self.segment_number(seg_size) + 1;
+        (next / segments_per_log(seg_size) <= u64::from(u32::MAX))
+            .then(|| WalName::from_segment_number(self.tli, next, seg_size))
     }
 
     /// The 24-character segment part of a segment, backup label or partial
@@ -353,6 +356,17 @@ impl WalName {
     /// name.
     pub fn has_page_header(&self) -> bool {
         matches!(self.kind, WalKind::Segment | WalKind::Partial)
+    }
+
+    /// The most raw bytes a file of this name can hold: the largest
+    /// segment for segments and partial segments, `other_max` (a
+    /// configured limit) for history files and backup labels.
+    pub fn max_raw_size(&self, other_max: u64) -> u64 {
+        if self.has_page_header() {
+            MAX_SEGMENT_SIZE
+        } else {
+            other_max
+        }
     }
 }
 
@@ -593,26 +607,37 @@ mod tests {
     #[test]
     fn next_segment_crosses_log_boundary_16mib() {
         let w = p("0000000100000000000000FE");
-        let n = w.next_segment(16 * MIB);
+        let n = w.next_segment(16 * MIB).unwrap();
         assert_eq!(n.as_str(), "0000000100000000000000FF");
-        let n = n.next_segment(16 * MIB);
+        let n = n.next_segment(16 * MIB).unwrap();
         assert_eq!(n.as_str(), "000000010000000100000000");
         assert_eq!(n.kind(), WalKind::Segment);
     }
 
     #[test]
     fn next_segment_crosses_log_boundary_1mib() {
-        let n = p("0000000200000005000000FF").next_segment(MIB);
+        let n = p("0000000200000005000000FF").next_segment(MIB).unwrap();
         assert_eq!(n.as_str(), "000000020000000500000100");
-        let n = p("000000020000000500000FFF").next_segment(MIB);
+        let n = p("000000020000000500000FFF").next_segment(MIB).unwrap();
         assert_eq!(n.as_str(), "000000020000000600000000");
     }
 
     #[test]
+    fn there_is_no_segment_after_the_last_one() {
+        for (name, size) in [
+            ("00000001FFFFFFFF000000FF", 16 * MIB),
+            ("00000001FFFFFFFF00000FFF", MIB),
+            ("00000001FFFFFFFF00000003", GIB),
+        ] {
+            assert_eq!(p(name).next_segment(size), None, "{name}");
+        }
+    }
+
+    #[test]
     fn next_segment_crosses_log_boundary_1gib() {
-        let n = p("000000030000000000000002").next_segment(GIB);
+        let n = p("000000030000000000000002").next_segment(GIB).unwrap();
         assert_eq!(n.as_str(), "000000030000000000000003");
-        let n = n.next_segment(GIB);
+        let n = n.next_segment(GIB).unwrap();
         assert_eq!(n.as_str(), "000000030000000100000000");
     }
 
@@ -620,12 +645,12 @@ mod tests {
     fn next_segment_of_backup_and_partial() {
         let b = p("000000010000000000000002.00000028.backup");
         assert_eq!(
-            b.next_segment(16 * MIB).as_str(),
+            b.next_segment(16 * MIB).unwrap().as_str(),
             "000000010000000000000003"
         );
         let pa = p("0000000100000000000000FF.partial");
         assert_eq!(
-            pa.next_segment(16 * MIB).as_str(),
+            pa.next_segment(16 * MIB).unwrap().as_str(),
             "000000010000000100000000"
         );
     }

@@ -23,6 +23,7 @@ use crate::common::config::Config;
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::common::lock;
+use crate::common::names;
 use crate::net::wire::{
     self, ForwardOutcome, PutRequest, Reply, Request, StoreOutcome, CHUNK, PROTOCOL_VERSION,
 };
@@ -73,6 +74,16 @@ impl SshSettings {
     }
 }
 
+/// A file next to the control socket `ctl`: its name plus `.suffix`
+/// (not `with_extension`, which would cut a host name at its last dot, so
+/// that `a.example.net` and `a.example.org` shared one lock and log).
+fn beside(ctl: &Path, suffix: &str) -> PathBuf {
+    let mut name = ctl.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    ctl.with_file_name(name)
+}
+
 /// Bytes the kernel buffers in each pipe of a protocol channel, on both
 /// ends (the unprivileged maximum of a pipe, fs.pipe-max-size).
 const PIPE_SIZE: usize = 1 << 20;
@@ -93,13 +104,15 @@ pub fn widen_pipe(fd: BorrowedFd<'_>) {
 /// none is running. Concurrent callers wait for one connection attempt
 /// instead of each opening their own.
 pub async fn session(settings: &SshSettings, host: &str) -> Result<Arc<Session>> {
+    // The name becomes a file name and an ssh argument: check it first.
+    names::validate_host_name(host)?;
     durable::create_dir_all(&settings.runtime_dir)?;
     let ctl = settings.control_path(host);
     let existing = Session::resume_mux(ctl.clone().into_boxed_path(), None);
     if ctl.exists() && alive(&existing).await {
         return Ok(Arc::new(existing));
     }
-    let lock_path = ctl.with_extension("lock");
+    let lock_path = beside(&ctl, "lock");
     let lock = lock::open(&lock_path)?;
     let deadline =
         tokio::time::Instant::now() + settings.connect_timeout * 2 + Duration::from_secs(5);
@@ -139,7 +152,7 @@ async fn alive(session: &Session) -> bool {
 }
 
 async fn launch_master(settings: &SshSettings, host: &str, ctl: &Path) -> Result<()> {
-    let log = ctl.with_extension("log");
+    let log = beside(ctl, "log");
     let _ = std::fs::remove_file(&log);
     let mut cmd = tokio::process::Command::new("ssh");
     if let Some(cfg) = &settings.ssh_config {
@@ -449,18 +462,23 @@ impl Channel {
         self.receive_file(name, sink).await
     }
 
-    /// Asks for a stored file and reads the reply announcing it: its size
-    /// and mtime. The bytes and the closing [`Reply::End`] follow on
+    /// Asks for a stored file and reads the reply announcing it: its size,
+    /// mtime and the raw digest recorded when it was archived (hex, if the
+    /// server has one). The bytes and the closing [`Reply::End`] follow on
     /// [`Channel::body`], for a reader that checks them itself (wal-sync
-    /// stores a pulled copy as it streams in).
-    pub async fn start_get(&mut self, dir: &str, name: &str) -> Result<(u64, i64)> {
+    /// stores a pulled copy as it streams in, proven against that digest).
+    pub async fn start_get(&mut self, dir: &str, name: &str) -> Result<(u64, i64, Option<String>)> {
         self.send(&Request::Get {
             dir: dir.to_string(),
             name: name.to_string(),
         })
         .await?;
         match self.reply().await? {
-            Reply::File { size, mtime } => Ok((size, mtime)),
+            Reply::File {
+                size,
+                mtime,
+                raw_blake3,
+            } => Ok((size, mtime, raw_blake3)),
             other => Err(self.unexpected(other)),
         }
     }
@@ -486,7 +504,7 @@ impl Channel {
         sink: &mut impl std::io::Write,
     ) -> Result<(u64, i64)> {
         let (size, mtime) = match self.reply().await? {
-            Reply::File { size, mtime } => (size, mtime),
+            Reply::File { size, mtime, .. } => (size, mtime),
             other => return Err(self.unexpected(other)),
         };
         let mut hasher = blake3::Hasher::new();
@@ -639,5 +657,21 @@ impl Channel {
         let Channel { child, stdin, .. } = self;
         drop(stdin);
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_differing_after_their_last_dot_get_their_own_lock_and_log() {
+        let ctl = |h: &str| PathBuf::from("/run/pgarchive").join(format!("{h}-0123abcd"));
+        let (net, org) = (ctl("a.example.net"), ctl("a.example.org"));
+        assert_ne!(beside(&net, "lock"), beside(&org, "lock"));
+        assert_eq!(
+            beside(&net, "log"),
+            PathBuf::from("/run/pgarchive/a.example.net-0123abcd.log")
+        );
     }
 }

@@ -26,6 +26,12 @@ pub const MAX_FILE_SIZE: u64 = (1 << 30) + (64 << 20);
 /// Largest frame accepted: data travels outside frames, but a listing of a
 /// big archive (100,000 files) is one frame.
 pub const MAX_FRAME: u32 = 32 << 20;
+/// Largest request a server reads: requests are small (a put's header, at
+/// most [`MAX_NAMES`] names), unlike replies that list a whole directory;
+/// a server never lets a client make it parse 32 MiB of JSON.
+pub const MAX_REQUEST_FRAME: u32 = 1 << 20;
+/// Most file names one request may carry (clients send 1000 at a time).
+pub const MAX_NAMES: usize = 1000;
 /// Size of the chunks file data is moved in.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -149,6 +155,15 @@ pub struct PutRequest {
     /// marker is durable before `Stored`, so nothing is forgotten).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_in_background: bool,
+    /// Hex blake3 of the raw (decoded) content, when the sender knows it: a
+    /// compressing primary (it hashed %p while compressing it), a forward
+    /// and a wal-sync copy (the digest recorded when the file was first
+    /// accepted). The server refuses content it decodes to anything else,
+    /// and records it beside the file (see `server::store::digest`).
+    /// Absent from older clients, and from a primary that sends %p as is
+    /// (then the transfer checksum is the raw content's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_blake3: Option<String>,
 }
 
 /// One file of a listing.
@@ -304,6 +319,12 @@ pub enum Reply {
         size: u64,
         /// Modification time, Unix seconds (when it was archived).
         mtime: i64,
+        /// Hex blake3 of the raw content, recorded when the file was first
+        /// accepted: the reader proves what it decodes against it. `None`
+        /// for a file stored before records existed (or by hand), and from
+        /// older servers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_blake3: Option<String>,
     },
     /// Closes a file's bytes: hex blake3 of what was sent.
     End {
@@ -449,6 +470,16 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     r: &mut R,
     limit: Duration,
 ) -> Result<Option<T>> {
+    read_frame_upto(r, limit, MAX_FRAME).await
+}
+
+/// [`read_frame`] for frames of at most `max_len` bytes (a server reading
+/// requests: [`MAX_REQUEST_FRAME`]).
+pub async fn read_frame_upto<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    limit: Duration,
+    max_len: u32,
+) -> Result<Option<T>> {
     let mut len = [0u8; 4];
     let n = stall(limit, "waiting for a message", read_full(r, &mut len)).await?;
     if n == 0 {
@@ -458,7 +489,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         return Err(Error::Protocol("stream ended inside a message".into()));
     }
     let len = u32::from_be_bytes(len);
-    if len > MAX_FRAME {
+    if len > max_len {
         return Err(Error::Protocol(format!(
             "message of {len} bytes is too large"
         )));
@@ -494,7 +525,9 @@ pub async fn read_chunk<R: AsyncRead + Unpin>(
     let want = buf.len().min(remaining as usize);
     let n = stall(limit, "receiving file data", r.read(&mut buf[..want])).await?;
     if n == 0 {
-        return Err(Error::Refused(format!(
+        // The connection broke, the content may be fine: a failure to retry
+        // (or fail over), never "refused".
+        return Err(Error::Protocol(format!(
             "stream ended with {remaining} bytes of the declared size missing"
         )));
     }
@@ -517,6 +550,7 @@ mod tests {
             forward_to: Some("arch2".into()),
             from: None,
             forward_in_background: false,
+            raw_blake3: Some(blake3::hash(b"abc").to_hex().to_string()),
         });
         let t = Duration::from_secs(1);
         write_frame(&mut a, &req, t).await.unwrap();
@@ -525,6 +559,28 @@ mod tests {
         drop(a);
         let end: Option<Request> = read_frame(&mut b, t).await.unwrap();
         assert!(end.is_none());
+    }
+
+    /// Messages of older peers, without the content digest, still parse.
+    #[test]
+    fn the_content_digest_is_optional_on_the_wire() {
+        let put = r#"{"op":"put","dir":"/a/main","name":"000000010000000000000001","size":3,"mtime":1,"cluster":"main","forward_to":null}"#;
+        let Request::Put(p) = serde_json::from_str(put).unwrap() else {
+            panic!("not a put")
+        };
+        assert_eq!(p.raw_blake3, None);
+        let file = r#"{"reply":"file","size":3,"mtime":1}"#;
+        let Reply::File { raw_blake3, .. } = serde_json::from_str(file).unwrap() else {
+            panic!("not a file")
+        };
+        assert_eq!(raw_blake3, None);
+        // And none is sent when there is none.
+        let none = Reply::File {
+            size: 3,
+            mtime: 1,
+            raw_blake3: None,
+        };
+        assert!(!serde_json::to_string(&none).unwrap().contains("raw_blake3"));
     }
 
     #[tokio::test]

@@ -12,12 +12,12 @@
 //! anomalies archive-status must find at that scale: `BENCH_ONE_SIDED`
 //! files only on arch1 and `BENCH_DIVERGENT` same-named files of different
 //! content (and size) on arch2. archive-status then runs as the primary
-//! runs it (as postgres, its config, over ssh):
+//! runs it (as postgres, its config with the monitor key, over ssh):
 //!
 //! - cold: the primary's ssh master connections closed first (each run
 //!   pays for two ssh connections);
 //! - warm: `BENCH_ROUNDS` runs with the masters up (what cron sees when
-//!   archive-cmd keeps them open);
+//!   the previous run's masters are still open);
 //! - `--checksum`: once, decoding every same-named file on both servers.
 //!
 //! Printed: seconds per run, requests per server (from the report itself:
@@ -143,7 +143,7 @@ fn close_masters(lab: &Lab) {
 fn status(lab: &Lab, dst: &str, extra: &[&str]) -> Result<(Duration, Report), String> {
     let mut cmd: Command = lab.postgres_cmd(bin("archive-status"));
     cmd.arg("--config")
-        .arg(lab.primary_config())
+        .arg(lab.monitor_config())
         .args(["--hosts", "arch1 arch2", "--wals-dir", dst])
         .arg("--backup-dir")
         .arg(lab.backup_dir("bench"))

@@ -40,7 +40,7 @@ fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> (
     let pg = lab.adopt_cluster(name, |dir| {
         let mut cmd = lab.postgres_cmd(bin("restore-backup"));
         cmd.arg("--config")
-            .arg(lab.primary_config())
+            .arg(lab.standby_config())
             .args(["--from", &format!("arch{from}")])
             .args(["--backup-dir", &lab.backup_dir("main")])
             .args(["--wals-dir", &lab.dst("main")])

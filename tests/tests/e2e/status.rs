@@ -64,10 +64,11 @@ fn fake_backup(lab: &Lab, server: usize, n: u32, start: &str, age: i64) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// archive-status as the primary runs it (its config, as postgres).
+/// archive-status as the primary runs it (its config with the monitor
+/// key, as postgres).
 fn status_cmd(lab: &Lab, args: &[String]) -> Command {
     let mut cmd = lab.postgres_cmd(bin("archive-status"));
-    cmd.arg("--config").arg(lab.primary_config()).args(args);
+    cmd.arg("--config").arg(lab.monitor_config()).args(args);
     cmd
 }
 
@@ -852,6 +853,7 @@ fn timelines_are_followed_through_the_history_file() {
         .chain([WalName::parse(&format!("00000002{}", &names[3][8..]))
             .unwrap()
             .next_segment(MB)
+            .unwrap()
             .to_string()])
         .collect();
     let history = format!("1\t{}\tno recovery target specified\n", format_lsn(switch));

@@ -21,11 +21,15 @@ fn wal_cleanup(lab: &Lab, on: usize, backups: &str, dst: &str, extra: &[&str]) -
     run(&mut cmd)
 }
 
-/// Holds a lock on server `n` through a protocol channel, as another run
-/// would, until the returned child is killed.
+/// Holds a lock on server `n` through a protocol channel with its peer's
+/// key, as another run would, until the returned child is killed.
 fn hold_lock(lab: &Lab, n: usize, dst: &str, name: &str) -> Child {
     let host = if n == 1 { "arch1" } else { "arch2" };
-    let mut cmd = lab.ssh(host, &lab.remote_command());
+    let mut cmd = lab.postgres_cmd("ssh");
+    cmd.arg("-F")
+        .arg(lab.server(3 - n).ssh_config_path())
+        .arg(host)
+        .arg(lab.remote_command());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

@@ -174,11 +174,7 @@ pub fn human(bytes: u64) -> String {
 /// Puts a backup directory right after an interrupted run (best effort,
 /// logged; the next backup of that cluster does it again anyway).
 fn repair_dir(cfg: &Config, directory: &str) {
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let Ok(dir) = store.backup_dir(directory) else {
         return;
     };
@@ -200,11 +196,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     let started = Instant::now();
     // The task comes from a database: check it like any input.
     step("checking the task", validate_cluster_name(&task.cluster))?;
-    let store = Store::new(
-        cfg.archive_roots.clone(),
-        cfg.compress_level,
-        cfg.io_timeout(),
-    );
+    let store = Store::from_config(cfg);
     let dir = step("checking the task", store.backup_dir(&task.directory))?;
     let wals_dir = step("checking the task", store.archive_dir(&task.wals_dir))?;
     let keep = u32::try_from(task.keep_backups_cnt)
@@ -289,7 +281,10 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
             &pgbb::pg_program(cfg, "pg_verifybackup"),
         ),
     };
-    let verified = match verified {
+    let verified = match verified.and_then(|v| {
+        check_backup_identity(&dir, v.system_identifier, &wals_dir)?;
+        Ok(v)
+    }) {
         Ok(v) => v,
         Err(e) => {
             let _ = backups::remove_backup_dir(&tmp);
@@ -383,6 +378,28 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     })
 }
 
+/// Refuses a backup (for `backup_dir`) of another database system than the
+/// one whose WAL `wals_dir` holds, when both identifiers are known: restoring
+/// it with that WAL could not work.
+fn check_backup_identity(backup_dir: &Path, sysid: Option<u64>, wals_dir: &Path) -> Result<()> {
+    let (Some(id), Some(recorded)) = (sysid, crate::server::store::recorded_identity(wals_dir))
+    else {
+        return Ok(());
+    };
+    if id == recorded.system_identifier {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "the backup for {} is of database system {id}, but the WAL archive {} holds WAL of \
+         system {} (cluster {}): the task's directory and wals_dir do not belong together, or \
+         the cluster was re-created",
+        backup_dir.display(),
+        wals_dir.display(),
+        recorded.system_identifier,
+        recorded.cluster
+    )))
+}
+
 /// wal-cleanup, then wal-sync with the peer, through the library.
 fn wal_maintenance(cfg: &Config, dir: &Path, wals_dir: &Path, peer: &str) -> StepResult<()> {
     let rt = step(
@@ -449,6 +466,44 @@ mod tests {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn a_backup_of_another_system_than_the_archive_is_refused() {
+        let wals = tempfile::tempdir().unwrap();
+        let backup = Path::new("/srv/backups/main");
+        // Nothing recorded yet, or no identifier from the backup: nothing to
+        // compare.
+        assert!(check_backup_identity(backup, Some(7), wals.path()).is_ok());
+        let meta = wals.path().join(crate::server::store::META_DIR);
+        std::fs::create_dir(&meta).unwrap();
+        std::fs::write(
+            meta.join("system_identifier"),
+            r#"{"system_identifier":7715701925703041311,"cluster":"main"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            crate::server::store::recorded_identity(wals.path())
+                .unwrap()
+                .system_identifier,
+            7_715_701_925_703_041_311
+        );
+        assert!(check_backup_identity(backup, None, wals.path()).is_ok());
+        assert!(
+            check_backup_identity(backup, Some(7_715_701_925_703_041_311), wals.path()).is_ok()
+        );
+        let e = check_backup_identity(backup, Some(7_715_701_925_703_041_312), wals.path())
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused(_)));
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!(
+                "the backup for /srv/backups/main is of database system 7715701925703041312, \
+                 but the WAL archive {} holds WAL of system 7715701925703041311 (cluster main)",
+                wals.path().display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]

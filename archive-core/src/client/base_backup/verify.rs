@@ -12,6 +12,13 @@
 //! WAL is not checked (the backup is made with `-X none`: WAL comes from the
 //! archive).
 //!
+//! Manifest versions 1 (PostgreSQL 13 to 16) and 2 (17 and later) are read.
+//! Version 2 records the cluster's `System-Identifier`; like
+//! pg_verifybackup, it must match the one in the backup's
+//! `global/pg_control`. The identifier (the manifest's, else pg_control's)
+//! is returned in [`Verified::system_identifier`] for the caller to compare
+//! with the archive directory's.
+//!
 //! The archives are read while pg_basebackup writes them ([`Follower`]), so
 //! the check adds little to the backup's wall time; the comparison with the
 //! manifest happens once pg_basebackup has written it.
@@ -32,6 +39,15 @@ use std::time::Duration;
 use crate::{Error, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+/// The control file in base.tar; its first field is the system identifier.
+const CONTROL_FILE: &str = "global/pg_control";
+
+/// The system identifier a pg_control file starts with (`uint64`, in the
+/// byte order of the x86_64 machines this runs on, like the WAL headers).
+fn control_sysid(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+}
 
 /// Files pg_verifybackup does not expect in the manifest.
 const IGNORED: &[&str] = &[
@@ -113,6 +129,9 @@ pub struct Scan {
     pub duplicates: Vec<String>,
     /// Contents of backup_label in base.tar.
     pub label: Option<Vec<u8>>,
+    /// The system identifier in base.tar's global/pg_control (its first
+    /// field), if that file is there and long enough.
+    pub control_sysid: Option<u64>,
     /// Bytes of the files in the archives (uncompressed).
     pub data_bytes: u64,
     /// Bytes of the archive files on disk.
@@ -132,6 +151,9 @@ impl Scan {
         self.duplicates.extend(other.duplicates);
         if other.label.is_some() {
             self.label = other.label;
+        }
+        if other.control_sysid.is_some() {
+            self.control_sysid = other.control_sysid;
         }
         self.data_bytes += other.data_bytes;
         self.stored_bytes += other.stored_bytes;
@@ -225,14 +247,23 @@ fn scan_reader<R: Read>(archive: &Archive, reader: R) -> Result<Scan> {
         let mut key = archive.prefix.as_bytes().to_vec();
         key.extend_from_slice(name);
         let capture_label = archive.prefix.is_empty() && name == b"backup_label";
+        let capture_control = archive.prefix.is_empty() && name == CONTROL_FILE.as_bytes();
         let mut crc = Crc { crc: 0, len: 0 };
-        if capture_label {
+        if capture_label || capture_control {
+            // Both are small (pg_control is 8 KiB).
             let mut buf = Vec::new();
-            entry
-                .read_to_end(&mut buf)
-                .map_err(|e| fail(format!("cannot read backup_label: {e}")))?;
+            entry.read_to_end(&mut buf).map_err(|e| {
+                fail(format!(
+                    "cannot read {}: {e}",
+                    String::from_utf8_lossy(name)
+                ))
+            })?;
             crc.write_all(&buf).expect("in memory");
-            scan.label = Some(buf);
+            if capture_label {
+                scan.label = Some(buf);
+            } else {
+                scan.control_sysid = control_sysid(&buf);
+            }
         } else {
             loop {
                 let n = entry.read(&mut chunk).map_err(|e| {
@@ -378,6 +409,9 @@ fn follow(dir: &Path, done: Arc<AtomicBool>) -> Result<Scan> {
 struct Manifest {
     #[serde(rename = "PostgreSQL-Backup-Manifest-Version")]
     version: u32,
+    /// Version 2 (PostgreSQL 17 and later) only.
+    #[serde(rename = "System-Identifier")]
+    system_identifier: Option<u64>,
     #[serde(rename = "Files")]
     files: Vec<ManifestFile>,
 }
@@ -394,6 +428,24 @@ struct ManifestFile {
     algorithm: Option<String>,
     #[serde(rename = "Checksum")]
     checksum: Option<String>,
+}
+
+impl Manifest {
+    /// Checks the version (1 or 2) and returns the system identifier,
+    /// which version 2 has and version 1 has not (pg_verifybackup's rules).
+    fn checked_system_identifier(&self) -> std::result::Result<Option<u64>, String> {
+        match (self.version, self.system_identifier) {
+            (1, None) => Ok(None),
+            (1, Some(_)) => {
+                Err("manifest version 1 with a System-Identifier (only version 2 has one)".into())
+            }
+            (2, Some(id)) => Ok(Some(id)),
+            (2, None) => Err("manifest version 2 without a System-Identifier".into()),
+            (v, _) => Err(format!(
+                "manifest version {v} (this program knows versions 1 and 2)"
+            )),
+        }
+    }
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -449,6 +501,10 @@ pub struct Verified {
     pub stored_bytes: u64,
     /// backup_label's text.
     pub label: String,
+    /// The cluster's system identifier: the manifest's (version 2, checked
+    /// against the backup's pg_control when read), else the backup's
+    /// global/pg_control's; `None` when neither was read.
+    pub system_identifier: Option<u64>,
 }
 
 /// Compares what the archives hold with `dir`/backup_manifest.
@@ -464,11 +520,13 @@ pub fn check_against_manifest(dir: &Path, scan: Scan) -> Result<Verified> {
     check_manifest_checksum(&text).map_err(refuse)?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| refuse(format!("backup_manifest is not valid: {e}")))?;
-    if manifest.version != 1 {
-        return Err(refuse(format!(
-            "manifest version {} (this program knows version 1)",
-            manifest.version
-        )));
+    let manifest_sysid = manifest.checked_system_identifier().map_err(refuse)?;
+    if let (Some(m), Some(c)) = (manifest_sysid, scan.control_sysid) {
+        if m != c {
+            return Err(refuse(format!(
+                "backup_manifest has system identifier {m}, the backup's {CONTROL_FILE} {c}"
+            )));
+        }
     }
     let mut problems = Vec::new();
     for d in &scan.duplicates {
@@ -536,6 +594,7 @@ pub fn check_against_manifest(dir: &Path, scan: Scan) -> Result<Verified> {
         data_bytes: scan.data_bytes,
         stored_bytes: scan.stored_bytes,
         label: String::from_utf8(label).map_err(|_| refuse("backup_label is not UTF-8".into()))?,
+        system_identifier: manifest_sysid.or(scan.control_sysid),
     })
 }
 
@@ -592,17 +651,24 @@ pub fn extract_and_verify(dir: &Path, scratch: &Path, pg_verifybackup: &Path) ->
         }
         let label = fs::read_to_string(scratch.join("backup_label"))
             .map_err(|e| Error::io("cannot read", scratch.join("backup_label"), e))?;
-        let files = serde_json::from_slice::<Manifest>(
+        let manifest = serde_json::from_slice::<Manifest>(
             &fs::read(dir.join("backup_manifest"))
                 .map_err(|e| Error::io("cannot read", dir.join("backup_manifest"), e))?,
         )
-        .map(|m| m.files.len())
-        .unwrap_or(0);
+        .ok();
+        // pg_verifybackup has checked the manifest (and, from 17 on, its
+        // System-Identifier against pg_control).
+        let control = fs::read(scratch.join(CONTROL_FILE))
+            .ok()
+            .and_then(|b| control_sysid(&b));
         Ok(Verified {
-            files,
+            files: manifest.as_ref().map_or(0, |m| m.files.len()),
             data_bytes,
             stored_bytes,
             label,
+            system_identifier: manifest
+                .and_then(|m| m.checked_system_identifier().ok().flatten())
+                .or(control),
         })
     })();
     let _ = fs::remove_dir_all(scratch);
@@ -663,14 +729,28 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// The start of a version 1 manifest (PostgreSQL 13 to 16).
+    const V1: &str = "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n";
+
     fn write_backup(dir: &Path, files: &[(&str, &[u8])], manifest_files: &[(&str, &[u8])]) {
+        write_backup_with(dir, files, manifest_files, V1)
+    }
+
+    /// A backup whose manifest starts with `head` (the version line and,
+    /// for version 2, the System-Identifier line).
+    fn write_backup_with(
+        dir: &Path,
+        files: &[(&str, &[u8])],
+        manifest_files: &[(&str, &[u8])],
+        head: &str,
+    ) {
         let tar = tar_with(files);
         fs::write(
             dir.join("base.tar.zst"),
             zstd::encode_all(&tar[..], 1).unwrap(),
         )
         .unwrap();
-        let mut body = String::from("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n");
+        let mut body = format!("{head}\"Files\": [\n");
         let entries: Vec<String> = manifest_files
             .iter()
             .map(|(n, d)| {
@@ -704,12 +784,124 @@ mod tests {
         write_backup(d.path(), files, files);
         let v = check_against_manifest(d.path(), scan_dir(d.path()).unwrap()).unwrap();
         assert_eq!(v.files, 3);
+        assert_eq!(v.system_identifier, None);
         assert_eq!(v.label.as_bytes(), LABEL);
         assert_eq!(v.data_bytes, (LABEL.len() + 4) as u64);
         assert_eq!(
             crate::server::backups::manifest_stop_lsn(&d.path().join("backup_manifest")).unwrap(),
             Some(0x2000100)
         );
+    }
+
+    const SYSID: u64 = 7_715_701_925_703_041_311;
+
+    /// A pg_control whose first field is `sysid` (the rest does not matter
+    /// here).
+    fn pg_control(sysid: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 8192];
+        b[..8].copy_from_slice(&sysid.to_le_bytes());
+        b[8..12].copy_from_slice(&1800u32.to_le_bytes());
+        b
+    }
+
+    /// The start of a version 2 manifest (PostgreSQL 17 and later), as
+    /// PostgreSQL 18's pg_basebackup writes it.
+    fn v2(sysid: u64) -> String {
+        format!("{{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": {sysid},\n")
+    }
+
+    #[test]
+    fn a_version_2_manifest_verifies_and_yields_its_system_identifier() {
+        let d = tempfile::tempdir().unwrap();
+        let control = pg_control(SYSID);
+        let files: &[(&str, &[u8])] = &[
+            ("backup_label", LABEL),
+            ("PG_VERSION", b"18\n"),
+            ("global/pg_control", &control),
+        ];
+        write_backup_with(d.path(), files, files, &v2(SYSID));
+        let scan = scan_dir(d.path()).unwrap();
+        assert_eq!(scan.control_sysid, Some(SYSID));
+        let v = check_against_manifest(d.path(), scan).unwrap();
+        assert_eq!(v.files, 3);
+        assert_eq!(v.system_identifier, Some(SYSID));
+        // The stop LSN is read from a version 2 manifest too.
+        assert_eq!(
+            crate::server::backups::manifest_stop_lsn(&d.path().join("backup_manifest")).unwrap(),
+            Some(0x2000100)
+        );
+        // The largest identifier a u64 holds.
+        let d = tempfile::tempdir().unwrap();
+        let control = pg_control(u64::MAX);
+        let files: &[(&str, &[u8])] = &[("backup_label", LABEL), ("global/pg_control", &control)];
+        write_backup_with(d.path(), files, files, &v2(u64::MAX));
+        let v = check_against_manifest(d.path(), scan_dir(d.path()).unwrap()).unwrap();
+        assert_eq!(v.system_identifier, Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_version_1_backup_yields_the_identifier_of_its_pg_control() {
+        let d = tempfile::tempdir().unwrap();
+        let control = pg_control(SYSID);
+        let files: &[(&str, &[u8])] = &[("backup_label", LABEL), ("global/pg_control", &control)];
+        write_backup(d.path(), files, files);
+        let v = check_against_manifest(d.path(), scan_dir(d.path()).unwrap()).unwrap();
+        assert_eq!(v.system_identifier, Some(SYSID));
+    }
+
+    #[test]
+    fn a_version_2_manifest_of_another_cluster_than_its_pg_control_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let control = pg_control(SYSID + 1);
+        let files: &[(&str, &[u8])] = &[("backup_label", LABEL), ("global/pg_control", &control)];
+        write_backup_with(d.path(), files, files, &v2(SYSID));
+        let e = check_against_manifest(d.path(), scan_dir(d.path()).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "backup_manifest has system identifier {SYSID}, the backup's global/pg_control {}",
+                SYSID + 1
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn manifest_versions_and_their_system_identifier() {
+        let files: &[(&str, &[u8])] = &[("backup_label", LABEL)];
+        let refused = |head: &str| {
+            let d = tempfile::tempdir().unwrap();
+            write_backup_with(d.path(), files, files, head);
+            check_against_manifest(d.path(), scan_dir(d.path()).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused("{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n");
+        assert!(
+            e.contains("manifest version 2 without a System-Identifier"),
+            "{e}"
+        );
+        let e = refused(&format!("{V1}\"System-Identifier\": {SYSID},\n"));
+        assert!(
+            e.contains("manifest version 1 with a System-Identifier"),
+            "{e}"
+        );
+        let e = refused(&format!(
+            "{{ \"PostgreSQL-Backup-Manifest-Version\": 3,\n\"System-Identifier\": {SYSID},\n"
+        ));
+        assert!(
+            e.contains("manifest version 3 (this program knows versions 1 and 2)"),
+            "{e}"
+        );
+        let e =
+            refused("{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": -1,\n");
+        assert!(e.contains("backup_manifest is not valid"), "{e}");
+        // Without pg_control in the archives, the manifest's identifier.
+        let d = tempfile::tempdir().unwrap();
+        write_backup_with(d.path(), files, files, &v2(SYSID));
+        let v = check_against_manifest(d.path(), scan_dir(d.path()).unwrap()).unwrap();
+        assert_eq!(v.system_identifier, Some(SYSID));
     }
 
     #[test]

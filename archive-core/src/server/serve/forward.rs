@@ -14,6 +14,7 @@ use crate::net::health::{self, HealthBook};
 use crate::net::ssh::{self, Channel, SshSettings};
 use crate::net::wire::{ForwardOutcome, PutRequest};
 use crate::server::owed::OwedList;
+use crate::server::store;
 
 use super::Server;
 
@@ -126,7 +127,9 @@ impl Forwarder {
         Ok(self.peer.as_mut().expect("just opened"))
     }
 
-    /// Sends a stored file as is (its codec is sniffed and kept by the peer).
+    /// Sends a stored file as is (its codec is sniffed and kept by the peer),
+    /// with the raw digest recorded when it was accepted: the peer records
+    /// it too (and refuses the copy when it decodes it to anything else).
     pub(super) async fn send_stored(
         &mut self,
         dir: &Path,
@@ -146,6 +149,7 @@ impl Forwarder {
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        let recorded = store::recorded_digest(dir, name)?;
         let req = PutRequest {
             dir: dir_arg.to_string(),
             name: name.to_string(),
@@ -155,6 +159,7 @@ impl Forwarder {
             forward_to: None,
             from: self.cfg.server_name.clone(),
             forward_in_background: false,
+            raw_blake3: recorded.map(|h| h.to_hex().to_string()),
         };
         let t = self.cfg.io_timeout();
         let ch = self.peer_channel(peer).await?;

@@ -1,12 +1,15 @@
 //! Streaming a file back to the client: a stored archive file
 //! (`Request::Get`) or one file of a backup (`Request::GetBackupFile`), as
 //! a `Reply::File` header, the bytes, and a `Reply::End` with their checksum.
+//! An archive file's header carries the raw content's digest recorded when
+//! it was accepted, which the reader proves (see `server::store::digest`).
 
 use std::fs::File;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::net::wire::{self, Reply};
 
@@ -32,8 +35,18 @@ impl Server {
             )))
         } else {
             self.store.backup_dir(backup_dir).and_then(|dir| {
-                let path = crate::server::backups::slot(&dir, index).join(name);
-                let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+                let slot = crate::server::backups::slot(&dir, index);
+                if slot
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return Err(Error::Refused(format!(
+                        "{} is a symbolic link, not a backup",
+                        slot.display()
+                    )));
+                }
+                let path = slot.join(name);
+                let file = durable::open_no_follow(&path).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => {
                         Error::NotFound(format!("{} does not exist", path.display()))
                     }
@@ -43,7 +56,7 @@ impl Server {
                     .metadata()
                     .map_err(|e| Error::io("cannot stat", &path, e))?
                     .len();
-                Ok((file, len, 0))
+                Ok((file, len, 0, None))
             })
         };
         self.stream(output, name, opened, t).await
@@ -65,14 +78,19 @@ impl Server {
         &mut self,
         output: &mut W,
         name: &str,
-        opened: Result<(File, u64, i64)>,
+        opened: Result<(File, u64, i64, Option<blake3::Hash>)>,
         t: Duration,
     ) -> Result<()> {
-        let (mut file, size, mtime) = match opened {
+        let (mut file, size, mtime, recorded) = match opened {
             Ok(v) => v,
             Err(e) => return wire::write_frame(output, &Reply::from_error(&e), t).await,
         };
-        wire::write_frame(output, &Reply::File { size, mtime }, t).await?;
+        let header = Reply::File {
+            size,
+            mtime,
+            raw_blake3: recorded.map(|h| h.to_hex().to_string()),
+        };
+        wire::write_frame(output, &header, t).await?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; wire::CHUNK];
         let mut remaining = size;

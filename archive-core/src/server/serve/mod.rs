@@ -10,6 +10,8 @@
 //! Where each request is handled:
 //!
 //! - this file: the loop ([`Server::serve`]) and the one-reply requests;
+//! - [`role`]: what the channel's key may ask ([`Access`]), checked before
+//!   each request;
 //! - [`put`]: a put, its owed marker and its forward;
 //! - [`forward`]: the forward to the peer, now or in the background;
 //! - [`deliver`]: delivering owed files, and the cron [`sweep`];
@@ -20,16 +22,17 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
 use crate::common::config::Config;
 use crate::common::error::{Error, Result};
+use crate::common::log;
 use crate::net::health::HealthBook;
 use crate::net::ssh::{self, SshSettings};
-use crate::net::wire::{self, Reply, Request};
+use crate::net::wire::{self, Reply, Request, MAX_REQUEST_FRAME};
 use crate::server::store::Store;
 
 mod backup_list;
@@ -37,10 +40,12 @@ mod deliver;
 mod forward;
 mod get;
 mod put;
+mod role;
 #[cfg(test)]
 mod tests;
 
 pub use deliver::sweep;
+pub use role::{Access, Role};
 
 use deliver::OwedSender;
 use forward::{Background, Forwarder};
@@ -50,7 +55,9 @@ pub const PROGRAM: &str = "archive-remote-cmd";
 
 /// In forced-command mode (`command="…"` in authorized_keys) sshd puts what
 /// the client asked for in SSH_ORIGINAL_COMMAND. Only our own `serve`
-/// request is accepted: the key then grants nothing else.
+/// request is accepted: the key then grants nothing else. What the key may
+/// do once served comes from the forced command's own arguments
+/// (`--role`, `--dir`: [`Access`]), never from what the client asked.
 pub fn check_forced_command(original: Option<&str>) -> Result<()> {
     let Some(original) = original else {
         return Ok(());
@@ -80,6 +87,8 @@ pub fn widen_stdio() {
 pub struct Server {
     cfg: Config,
     store: Store,
+    /// What this channel's key may ask.
+    access: Access,
     /// Shared with the background forwarder: one peer channel, one at a time.
     fwd: Arc<Mutex<Forwarder>>,
     background: Option<Background>,
@@ -87,18 +96,25 @@ pub struct Server {
     /// where we owe them files: delivered once the sender's channel closes
     /// (delivering earlier would stall the sender's next put).
     owed_to_senders: Vec<OwedSender>,
-    /// Locks taken by this channel, released when it ends.
+    /// Locks taken by this channel, released when it ends or when their
+    /// lease runs out.
     locks: Vec<File>,
+    /// When the channel last asked for work (any request but `hello`).
+    last_work: Instant,
 }
 
 impl Server {
-    /// A server with the given configuration.
+    /// A server with the given configuration that answers every request
+    /// ([`Access::internal`]): for the program's own use (the
+    /// `deliver-owed` sweep) and tests. A client's channel is served by
+    /// [`Server::with_access`].
     pub fn new(cfg: Config) -> Result<Server> {
-        let store = Store::new(
-            cfg.archive_roots.clone(),
-            cfg.compress_level,
-            cfg.io_timeout(),
-        );
+        Server::with_access(cfg, Access::internal())
+    }
+
+    /// A server answering what `access` allows.
+    pub fn with_access(cfg: Config, access: Access) -> Result<Server> {
+        let store = Store::from_config(&cfg);
         let fwd = Forwarder {
             ssh: SshSettings::from_config(&cfg),
             health: HealthBook::open(&cfg.state_dir().join("health"))?,
@@ -107,11 +123,13 @@ impl Server {
         };
         Ok(Server {
             store,
+            access,
             cfg,
             fwd: Arc::new(Mutex::new(fwd)),
             background: None,
             owed_to_senders: Vec::new(),
             locks: Vec::new(),
+            last_work: Instant::now(),
         })
     }
 
@@ -145,11 +163,20 @@ impl Server {
         // A client may keep a channel open between requests; give up on an
         // idle one after a while so no process lingers forever.
         let idle = t.max(Duration::from_secs(600));
+        self.access.warn_at_start();
         loop {
-            let req: Request = match wire::read_frame(&mut input, idle).await? {
-                Some(r) => r,
-                None => return Ok(()),
-            };
+            let req: Request =
+                match wire::read_frame_upto(&mut input, idle, MAX_REQUEST_FRAME).await? {
+                    Some(r) => r,
+                    None => return Ok(()),
+                };
+            // A request the key may not make ends the channel: a refused
+            // put's content is never read.
+            if let Err(e) = self.access.check(&req) {
+                wire::write_frame(&mut output, &Reply::from_error(&e), t).await?;
+                return Err(e);
+            }
+            self.renew_or_expire_locks(&req);
             let reply = match req {
                 // Requests whose answers stream file content.
                 Request::Put(req) => {
@@ -217,9 +244,34 @@ impl Server {
         }
     }
 
+    /// A request other than `hello` renews the lease of the channel's
+    /// locks; a channel that only says hello loses them once
+    /// `lock_lease` has passed.
+    fn renew_or_expire_locks(&mut self, req: &Request) {
+        let lease = Duration::from_secs(self.cfg.lock_lease);
+        if !self.locks.is_empty() && self.last_work.elapsed() > lease {
+            log::warn(format!(
+                "released {} lock(s) of a channel that asked for no work in {} s (lock_lease)",
+                self.locks.len(),
+                self.cfg.lock_lease
+            ));
+            self.locks.clear();
+        }
+        if !matches!(req, Request::Hello { .. }) {
+            self.last_work = Instant::now();
+        }
+    }
+
     /// `Request::DeliverOwed`: delivers what this server owes `peer` for
     /// `dir` now.
     async fn deliver_owed(&mut self, dir: &str, peer: &str) -> Reply {
+        // The peer's name becomes a path (its owed list) and an ssh alias:
+        // only a host this server forwards to passes.
+        if !self.forwards_to(peer) {
+            return Reply::from_error(&Error::Refused(format!(
+                "{peer:?} is not a peer this server delivers to"
+            )));
+        }
         match self.store.archive_dir(dir) {
             Ok(path) => {
                 let (delivered, remaining) = self

@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::common::error::{Error, Result};
 use crate::common::log;
-use crate::net::wire::{self, ForwardOutcome, PutRequest, Reply, StoreOutcome};
+use crate::net::wire::{self, ForwardOutcome, PutRequest, Reply, StoreOutcome, MAX_FILE_SIZE};
 use crate::server::owed::OwedList;
 
 use super::forward::ForwardJob;
@@ -26,6 +26,19 @@ impl Server {
         W: AsyncWrite + Unpin,
     {
         let t = self.cfg.io_timeout();
+        if req.size > MAX_FILE_SIZE {
+            // Its content is not read: what follows on this channel is no
+            // longer a request, so the channel ends here.
+            let e = Error::Refused(format!(
+                "{}: declared size {} is larger than any WAL file",
+                req.name, req.size
+            ));
+            log::error(format!("put {} into {}: {e}", req.name, req.dir));
+            wire::write_frame(output, &Reply::from_error(&e), t).await?;
+            return Err(Error::Protocol(
+                "the channel is closed after a put whose content was not read".into(),
+            ));
+        }
         let stored = match self.store.put(&req, input).await {
             Ok(s) => s,
             Err(e) => {

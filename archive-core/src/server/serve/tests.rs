@@ -81,7 +81,16 @@ impl Site {
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = X>,
     {
-        let mut server = Server::new(self.config()).unwrap();
+        self.channel_as(Access::internal(), client).await
+    }
+
+    /// [`Site::channel`] for a key with `access`.
+    async fn channel_as<F, Fut, X>(&self, access: Access, client: F) -> (Result<()>, X)
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = X>,
+    {
+        let mut server = Server::with_access(self.config(), access).unwrap();
         let (client_end, server_end) = tokio::io::duplex(1 << 16);
         let (input, output) = tokio::io::split(server_end);
         tokio::join!(server.serve(input, output), client(Client(client_end)))
@@ -249,12 +258,14 @@ async fn a_stored_segment_can_be_got_listed_and_digested() {
     );
     assert_eq!(visible(&dir), [name]);
 
-    // A get sends the file as stored, with the mtime the put gave it.
+    // A get sends the file as stored, with the mtime the put gave it and
+    // the raw content's digest recorded when it was accepted.
     assert_eq!(
         got.0,
         Reply::File {
             size: on_disk.len() as u64,
             mtime: 1_700_000_000,
+            raw_blake3: Some(blake3::hash(&seg).to_hex().to_string()),
         }
     );
     assert_eq!(got.1.unwrap(), on_disk);
@@ -489,4 +500,34 @@ async fn a_get_of_a_missing_file_is_not_found() {
     assert!(got.1.is_none());
     assert!(matches!(hello, Reply::Hello { .. }), "the channel goes on");
     assert!(!dir.exists(), "a get creates nothing");
+}
+
+/// A request the key may not make is refused and ends the channel: the
+/// content of a refused put is never read as requests.
+#[tokio::test]
+async fn a_request_outside_the_keys_role_ends_the_channel_unread() {
+    let site = Site::new();
+    let access = Access::new(&[Role::Primary], &[site.dir()], &site.config()).unwrap();
+    let other = site.root.join("other");
+    let target = other.clone();
+    let hello = {
+        let mut v = Vec::new();
+        wire::write_frame(&mut v, &Request::Hello { version: 1 }, T)
+            .await
+            .unwrap();
+        v
+    };
+    let (res, replies) = site
+        .channel_as(access, |mut c| async move {
+            let put = req(&target, "000000010000000000000001", hello.len() as u64);
+            c.send_put(&put, &hello).await;
+            let refused = c.reply().await;
+            let after: Option<Reply> = wire::read_frame(&mut c.0, T).await.unwrap();
+            (refused, after)
+        })
+        .await;
+    assert!(matches!(res, Err(Error::Refused(_))), "{res:?}");
+    assert_eq!(error_kind(&replies.0), ErrorKind::Refused);
+    assert_eq!(replies.1, None, "the put's content was answered");
+    assert!(!other.exists());
 }

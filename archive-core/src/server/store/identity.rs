@@ -30,9 +30,38 @@ pub fn recorded_identity(dir: &Path) -> Option<ClusterIdentity> {
 
 /// Compares (or records) the system identifier of an archive directory.
 pub(super) fn check_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<()> {
+    // Two rounds at most: a concurrent first put may record it between our
+    // read and our write, and then theirs is read back.
+    for _ in 0..2 {
+        if record_identity(dir, sysid, cluster)? {
+            return Ok(());
+        }
+    }
+    Err(Error::Refused(format!(
+        "{}: the identity record keeps changing; check the directory",
+        dir.join(META_DIR).join("system_identifier").display()
+    )))
+}
+
+/// One round of [`check_identity`]: true once compared or recorded, false
+/// when a concurrent writer recorded it first.
+fn record_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<bool> {
     let meta = dir.join(META_DIR);
     let path = meta.join("system_identifier");
-    if let Ok(bytes) = fs::read(&path) {
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // A directory or an unreadable file in its place: the record
+        // cannot be trusted, nor written; an operator must look.
+        Err(e) => {
+            return Err(Error::Io {
+                action: "cannot read the archive's identity record (repair or remove it):",
+                path,
+                source: e,
+            })
+        }
+    };
+    if let Some(bytes) = bytes {
         let known: ClusterIdentity = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Refused(format!(
                 "{} is unreadable ({e}); repair or remove it",
@@ -47,7 +76,7 @@ pub(super) fn check_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<()
                 known.system_identifier
             )));
         }
-        return Ok(());
+        return Ok(true);
     }
     durable::create_dir_all(&meta)?;
     let id = ClusterIdentity {
@@ -58,18 +87,38 @@ pub(super) fn check_identity(dir: &Path, sysid: u64, cluster: &str) -> Result<()
     f.write_all(&serde_json::to_vec(&id).expect("serializable"))
         .map_err(|e| Error::io("cannot write", &path, e))?;
     match f.commit()? {
-        Commit::Stored => Ok(()),
+        Commit::Stored => Ok(true),
         // A concurrent first put recorded it: compare against theirs.
         Commit::Exists(temp) => {
             let _ = fs::remove_file(temp);
-            check_identity(dir, sysid, cluster)
+            Ok(false)
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::super::testing::{put_bytes, req, segment, store, visible, SEG, SYSID};
+    use crate::server::store::META_DIR;
+
+    /// A directory where the record should be made every later put recurse
+    /// until the stack overflowed, crashing the server for good.
+    #[tokio::test]
+    async fn an_identity_record_that_is_a_directory_fails_the_put_without_a_crash() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        fs::create_dir_all(dir.join(META_DIR).join("system_identifier")).unwrap();
+        let st = store(root.path());
+        let name = "000000010000000000000001";
+        let e = put_bytes(&st, &req(&dir, name, SEG), &segment(name, SYSID, 1))
+            .await
+            .unwrap_err();
+        assert!(e.is_host_failure(), "{e:?}");
+        assert!(e.to_string().contains("identity record"), "{e}");
+        assert!(visible(&dir).is_empty());
+    }
 
     #[tokio::test]
     async fn wal_of_another_cluster_is_refused() {

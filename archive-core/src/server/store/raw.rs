@@ -3,11 +3,11 @@
 //! requests and the duplicate-or-conflict decision compare raw content, so a
 //! copy compressed otherwise is still the same file.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::common::codec::{self, Codec};
+use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::common::page_header;
 use crate::net::wire::CHUNK;
@@ -25,17 +25,17 @@ pub(crate) struct RawContent {
     pub head: Vec<u8>,
 }
 
-/// Decodes the file at `path` in full. A file that does not decode is
-/// [`Error::Refused`]; callers that own the file turn that into their own
-/// error.
-pub(crate) fn decode(path: &Path) -> Result<RawContent> {
-    let mut f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+/// Decodes the file at `path` in full, up to `max` raw bytes. A file that
+/// does not decode, or decodes to more, is [`Error::Refused`]; callers that
+/// own the file turn that into their own error.
+pub(crate) fn decode(path: &Path, max: u64) -> Result<RawContent> {
+    let mut f = durable::open_no_follow(path).map_err(|e| Error::io("cannot open", path, e))?;
     let mut head = vec![0u8; codec::SNIFF_LEN];
     let n = codec::read_full(&mut f, &mut head).map_err(|e| Error::io("cannot read", path, e))?;
     head.truncate(n);
     let codec = codec::sniff(&head);
-    let f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    let mut dec = codec::decoder(codec, BufReader::with_capacity(CHUNK, f))
+    let f = durable::open_no_follow(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut dec = codec::decoder_limited(codec, BufReader::with_capacity(CHUNK, f), max)
         .map_err(|e| Error::Refused(format!("{}: {e}", path.display())))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; CHUNK];

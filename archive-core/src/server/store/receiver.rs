@@ -4,6 +4,14 @@
 //! whole (a single-frame zstd segment by its frame and first block, other
 //! codecs by one full decode). The transfer checksum and, for a WAL segment,
 //! its size against its header are checked at the end.
+//!
+//! The result carries the raw content's blake3, the file's content proof
+//! ([`super::digest`]): proven here when the content was compressed here or
+//! decoded in full (then a digest the sender declared must match it), or
+//! taken from the sender when the light check was enough (a reader proves
+//! it: restore-cmd and wal-sync decode every byte). Compressed content
+//! without a declared digest is decoded in full, so every file accepted has
+//! a proof.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -12,6 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::common::codec::{self, Codec};
 use crate::common::durable::AtomicFile;
 use crate::common::error::{Error, Result};
+use crate::common::log;
 use crate::common::page_header;
 use crate::common::wal::WalName;
 
@@ -58,9 +67,16 @@ pub(super) struct Receiver {
     payload_hash: blake3::Hasher,
     raw_size: u64,
     dest: PathBuf,
+    /// Most raw bytes the content may decode to.
+    max_raw: u64,
     error: Option<Error>,
     /// Header of plain content, checked before compressing it.
     header: Option<page_header::LongPageHeader>,
+    /// The raw content's blake3 as the sender declared it.
+    raw_declared: Option<blake3::Hash>,
+    /// Prove the declared digest whatever the codec (a full decode instead
+    /// of the light check): for copies wal-sync pulls.
+    prove: bool,
 }
 
 /// Plain files up to this size are compressed in one call once received:
@@ -83,15 +99,28 @@ pub(super) struct Received {
     pub codec: Codec,
     /// Bytes in it.
     pub stored_size: u64,
-    /// blake3 of the raw content, when known without a full decode.
-    pub raw_hash: Option<blake3::Hash>,
+    /// blake3 of the raw content: the file's content proof.
+    pub raw_hash: blake3::Hash,
+    /// Whether `raw_hash` was computed here from the content (else it is
+    /// the sender's, taken after the light check).
+    pub proven: bool,
     /// A WAL segment's system identifier (from its page header).
     pub system_identifier: Option<u64>,
 }
 
 impl Receiver {
-    /// A receiver writing next to `dest`, for `declared` content bytes.
-    pub(super) fn new(dest: &Path, name: &WalName, level: i32, declared: u64) -> Receiver {
+    /// A receiver writing next to `dest`, for `declared` content bytes whose
+    /// raw content the sender says has blake3 `raw_declared`; `prove` makes
+    /// it check that digest even where the light check would do.
+    pub(super) fn new(
+        dest: &Path,
+        name: &WalName,
+        level: i32,
+        declared: u64,
+        max_raw: u64,
+        raw_declared: Option<blake3::Hash>,
+        prove: bool,
+    ) -> Receiver {
         Receiver {
             name: name.clone(),
             level,
@@ -101,8 +130,11 @@ impl Receiver {
             payload_hash: blake3::Hasher::new(),
             raw_size: 0,
             dest: dest.to_path_buf(),
+            max_raw,
             error: None,
             header: None,
+            raw_declared,
+            prove,
         }
     }
 
@@ -227,28 +259,41 @@ impl Receiver {
             .metadata()
             .map_err(|e| Error::io("cannot stat", file.temp_path().to_path_buf(), e))?
             .len();
-        let (raw_size, raw_hash, head) = if codec == Codec::Zstd && self.raw_size > 0 {
+        let light = self
+            .raw_declared
+            .filter(|_| !self.prove)
+            .and_then(|d| Some((d, light_zstd_check(codec, &self.name, file.temp_path())?)));
+        let (raw_size, raw_hash, head, proven) = if codec == Codec::Zstd && self.raw_size > 0 {
             // Compressed here: the payload is the raw content.
-            (self.raw_size, Some(payload_hash), Vec::new())
-        } else if let Some((size, head)) = light_zstd_check(codec, &self.name, file.temp_path()) {
-            // zstd from a peer server or a compressing primary: the transfer
-            // checksum proves the bytes are what the sender holds, the frame
-            // header gives the raw size and the first block the WAL header.
-            // The full decode (the costliest step of a forward) is left to
-            // readers, which verify every byte anyway; a duplicate put
-            // decodes in full in commit().
-            (size, None, head)
+            (self.raw_size, payload_hash, Vec::new(), true)
+        } else if let Some((declared, (size, head))) = light {
+            // zstd from a peer server or a compressing primary, with the
+            // raw content's digest: the transfer checksum proves the bytes
+            // are what the sender holds, the frame header gives the raw size
+            // and the first block the WAL header. The full decode (the
+            // costliest step of a forward) is left to readers, which decode
+            // every byte anyway and prove it against the digest recorded
+            // now; a duplicate put decodes in full in commit().
+            (size, declared, head, false)
         } else {
             // Other codecs: decode once to prove it is whole and to learn
             // what it holds.
-            let raw = raw::decode(file.temp_path()).map_err(|e| {
+            let raw = raw::decode(file.temp_path(), self.max_raw).map_err(|e| {
                 Error::Refused(format!(
                     "{}: received compressed data is damaged: {e}",
                     self.name
                 ))
             })?;
-            (raw.size, Some(raw.hash), raw.head)
+            (raw.size, raw.hash, raw.head, true)
         };
+        if let Some(declared) = self.raw_declared.filter(|d| proven && *d != raw_hash) {
+            return Err(Error::Refused(format!(
+                "{}: the content decodes to other bytes than the sender declared (blake3 {}, declared {}); nothing stored",
+                self.name,
+                raw_hash.to_hex(),
+                declared.to_hex()
+            )));
+        }
         let system_identifier = if self.name.has_page_header() {
             let hdr = match self.header.take() {
                 Some(h) => h,
@@ -260,6 +305,10 @@ impl Receiver {
                     self.name, raw_size, hdr.seg_size
                 )));
             }
+            let file = self.dest.display().to_string();
+            if let Some(w) = hdr.unknown_magic_warning(&file) {
+                log::warn(w);
+            }
             Some(hdr.system_identifier)
         } else {
             None
@@ -269,6 +318,7 @@ impl Receiver {
             codec,
             stored_size,
             raw_hash,
+            proven,
             system_identifier,
         })
     }

@@ -49,6 +49,7 @@ pub(crate) fn req(dir: &Path, name: &str, size: u64) -> PutRequest {
         forward_to: None,
         from: None,
         forward_in_background: false,
+        raw_blake3: None,
     }
 }
 

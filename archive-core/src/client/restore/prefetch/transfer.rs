@@ -87,6 +87,7 @@ pub(super) async fn transfer(
         // The queue counts every segment as this size: a larger one must
         // not slip in (it would overrun restore_queue_max).
         seg_size: Some(want.seg_size),
+        proof: None,
     };
     let dest = ctx.buffer.data_path(&n);
     let mut outcome = Outcome::NotFound;
