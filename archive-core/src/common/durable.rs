@@ -190,6 +190,21 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     }
 }
 
+/// The names in `dir` that are neither temp files nor metadata (both start
+/// with '.'), sorted; a missing or unreadable directory has none.
+pub fn visible_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Opens `path` for reading without following a symbolic link in its last
 /// component (the directories above are checked by whoever resolved them):
 /// a link planted in an archive directory cannot lead a reader elsewhere.

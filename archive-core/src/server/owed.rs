@@ -67,16 +67,7 @@ impl OwedList {
 
     /// Owed names, oldest WAL first.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        durable::visible_names(&self.dir)
     }
 
     /// Number of owed files.

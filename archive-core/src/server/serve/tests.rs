@@ -168,6 +168,12 @@ fn dir_arg(dir: &Path) -> String {
 }
 
 /// Every entry of `dir`, temp and metadata files included.
+/// Nothing but the metadata directory in `dir`: no file, no temp.
+fn assert_no_temp_left(dir: &Path) {
+    let left: Vec<String> = entries(dir).into_iter().filter(|n| n != META_DIR).collect();
+    assert!(left.is_empty(), "no temp left: {left:?}");
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .map(|rd| {
@@ -382,14 +388,7 @@ async fn a_put_declaring_fewer_bytes_than_sent_ends_the_channel_and_stores_nothi
     assert!(matches!(res, Err(Error::Protocol(_))), "{res:?}");
     assert_eq!(error_kind(&reply), ErrorKind::Failed, "{reply:?}");
     assert!(!dir.join(name).exists());
-    assert_eq!(
-        entries(&dir)
-            .into_iter()
-            .filter(|n| n != META_DIR)
-            .collect::<Vec<_>>(),
-        Vec::<String>::new(),
-        "no temp left"
-    );
+    assert_no_temp_left(&dir);
 }
 
 /// More bytes declared than sent, then the stream ends: an error and
@@ -413,14 +412,7 @@ async fn a_put_declaring_more_bytes_than_sent_stores_nothing() {
         .await;
     assert!(matches!(reply, Reply::Error { .. }), "{reply:?}");
     assert!(!dir.join(name).exists());
-    assert_eq!(
-        entries(&dir)
-            .into_iter()
-            .filter(|n| n != META_DIR)
-            .collect::<Vec<_>>(),
-        Vec::<String>::new(),
-        "no temp left"
-    );
+    assert_no_temp_left(&dir);
 }
 
 #[tokio::test]

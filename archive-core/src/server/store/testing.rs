@@ -1,7 +1,6 @@
 //! Helpers for the store's tests (and the serve loop's): fabricated WAL
 //! segments, put requests, and a put driven over an in-memory stream.
 
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -80,16 +79,7 @@ pub(crate) fn store(root: &Path) -> Store {
 
 /// Names in `dir` that are neither temp nor metadata files.
 pub(crate) fn visible(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    crate::common::durable::visible_names(dir)
 }
 
 /// zstd as a peer server or a compressing primary sends it: one frame
