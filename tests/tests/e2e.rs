@@ -12,6 +12,7 @@ mod e2e {
     mod drill;
     mod hostile;
     mod lab_smoke;
+    mod pg_versions;
     mod restore;
     mod roles;
     mod status;
