@@ -91,6 +91,14 @@ pub fn choose(found: &[Found], server: Option<u32>) -> Option<&Found> {
     }
 }
 
+/// Where [`search_dirs`] looks, for messages.
+fn looked_in(cfg: &Config) -> String {
+    match &cfg.pg_bin_dir {
+        Some(d) => format!("in pg_bin_dir ({})", d.display()),
+        None => format!("in pg_search_path {:?} and PATH", cfg.pg_search_path),
+    }
+}
+
 /// `program` for a server (or backup) of major version `server`, or an
 /// error naming what was found, where, and what to install or set.
 pub fn find(cfg: &Config, program: &str, server: Option<u32>) -> Result<Found> {
@@ -112,11 +120,7 @@ pub fn find(cfg: &Config, program: &str, server: Option<u32>) -> Result<Found> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let looked = if cfg.pg_bin_dir.is_some() {
-        "in pg_bin_dir".to_string()
-    } else {
-        format!("in pg_search_path {:?} and PATH", cfg.pg_search_path)
-    };
+    let looked = looked_in(cfg);
     let install = server.map_or_else(
         || "PostgreSQL's client programs".to_string(),
         |v| format!("PostgreSQL {v}'s client programs (Debian/PGDG: postgresql-client-{v})"),
@@ -125,6 +129,22 @@ pub fn find(cfg: &Config, program: &str, server: Option<u32>) -> Result<Found> {
         "no {program} of {need} {looked} (found: {have}): install {install}, or set pg_bin_dir \
          (the configuration, or the cluster's pg_bin_dir in the queue) to a directory holding one"
     )))
+}
+
+/// The server program `program` (postgres, pg_ctl) of exactly major
+/// version `major`: a data directory runs only on its own version.
+pub fn find_server(cfg: &Config, program: &str, major: u32) -> Result<Found> {
+    let dirs = search_dirs(cfg);
+    candidates(&dirs, program)
+        .into_iter()
+        .find(|f| f.major == major)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no {program} of PostgreSQL {major} {}: install PostgreSQL {major}'s server \
+                 (Debian/PGDG: postgresql-{major}) to start it",
+                looked_in(cfg)
+            ))
+        })
 }
 
 #[cfg(test)]
