@@ -60,7 +60,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("archive-cmd", false);
+    log::init("archive-cmd", log::LogLevel::Warn);
     cli::exit(run(&args).map(|_| 0), Some(&args.wal_name))
 }
 

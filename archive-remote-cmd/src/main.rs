@@ -67,7 +67,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("archive-remote-cmd", false);
+    log::init("archive-remote-cmd", log::LogLevel::Info);
     cli::exit(run(args).map(|()| 0), None)
 }
 

@@ -210,7 +210,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("archive-status", true);
+    log::init("archive-status", log::LogLevel::Warn);
     let check = args.command == Some(Cmd::Check);
     cli::exit(
         run(&args, check).map_err(|error| Failed { error, check }),

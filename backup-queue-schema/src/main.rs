@@ -81,7 +81,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("backup-queue", false);
+    log::init("backup-queue", log::LogLevel::Info);
     cli::exit(run(args), None)
 }
 

@@ -79,7 +79,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("restore-backup", false);
+    log::init("restore-backup", log::LogLevel::Info);
     cli::exit(run(&args).map(|()| 0), None)
 }
 

@@ -104,10 +104,10 @@ fn main() -> ExitCode {
         Err(error) => return cli::exit(Err(BadArguments { error, mode }), None),
     };
     if let Some(dir) = &args.prefetch_worker {
-        log::init("restore-cmd prefetch", false);
+        log::init("restore-cmd prefetch", log::LogLevel::Warn);
         return cli::exit(worker(&args, dir).map(|()| 0), Some("prefetch worker"));
     }
-    log::init("restore-cmd", false);
+    log::init("restore-cmd", log::LogLevel::Warn);
     let name = args.wal_name.clone().unwrap_or_default();
     cli::exit(run(&args, data_dir, mode), Some(&name))
 }

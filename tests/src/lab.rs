@@ -54,6 +54,10 @@ pub struct LabOptions {
     pub extra_client_config: String,
     /// Appended verbatim to each `<lab>/sN/remote.toml`.
     pub extra_server_config: String,
+    /// `log_level` of the client configs (archive-cmd, restore-cmd, ...):
+    /// "info" by default, so tests read what each call did; `None` leaves
+    /// each program's own default (warn for archive-cmd and restore-cmd).
+    pub client_log_level: Option<&'static str>,
 }
 
 /// The client keys the servers know, each with its own forced command.
@@ -83,6 +87,7 @@ impl Default for LabOptions {
             forced_command: true,
             extra_client_config: String::new(),
             extra_server_config: String::new(),
+            client_log_level: Some("info"),
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Lab {
     dir: PathBuf,
     servers: Vec<ArchiveServer>,
     forced_command: bool,
+    /// `log_level = ...` line of the client configs, or "".
+    client_log_line: String,
     client_extra: Mutex<String>,
     server_extra: Mutex<String>,
     /// The forced command's arguments after `serve`, per [`Key`].
@@ -117,6 +124,12 @@ pub struct Lab {
 const SERVER_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
 
 impl Lab {
+    /// The `log_level = ...` line every client config of this lab carries
+    /// (see [`LabOptions::client_log_level`]), or "".
+    pub fn client_log_line(&self) -> &str {
+        &self.client_log_line
+    }
+
     /// A lab with default options (forced commands on).
     pub fn new() -> Lab {
         Lab::with(LabOptions::default())
@@ -151,6 +164,10 @@ impl Lab {
             dir,
             servers,
             forced_command: opts.forced_command,
+            client_log_line: opts
+                .client_log_level
+                .map(|l| format!("log_level = \"{l}\"\n"))
+                .unwrap_or_default(),
             client_extra: Mutex::new(opts.extra_client_config),
             server_extra: Mutex::new(opts.extra_server_config),
             clusters: Arc::new(Mutex::new(Vec::new())),
@@ -376,11 +393,12 @@ impl Lab {
              remote_command = {}\n\
              connect_timeout = 5\n\
              io_timeout = 20\n\
-             {}",
+             {}{}",
             toml_str(&ssh_config.to_string_lossy()),
             toml_str(&p.join("run").to_string_lossy()),
             toml_str(&p.join("state").to_string_lossy()),
             toml_str(&self.remote_command()),
+            self.client_log_line,
             with_newline(&self.client_extra.lock().unwrap_or_else(|e| e.into_inner())),
         );
         write_postgres_file(path, text, 0o600);

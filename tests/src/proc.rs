@@ -265,17 +265,83 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// The directory holding the workspace's built binaries: `E2E_BIN_DIR` if set,
 /// else derived from this test executable (`target/<profile>/deps/x` →
-/// `target/<profile>`).
+/// `target/<profile>`). When `postgres` cannot reach it (a clone under
+/// root's mode-700 home), the binaries are linked into a directory it can
+/// reach ([`reachable_bin_dir`]): PostgreSQL runs archive-cmd as postgres.
 pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
-        return PathBuf::from(dir);
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let built = if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
+            PathBuf::from(dir)
+        } else {
+            let exe = std::env::current_exe().expect("current_exe");
+            let mut dir = exe.parent().expect("exe has a parent").to_path_buf();
+            if dir.file_name() == Some(OsStr::new("deps")) {
+                dir.pop();
+            }
+            dir
+        };
+        reachable_bin_dir(built)
+    })
+    .clone()
+}
+
+/// True when every directory from `/` down to `dir` lets others through
+/// (what `postgres` needs to run a program in it, owning none of them).
+fn others_can_enter(dir: &Path) -> bool {
+    dir.ancestors().all(|d| {
+        std::fs::metadata(d)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// `built` itself when others can enter it; else a directory in /tmp
+/// (`pgarchive-bin-<pid>`) holding hard links (copies across file systems)
+/// to its programs. Directories left by earlier processes that have ended
+/// are removed first.
+fn reachable_bin_dir(built: PathBuf) -> PathBuf {
+    let built = built.canonicalize().unwrap_or(built);
+    if others_can_enter(&built) {
+        return built;
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe has a parent").to_path_buf();
-    if dir.file_name() == Some(OsStr::new("deps")) {
-        dir.pop();
+    let tmp = std::env::temp_dir();
+    if let Ok(rd) = std::fs::read_dir(&tmp) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("pgarchive-bin-")
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                if !pid_alive(pid) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
-    dir
+    let staged = tmp.join(format!("pgarchive-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir(&staged).expect("create the staged binaries dir");
+    set_mode(&staged, 0o755);
+    for e in std::fs::read_dir(&built)
+        .expect("read the binaries dir")
+        .flatten()
+    {
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            continue;
+        }
+        let to = staged.join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to).expect("copy a binary where postgres can run it");
+        }
+    }
+    eprintln!(
+        "e2e: postgres cannot enter {}: running its binaries from {}",
+        built.display(),
+        staged.display()
+    );
+    staged
 }
 
 /// Path of the workspace binary `name` (archive-cmd, archive-remote-cmd,

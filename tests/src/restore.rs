@@ -107,11 +107,12 @@ impl Lab {
              remote_command = {:?}\n\
              connect_timeout = 5\n\
              io_timeout = 20\n\
-             {extra}\n",
+             {}{extra}\n",
             q(&self.standby_ssh_config()),
             q(&self.primary_runtime_dir()),
             q(&dir.join("state")),
             self.remote_command(),
+            self.client_log_line(),
         );
         let path = dir.join("restore.toml");
         write_postgres_file(&path, text, 0o600);

@@ -12,6 +12,7 @@ mod e2e {
     mod drill;
     mod hostile;
     mod lab_smoke;
+    mod logging;
     mod pg_versions;
     mod restore;
     mod roles;

@@ -46,7 +46,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("wal-cleanup", false);
+    log::init("wal-cleanup", log::LogLevel::Info);
     cli::exit(run(&args).map(|()| 0), None)
 }
 

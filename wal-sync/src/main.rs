@@ -46,7 +46,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("wal-sync", false);
+    log::init("wal-sync", log::LogLevel::Info);
     cli::exit(run(&args), None)
 }
 

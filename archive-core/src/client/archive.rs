@@ -177,7 +177,9 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
         .map(str::to_string)
         .collect();
     let ssh = SshSettings::from_config(cfg);
-    let mut last_err = None;
+    // A host's failure is logged once, with the outcome of the call: at the
+    // default level (warn) one line per failover, none per good segment.
+    let mut failures: Vec<String> = Vec::new();
     for host in &order {
         let peer = req.hosts.iter().find(|h| *h != host).cloned();
         let results = send_batch(cfg, &ssh, host, peer.as_deref(), req, &items).await;
@@ -194,7 +196,7 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
                     StoreOutcome::Stored => "archived",
                     StoreOutcome::AlreadyStored => "already archived (same content)",
                 };
-                log::info(format!(
+                let done = format!(
                     "{verb} {} to {host}:{} ({}, {} bytes stored{}{})",
                     req.name,
                     req.dst_dir,
@@ -206,7 +208,12 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
                     } else {
                         String::new()
                     }
-                ));
+                );
+                if failures.is_empty() {
+                    log::info(done);
+                } else {
+                    log::warn(format!("{}; then {done}", failures.join("; ")));
+                }
                 return Ok(PushOutcome::Stored {
                     host: host.clone(),
                     forward: reply.forward,
@@ -215,7 +222,7 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
             // On this side an I/O error is local (%p unreadable, a full
             // runtime directory): says nothing of the host, and must never
             // let push_queue_max drop the segment. PostgreSQL retries.
-            Err(e @ Error::Io { .. }) => return Err(e),
+            Err(e @ Error::Io { .. }) => return Err(with_failures(e, &failures)),
             Err(e) if e.is_host_failure() => {
                 let st = state.health.record_failure(
                     host,
@@ -232,19 +239,18 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
                 } else {
                     String::new()
                 };
-                log::warn(format!(
+                failures.push(format!(
                     "archiving {} to {host} failed: {e}{cooling}",
                     req.name
                 ));
-                last_err = Some(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(with_failures(e, &failures)),
         }
     }
-    let err = last_err.expect("at least one host");
     if let Some(limit) = cfg.push_queue_max {
         let backlog = ready_backlog(&req.wal_path);
         if backlog > limit.0 {
+            log::warn(failures.join("; "));
             record_drop(&state, &req.name, backlog, limit.0)?;
             return Ok(PushOutcome::Dropped);
         }
@@ -252,10 +258,19 @@ pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> 
     Err(Error::host(
         &req.hosts.join(" "),
         format!(
-            "{} was not archived: no archive server took it ({err}); PostgreSQL keeps the file and retries",
-            req.name
+            "{} was not archived: no archive server took it ({}); PostgreSQL keeps the file and retries",
+            req.name,
+            failures.join("; ")
         ),
     ))
+}
+
+/// `e`, after logging the hosts that failed before it (one line).
+fn with_failures(e: Error, failures: &[String]) -> Error {
+    if !failures.is_empty() {
+        log::warn(failures.join("; "));
+    }
+    e
 }
 
 fn describe_forward(f: &Option<ForwardOutcome>, peer: Option<&str>) -> String {

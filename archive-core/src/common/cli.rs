@@ -49,7 +49,7 @@ impl ConfigArgs {
 /// applies its logging settings.
 pub fn load_config(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
     let cfg = Config::load(path, overrides)?;
-    log::set_quiet(cfg.quiet);
+    log::configure(cfg.log_level, cfg.quiet, &cfg.log_destination);
     Ok(cfg)
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::common::error::{Error, Result};
+use crate::common::log::{Destination, LogLevel};
 
 /// Default config file, read when present and nothing else names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgarchive.toml";
@@ -111,8 +112,17 @@ pub struct Config {
     /// existed, logging a warning per channel. Off (the default), such a
     /// key is refused every request.
     pub allow_keys_without_role: bool,
-    /// Only log warnings and errors.
+    /// Only log warnings and errors (the same as `log_level = "warn"`;
+    /// `log_level` wins when both are set).
     pub quiet: bool,
+    /// The least severe lines logged: "error", "warn", "info" or "debug".
+    /// Unset: "warn" for archive-cmd and restore-cmd (PostgreSQL's log gets
+    /// problems, not a line per segment), "info" for the other programs.
+    pub log_level: Option<LogLevel>,
+    /// Where log lines go: "stderr" (the default; PostgreSQL's log for
+    /// archive-cmd and restore-cmd), "journald", or an absolute file path
+    /// (appended to; rotate it with copytruncate).
+    pub log_destination: Destination,
     /// base-backup / backup-queue: libpq connection string of the
     /// backup_queue database ("host=q.example port=5432 dbname=backup_queue
     /// user=backup", or a postgresql:// URL). No default: base-backup
@@ -215,6 +225,8 @@ impl Default for Config {
             lock_lease: 3600,
             allow_keys_without_role: false,
             quiet: false,
+            log_level: None,
+            log_destination: Destination::Stderr,
             queue_dsn: None,
             pg_bin_dir: None,
             pg_search_path: DEFAULT_PG_SEARCH_PATH.into(),

@@ -220,7 +220,6 @@ pub fn check(input: &[u8]) -> Result<(), String> {
     let id = next_case_id();
     let input = substitute(input, id.as_bytes());
     let case = Case::new(&id)?;
-    archive_core::common::log::set_quiet(true);
     let mut out = Vec::new();
     let served = RUNTIME.with(|rt| {
         let mut rt = rt.borrow_mut();

@@ -254,6 +254,7 @@ fn run() -> Result<(), String> {
             extra_client_config: settings.client_config.clone(),
             extra_server_config: settings.server_config.clone(),
             forced_command: !settings.reference,
+            ..Default::default()
         },
     );
     if !settings.ssh_config.is_empty() {

@@ -9,13 +9,61 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{decode, wait_archived, Lab, PgOptions};
+use e2e::{decode, wait_archived, Lab, PgCluster, PgOptions};
 
 const FINGERPRINT: &str =
     "select count(*) || ' accounts, balance ' || sum(abalance) from pgbench_accounts";
 
 fn step(t0: Instant, msg: &str) {
     println!("[{:>5.1}s] {msg}", t0.elapsed().as_secs_f64());
+}
+
+/// Waits until `pg` has archived `name`; at the archiver's first failure
+/// (none is expected here) shows pg_stat_archiver and the server log's
+/// lines about it, and exits 1 at once instead of waiting out a timeout.
+fn archived_or_explain(pg: &PgCluster, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let row = pg
+            .try_psql(
+                "select coalesce(last_archived_wal, '') || '|' || failed_count || '|' || \
+                 coalesce(last_failed_wal, '') from pg_stat_archiver",
+            )
+            .unwrap_or_default();
+        let mut f = row.split('|');
+        let (last, failed, failed_wal) = (
+            f.next().unwrap_or(""),
+            f.next().unwrap_or("0"),
+            f.next().unwrap_or(""),
+        );
+        if last >= name && last.len() == name.len() {
+            return;
+        }
+        // A command that cannot run (exit 126/127) makes the archiver exit
+        // before pg_stat_archiver counts a failure: the log says it.
+        let log = std::fs::read_to_string(pg.log_path()).unwrap_or_default();
+        if failed != "0" || log.contains("archive command failed") || Instant::now() > deadline {
+            eprintln!(
+                "demo: archiving does not work: pg_stat_archiver says archived up to {last:?}, \
+                 {failed} failure(s), last failed {failed_wal:?}"
+            );
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    l.contains("archive")
+                        || l.contains("ERROR")
+                        || l.contains("FATAL")
+                        || l.starts_with("sh: ")
+                })
+                .collect();
+            eprintln!("demo: PostgreSQL's log ({}):", pg.log_path().display());
+            for l in &lines[lines.len().saturating_sub(8)..] {
+                eprintln!("  {l}");
+            }
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn main() {
@@ -55,15 +103,20 @@ fn main() {
 
     step(t0, "pgbench -i -s 10, then 10 s of pgbench load");
     pg.pgbench(&["-i", "-s", "10", "-q"]);
+    // Archiving must work before the load: say at once when it does not.
+    let first = pg.switch_wal();
+    archived_or_explain(&pg, &first, Duration::from_secs(120));
     pg.pgbench(&["-c", "2", "-T", "10", "-n"]);
     let last = pg.switch_wal();
     step(t0, &format!("waiting for the archiver to reach {last}"));
-    wait_archived(&pg, &last, Duration::from_secs(300));
+    archived_or_explain(&pg, &last, Duration::from_secs(300));
     println!(
         "         pg_stat_archiver: {}",
         pg.psql("select 'archived ' || archived_count || ', failed ' || failed_count || ', last ' || last_archived_wal from pg_stat_archiver")
     );
 
+    // The first server answered; the second copy follows in the background.
+    lab.settle();
     step(t0, "what each archive server holds (stored compressed, verified to decompress to the original)");
     let names1 = lab.stored_names(1, &dst);
     let names2 = lab.stored_names(2, &dst);
