@@ -381,9 +381,10 @@ fn a_failing_pg_basebackup_leaves_the_task_unfinished_with_its_reason() {
         "{}",
         q.error(1)
     );
-    assert!(
-        entries(&lab.stored_backup_dir(1, "gone")).is_empty(),
-        "nothing left behind"
+    assert_eq!(
+        entries(&lab.stored_backup_dir(1, "gone")),
+        [archive_core::server::backups::DIR_MARKER],
+        "nothing left behind but the directory's identity marker"
     );
     // A task outside the archive roots is refused (exit 3).
     q.sql("delete from backups.hosts");

@@ -216,6 +216,16 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         "preparing the backup directory",
         durable::create_dir_all(&dir),
     )?;
+    // Marked before pg_basebackup runs, so that a failed first backup still
+    // proves the directory to wal-cleanup (see backups::identity).
+    step(
+        "marking the backup directory",
+        backups::mark(
+            &dir,
+            &task.cluster,
+            crate::server::store::recorded_identity(&wals_dir).map(|i| i.system_identifier),
+        ),
+    )?;
     repair_dir(cfg, &task.directory);
     let tmp = backups::temp_dir(&dir, std::process::id());
     step(
@@ -283,6 +293,7 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     };
     let verified = match verified.and_then(|v| {
         check_backup_identity(&dir, v.system_identifier, &wals_dir)?;
+        backups::mark(&dir, &task.cluster, v.system_identifier)?;
         Ok(v)
     }) {
         Ok(v) => v,
@@ -414,7 +425,10 @@ fn wal_maintenance(cfg: &Config, dir: &Path, wals_dir: &Path, peer: &str) -> Ste
         dir,
         wals_dir,
         peer,
-        &CleanupOptions::default(),
+        &CleanupOptions {
+            dry_run: false,
+            unproven_keeps_all: true,
+        },
     ));
     if let Some(r) = step(
         "wal-cleanup",

@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 
 use crate::common::error::{Error, Result};
 
+mod identity;
 mod label;
 mod marker;
 mod rotation;
 
+pub use identity::{dir_identity, mark, read_marker, DirMarker, DIR_MARKER};
 pub use label::{parse_label, parse_lsn, Label};
 pub use marker::{
     manifest_stop_lsn, success_time_micros, success_value, write_success, Consistency,

@@ -10,10 +10,15 @@ use crate::server::backups;
 use super::Server;
 
 impl Server {
-    /// START WAL of the oldest complete backup in `backup_dir`.
-    pub(super) fn oldest_backup(&self, backup_dir: &str) -> Result<Option<String>> {
+    /// START WAL of the oldest complete backup in `backup_dir`, and whether
+    /// the directory is provably the backup directory.
+    pub(super) fn oldest_backup(
+        &self,
+        backup_dir: &str,
+    ) -> Result<(Option<String>, wire::BackupDirIdentity)> {
         let dir = self.store.backup_dir(backup_dir)?;
-        Ok(backups::oldest_start_wal(&dir)?.map(|l| l.start_wal))
+        let start_wal = backups::oldest_start_wal(&dir)?.map(|l| l.start_wal);
+        Ok((start_wal, backups::dir_identity(&dir)?))
     }
 
     /// The backups in `backup_dir`, oldest first, with their files.
