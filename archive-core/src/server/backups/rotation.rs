@@ -414,6 +414,29 @@ mod tests {
         assert_eq!(r.renumbered.len(), 2);
     }
 
+    /// Archive 2.0's backups carry no SUCCESS: repair used to move them
+    /// aside as incomplete. They stay, count as the oldest, and rotate out
+    /// like any backup.
+    #[test]
+    fn archive2_backups_are_kept_by_repair_and_rotate_as_the_oldest() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        super::super::legacy::tests::make_legacy(&slot(dir, 0), true);
+        super::super::legacy::tests::make_legacy(&slot(dir, 1), false);
+        fs::write(slot(dir, 0).join("id"), "old0").unwrap();
+        fs::write(slot(dir, 1).join("id"), "old1").unwrap();
+        assert!(repair(dir).unwrap().is_clean());
+        let t = temp_dir(dir, 5);
+        make(&t, "A");
+        install(dir, &t, 3).unwrap();
+        assert_eq!(ids(dir), ordered(&[(0, "old0"), (1, "old1"), (2, "A")]));
+        let t = temp_dir(dir, 6);
+        make(&t, "B");
+        let got = install(dir, &t, 3).unwrap();
+        assert_eq!(got.dropped.len(), 1);
+        assert_eq!(ids(dir), ordered(&[(0, "old1"), (1, "A"), (2, "B")]));
+    }
+
     #[test]
     fn removing_a_backup_drops_its_marker_first() {
         let d = tempfile::tempdir().unwrap();
