@@ -61,7 +61,7 @@ pub use proc::{
     postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, stderr, stdout,
     temp_files, wait_until, write_postgres_file, PostgresUser, PG_BIN_DIR,
 };
-pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
+pub use queue::{clock, sql_str, Handed, HostRow, QueueDb, ARCHIVE2_SCHEMA};
 pub use restore::{
     niceness, prefetch_dir, prefetch_wal_bytes, prefetch_workers, thread_policies, RECOVERYXLOG,
 };

@@ -369,6 +369,8 @@ fn cleanup_follows_the_backups_that_exist_and_stops_at_an_unproven_directory() {
         q.dsn()
     ));
     q.add(&lab.host_row("main", &pg, "main"));
+    // The cluster's own PostgreSQL programs, from its row.
+    q.sql("update backups.hosts set pg_bin_dir = '/usr/lib/postgresql/15/bin'");
 
     // arch1's backup: arch2 has not used its directory yet, so its cleanup
     // keeps everything (a warning, not a failed task).
@@ -387,12 +389,17 @@ fn cleanup_follows_the_backups_that_exist_and_stops_at_an_unproven_directory() {
     let start = archive_core::server::backups::parse_label(&label)
         .unwrap()
         .start_wal;
-    // arch2's turn fails (no pg_basebackup there): no backup, but its
-    // directory is marked as the cluster's.
-    let out = run(lab
-        .base_backup_cmd(2)
-        .args(["--set", "pg_bin_dir=/nonexistent"]));
+    // arch2's turn fails (the row now names a directory without
+    // pg_basebackup, overriding the config): no backup, but its directory
+    // is marked as the cluster's.
+    q.sql("update backups.hosts set pg_bin_dir = '/usr/lib/postgresql'");
+    let out = run(&mut lab.base_backup_cmd(2));
     assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pg_basebackup failed"),
+        "{}",
+        stderr(&out)
+    );
     let arch2_dir = lab.stored_backup_dir(2, "main");
     assert!(arch2_dir
         .join(archive_core::server::backups::DIR_MARKER)

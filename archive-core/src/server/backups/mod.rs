@@ -29,7 +29,9 @@ pub use legacy::Legacy;
 pub use marker::{
     manifest_stop_lsn, success_time_micros, success_value, write_success, Consistency,
 };
-pub use rotation::{install, remove_backup_dir, repair, Installed, RepairReport};
+pub use rotation::{
+    install, remove_backup_dir, repair, Installed, RepairReport, Retention, PINNED,
+};
 
 /// Directory name prefix of a backup.
 pub const PREFIX: &str = "data.master.";
