@@ -5,6 +5,7 @@
 //! (`KEEP_LAB=1` keeps each lab dir for inspection).
 
 mod e2e {
+    mod archive2;
     mod archiving;
     mod backup_queue;
     mod base_backup;
