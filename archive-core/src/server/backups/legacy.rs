@@ -15,7 +15,7 @@
 //!   data directory, so a copy that has it got to the end.
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::common::error::{Error, Result};
@@ -67,6 +67,98 @@ pub fn recognise(dir: &Path) -> Result<Option<Legacy>> {
     let plain = metadata(&dir.join("PG_VERSION"))?.is_some_and(|m| m.is_file())
         && metadata(&dir.join("base"))?.is_some_and(|m| m.is_dir());
     Ok(plain.then_some(Legacy::Plain))
+}
+
+/// The name under which a plain backup is served as one tar archive
+/// (restore-backup unpacks every backup from its `base.tar*`).
+pub const PLAIN_AS_TAR: &str = "base.tar";
+
+/// Files of a backup directory that are ours, not the data directory's.
+const NOT_DATA: &[&str] = &[super::SUCCESS, super::rotation::PINNED, super::MANIFEST];
+
+/// Size of [`write_plain_tar`]'s output for the plain backup `dir`, from
+/// metadata only (no file is read).
+pub fn plain_tar_size(dir: &Path) -> Result<u64> {
+    let mut count = Count(0);
+    let content = build_tar(dir, &mut count, false)?;
+    Ok(count.0 + content)
+}
+
+/// Writes the plain backup `dir` as an uncompressed tar archive of its data
+/// directory (paths relative to it, symbolic links kept as links, the
+/// files that are not the data directory's left out), exactly
+/// [`plain_tar_size`] bytes while the backup does not change.
+pub fn write_plain_tar(dir: &Path, w: impl Write) -> Result<()> {
+    build_tar(dir, w, true).map(drop)
+}
+
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The one walk behind both: with `content`, file data is copied; without,
+/// only headers are written, and the bytes the data (padded to 512) would
+/// take are returned.
+fn build_tar(dir: &Path, w: impl Write, content: bool) -> Result<u64> {
+    let mut b = tar::Builder::new(w);
+    let mut skipped = 0;
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let here = dir.join(&rel);
+        let mut names: Vec<_> = fs::read_dir(&here)
+            .map_err(|e| Error::io("cannot list", &here, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(|e| Error::io("cannot list", &here, e))?;
+        names.sort();
+        // Depth first, in name order: subdirectories after this level.
+        let mut subdirs = Vec::new();
+        for name in names {
+            if rel.as_os_str().is_empty() && NOT_DATA.iter().any(|n| name == *n) {
+                continue;
+            }
+            let path = here.join(&name);
+            let entry = rel.join(&name);
+            let meta =
+                fs::symlink_metadata(&path).map_err(|e| Error::io("cannot stat", &path, e))?;
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            let added = if meta.is_dir() {
+                h.set_size(0);
+                subdirs.push(entry.clone());
+                b.append_data(&mut h, &entry, io::empty())
+            } else if meta.file_type().is_symlink() {
+                h.set_size(0);
+                let target =
+                    fs::read_link(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+                b.append_link(&mut h, &entry, target)
+            } else if meta.is_file() {
+                if content {
+                    let f =
+                        fs::File::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
+                    b.append_data(&mut h, &entry, f.take(meta.len()))
+                } else {
+                    skipped += meta.len().div_ceil(512) * 512;
+                    b.append_data(&mut h, &entry, io::empty())
+                }
+            } else {
+                continue;
+            };
+            added.map_err(|e| Error::io("cannot write the tar of", &path, e))?;
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    b.into_inner()
+        .map_err(|e| Error::io("cannot finish the tar of", dir, e))?;
+    Ok(skipped)
 }
 
 /// A moment at or after the backup's end, in microseconds: the newest
@@ -157,5 +249,39 @@ pub(super) mod tests {
         assert_eq!(recognise(d.path()).unwrap(), Some(Legacy::Tar));
         fs::write(d.path().join("base.tar"), &whole[..whole.len() - 512]).unwrap();
         assert_eq!(recognise(d.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_plain_backup_is_served_as_a_tar_of_its_data_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        make_legacy(dir, false);
+        fs::create_dir_all(dir.join("base/1")).unwrap();
+        fs::write(dir.join("base/1/1259"), vec![7u8; 9000]).unwrap();
+        let long = "x".repeat(120);
+        fs::write(dir.join("base").join(&long), b"long name").unwrap();
+        std::os::unix::fs::symlink("/srv/tblspc", dir.join("ts")).unwrap();
+        for ours in [super::super::SUCCESS, super::super::rotation::PINNED] {
+            fs::write(dir.join(ours), b"not data").unwrap();
+        }
+        let mut out = Vec::new();
+        write_plain_tar(dir, &mut out).unwrap();
+        assert_eq!(out.len() as u64, plain_tar_size(dir).unwrap());
+        let to = tempfile::tempdir().unwrap();
+        tar::Archive::new(&out[..]).unpack(to.path()).unwrap();
+        let got = to.path();
+        assert_eq!(fs::read(got.join("base/1/1259")).unwrap(), vec![7u8; 9000]);
+        assert_eq!(
+            fs::read(got.join("base").join(&long)).unwrap(),
+            b"long name"
+        );
+        assert_eq!(fs::read(got.join("global/pg_control")).unwrap().len(), 8192);
+        assert_eq!(
+            fs::read_link(got.join("ts")).unwrap(),
+            Path::new("/srv/tblspc")
+        );
+        assert!(got.join(LABEL).is_file());
+        assert!(!got.join(super::super::SUCCESS).exists());
+        assert!(!got.join(super::super::rotation::PINNED).exists());
     }
 }

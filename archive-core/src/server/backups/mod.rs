@@ -25,7 +25,9 @@ mod rotation;
 
 pub use identity::{dir_identity, mark, read_marker, DirMarker, DIR_MARKER};
 pub use label::{parse_label, parse_lsn, Label};
-pub use legacy::Legacy;
+pub use legacy::{
+    plain_tar_size, recognise as legacy_layout, write_plain_tar, Legacy, PLAIN_AS_TAR,
+};
 pub use marker::{
     manifest_stop_lsn, success_time_micros, success_value, write_success, Consistency,
 };
