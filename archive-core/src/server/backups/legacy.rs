@@ -4,12 +4,14 @@
 //! Two layouts, both with a parseable `backup_label` and a whole
 //! `global/pg_control` (8192 bytes) in the backup directory:
 //!
-//! - **tar** (`pg_basebackup -Ft`, its default): `base.tar`, uncompressed,
-//!   with `backup_label` and `global/pg_control` extracted beside it after
-//!   pg_basebackup succeeded. Every `*.tar` of the directory (`base.tar`,
-//!   `pg_wal.tar`, tablespaces) must end with tar's end-of-archive marker,
-//!   two zero blocks, which pg_basebackup writes last: an interrupted copy
-//!   lacks them.
+//! - **tar** (`pg_basebackup -Ft`, its default): `base.tar` (or
+//!   `base.tar.gz` with `-z`) with `backup_label` and `global/pg_control`
+//!   extracted beside it after pg_basebackup succeeded (the server sends
+//!   pg_control last, so extracting it read the archive to its end). Every
+//!   uncompressed `*.tar` of the directory (`base.tar`, `pg_wal.tar`,
+//!   tablespaces) must also end with tar's end-of-archive marker, two zero
+//!   blocks, which pg_basebackup writes last: an interrupted copy lacks
+//!   them.
 //! - **plain** (a data directory, when tar was turned off): `PG_VERSION`
 //!   and `base/` too. The server sends `global/pg_control` last of the main
 //!   data directory, so a copy that has it got to the end.
@@ -31,7 +33,8 @@ const TAR_END: usize = 1024;
 /// Which of Archive 2.0's layouts a backup has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Legacy {
-    /// `base.tar` and the extracted `backup_label` and `global/pg_control`.
+    /// `base.tar[.gz]` and the extracted `backup_label` and
+    /// `global/pg_control`.
     Tar,
     /// A plain data directory.
     Plain,
@@ -54,7 +57,7 @@ pub fn recognise(dir: &Path) -> Result<Option<Legacy>> {
     if metadata(&control)?.is_none_or(|m| !m.is_file() || m.len() != PG_CONTROL_SIZE) {
         return Ok(None);
     }
-    if metadata(&dir.join("base.tar"))?.is_some() {
+    if metadata(&dir.join("base.tar"))?.is_some() || metadata(&dir.join("base.tar.gz"))?.is_some() {
         let rd = fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))?;
         for e in rd {
             let e = e.map_err(|e| Error::io("cannot list", dir, e))?;
@@ -249,6 +252,10 @@ pub(super) mod tests {
         assert_eq!(recognise(d.path()).unwrap(), Some(Legacy::Tar));
         fs::write(d.path().join("base.tar"), &whole[..whole.len() - 512]).unwrap();
         assert_eq!(recognise(d.path()).unwrap(), None);
+        // pg_basebackup -Ft -z: base.tar.gz.
+        fs::remove_file(d.path().join("base.tar")).unwrap();
+        fs::write(d.path().join("base.tar.gz"), b"gzip").unwrap();
+        assert_eq!(recognise(d.path()).unwrap(), Some(Legacy::Tar));
     }
 
     #[test]
