@@ -18,8 +18,9 @@ use e2e::{
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A backup as Archive 2.0's base-backup_2 left it on server `server`:
-/// `pg_basebackup -Ft` with backup_label and global/pg_control extracted
-/// beside base.tar, or a plain directory.
+/// `pg_basebackup -Ft` (its default WAL method, stream: a pg_wal.tar
+/// beside base.tar) with backup_label and global/pg_control extracted
+/// beside base.tar, or a plain directory without WAL.
 fn old_backup(lab: &Lab, pg: &PgCluster, server: usize, n: u32, tar: bool) {
     let parent = lab.stored_backup_dir(server, "main");
     mkdir_postgres(&parent, 0o700);
@@ -28,12 +29,13 @@ fn old_backup(lab: &Lab, pg: &PgCluster, server: usize, n: u32, tar: bool) {
         lab.postgres_cmd(Path::new(PG_BIN).join("pg_basebackup"))
             .arg("-h")
             .arg(pg.socket_dir())
-            .args(["-p", &pg.port().to_string(), "-X", "none", "-c", "fast"])
-            .args(["-F", if tar { "t" } else { "p" }])
+            .args(["-p", &pg.port().to_string(), "-c", "fast"])
+            .args(if tar { ["-F", "t"] } else { ["-X", "none"] })
             .arg("-D")
             .arg(&dir),
     );
     if tar {
+        assert!(dir.join("pg_wal.tar").is_file());
         run_ok(
             lab.postgres_cmd("tar")
                 .arg("-xf")
