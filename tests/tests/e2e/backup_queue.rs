@@ -524,6 +524,10 @@ fn migrate_takes_over_an_archive2_queue_in_place() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("took over"), "{}", stderr(&out));
+    // show reads the taken-over rows (no wals_dir yet) and their failure.
+    let out = q.tool(&lab, &["show", "--check"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stdout(&out).contains("FAILED #2"), "{}", stdout(&out));
 
     // The queue goes on: archive_1's open task is failed by its next
     // get_next; master1 is blocked on archive_2 until cleared, as before.
