@@ -105,10 +105,7 @@ impl Lab {
             .env_clear()
             .env("HOME", &user.home)
             .env("USER", "postgres")
-            .env(
-                "PATH",
-                format!("{}:/usr/local/bin:/usr/bin:/bin", crate::PG_BIN_DIR),
-            )
+            .env("PATH", crate::pg_path())
             .env("PGARCHIVE_CONFIG", server.config_path())
             .current_dir("/");
         cmd

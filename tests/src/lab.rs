@@ -23,6 +23,26 @@ use crate::proc::{
 };
 use crate::sshd::ArchiveServer;
 
+/// `backup_compress` for base-backup in a lab whose client programs are
+/// PostgreSQL 18's PyPI build: it has gzip only (no zstd, no lz4).
+fn lab_backup_compress() -> &'static str {
+    if crate::pg_client_dir() != Path::new("/usr/lib/postgresql/15/bin") {
+        "backup_compress = \"client-gzip:1\"\n"
+    } else {
+        ""
+    }
+}
+
+/// The name of the base archive base-backup writes in this lab (see
+/// [`lab_backup_compress`]).
+pub fn lab_base_tar() -> &'static str {
+    if lab_backup_compress().is_empty() {
+        "base.tar.zst"
+    } else {
+        "base.tar.gz"
+    }
+}
+
 /// Options for [`Lab::with`].
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -367,6 +387,8 @@ impl Lab {
     }
 
     fn write_server_configs(&self) {
+        // base-backup finds the lab's pg_basebackup on the servers' PATH
+        // (crate::pg_path) beside Debian's 15 in the default pg_search_path.
         let extra = self
             .server_extra
             .lock()
@@ -389,7 +411,7 @@ impl Lab {
                  server_name = {name_q}\n\
                  connect_timeout = 5\n\
                  io_timeout = 20\n\
-                 {legacy}{extra}",
+                 {compress}{legacy}{extra}",
                 name = s.name(),
                 ssh = toml_str(&s.ssh_config_path().to_string_lossy()),
                 run = toml_str(&s.runtime_dir().to_string_lossy()),
@@ -397,6 +419,7 @@ impl Lab {
                 remote = toml_str(&self.remote_command()),
                 root = toml_str(&self.archive_root().to_string_lossy()),
                 name_q = toml_str(s.name()),
+                compress = lab_backup_compress(),
                 extra = with_newline(&extra),
             );
             write_postgres_file(s.config_path(), text, 0o600);
@@ -539,7 +562,8 @@ impl Lab {
         self.server(n).thaw();
     }
 
-    /// initdb a new PostgreSQL 15 cluster `<lab>/pg/<name>` (not started).
+    /// initdb a new cluster `<lab>/pg/<name>` of the lab's PostgreSQL
+    /// version ([`crate::pg_version`]; not started).
     pub fn init_cluster(&self, name: &str, opts: PgOptions) -> PgCluster {
         PgCluster::init(&self.dir, self.clusters.clone(), name, &opts)
     }

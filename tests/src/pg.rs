@@ -1,4 +1,5 @@
-//! PostgreSQL 15 clusters run as `postgres` inside the lab.
+//! PostgreSQL clusters (of the version [`crate::pg_version`] names) run as
+//! `postgres` inside the lab.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -38,7 +39,7 @@ impl Default for PgOptions {
 /// test leaked.
 pub(crate) type ClusterRegistry = Arc<Mutex<Vec<PathBuf>>>;
 
-/// A PostgreSQL 15 cluster in `<lab>/pg/<name>`, run as `postgres`, reachable
+/// A PostgreSQL cluster in `<lab>/pg/<name>`, run as `postgres`, reachable
 /// on the Unix socket dir `<lab>/pg/sock` and on 127.0.0.1:`port()`.
 /// Dropping it stops it (immediate mode, then SIGKILL).
 #[derive(Debug)]

@@ -15,8 +15,57 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
-/// Where the PostgreSQL 15 server binaries live.
-pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's PostgreSQL 15, the machine's own.
+const DEBIAN_PG15: &str = "/usr/lib/postgresql/15/bin";
+
+/// The PostgreSQL major version the lab runs: `E2E_PG_VERSION`, else 15.
+pub fn pg_version() -> u32 {
+    match std::env::var("E2E_PG_VERSION") {
+        Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|_| {
+            panic!("E2E_PG_VERSION={v:?}: expected a major version such as 17")
+        }),
+        _ => 15,
+    }
+}
+
+/// Where scripts/install-pg.sh puts other versions: `PGARCHIVE_PG_CACHE`,
+/// else /var/cache/pgarchive-pg.
+fn pg_cache() -> PathBuf {
+    std::env::var_os("PGARCHIVE_PG_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/pgarchive-pg"))
+}
+
+fn installed_bin(version: u32) -> PathBuf {
+    if version == 15 && Path::new(DEBIAN_PG15).join("postgres").is_file() {
+        return PathBuf::from(DEBIAN_PG15);
+    }
+    let dir = pg_cache().join(version.to_string()).join("bin");
+    if !dir.join("postgres").is_file() {
+        panic!(
+            "PostgreSQL {version} is not installed in {}: run scripts/install-pg.sh {version}",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The directory of the lab's server programs (initdb, pg_ctl, postgres).
+pub fn pg_server_dir() -> PathBuf {
+    installed_bin(pg_version())
+}
+
+/// The directory of the lab's client programs (psql, pg_basebackup, ...):
+/// the version's own when it has them, else PostgreSQL 18's, which serve
+/// every older server (the npm builds of 13 to 17 have no client programs).
+pub fn pg_client_dir() -> PathBuf {
+    let own = pg_server_dir();
+    if own.join("psql").is_file() {
+        own
+    } else {
+        installed_bin(18)
+    }
+}
 
 /// The `postgres` account, looked up once in the password database.
 #[derive(Debug, Clone)]
@@ -63,7 +112,8 @@ fn lookup_user(name: &str) -> Option<PostgresUser> {
 
 /// A command that runs as the `postgres` account: its uid and gid (supplementary
 /// groups dropped), a clean environment with `HOME`, `USER`, `LOGNAME` and a
-/// `PATH` that starts with PostgreSQL 15's bin directory, cwd = postgres' home.
+/// `PATH` that starts with the lab's PostgreSQL client and server
+/// directories, cwd = postgres' home.
 /// [`crate::Lab::postgres_cmd`] does the same with the lab dir as cwd.
 pub fn postgres_cmd(program: impl AsRef<OsStr>) -> Command {
     let user = postgres_user();
@@ -74,7 +124,7 @@ pub fn postgres_cmd(program: impl AsRef<OsStr>) -> Command {
         .env("HOME", &user.home)
         .env("USER", "postgres")
         .env("LOGNAME", "postgres")
-        .env("PATH", format!("{PG_BIN_DIR}:/usr/local/bin:/usr/bin:/bin"))
+        .env("PATH", pg_path())
         .env("LANG", "C.UTF-8")
         .current_dir(&user.home);
     for var in ["RUST_BACKTRACE", "RUST_LOG", "TZ"] {
@@ -241,9 +291,26 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Path of a PostgreSQL 15 program (`pg_ctl`, `psql`, …).
+/// `PATH` for commands of the lab: its PostgreSQL client programs, then
+/// its server programs, then the system's.
+pub fn pg_path() -> String {
+    format!(
+        "{}:{}:/usr/local/bin:/usr/bin:/bin",
+        pg_client_dir().display(),
+        pg_server_dir().display()
+    )
+}
+
+/// Path of a PostgreSQL program (`pg_ctl`, `psql`, …) of the lab's
+/// version: the server's directory when it has it, else the client
+/// programs' (see [`pg_client_dir`]).
 pub fn pg_bin(name: &str) -> PathBuf {
-    Path::new(PG_BIN_DIR).join(name)
+    let server = pg_server_dir().join(name);
+    if server.is_file() {
+        server
+    } else {
+        pg_client_dir().join(name)
+    }
 }
 
 /// Polls `f` (every 50 ms) until it returns true; panics naming `what` after

@@ -13,6 +13,7 @@ mod e2e {
     mod drill;
     mod hostile;
     mod lab_smoke;
+    mod pg_versions;
     mod restore;
     mod retention;
     mod roles;

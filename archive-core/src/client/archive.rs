@@ -29,6 +29,7 @@ use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::common::log;
 use crate::common::names::{validate_cluster_name, validate_dir_arg};
+use crate::common::page_header;
 use crate::common::wal::{self, WalName};
 use crate::net::health::{self, HealthBook};
 use crate::net::ssh::{self, Channel, PutReply, SshSettings};
@@ -47,6 +48,25 @@ pub struct ArchiveRequest {
     pub name: String,
     /// CLUSTER-NAME.
     pub cluster: String,
+}
+
+/// Logs (into PostgreSQL's log: archive_command's stderr) the WARNING for
+/// a segment whose page magic no known PostgreSQL version writes: a newer
+/// version's WAL, which the servers store when the rest of its header is
+/// consistent. A header that does not parse is the servers' to refuse.
+fn warn_unknown_magic(path: &Path, name: &WalName) {
+    if !name.has_page_header() {
+        return;
+    }
+    let mut head = [0u8; page_header::LONG_HEADER_LEN];
+    let read = File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    if let Ok(Some(w)) = read.map(|()| {
+        page_header::validate_first_page(&head, name)
+            .ok()
+            .and_then(|h| h.unknown_magic_warning(&path.display().to_string()))
+    }) {
+        log::warn(w);
+    }
 }
 
 /// How a call ended successfully.
@@ -138,7 +158,8 @@ struct Item {
 
 /// Archives one file (plus look-ahead), as archive_command.
 pub async fn archive(cfg: &Config, req: &ArchiveRequest) -> Result<PushOutcome> {
-    req.validate()?;
+    let name = req.validate()?;
+    warn_unknown_magic(&req.wal_path, &name);
     let state = State::open(cfg, &req.cluster)?;
     if let Some(host) = check_record(&state, &req.name, &req.wal_path, &req.dst_dir)? {
         return Ok(PushOutcome::AlreadyPushed { host });

@@ -24,6 +24,11 @@ use crate::common::error::{Error, Result};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgarchive.toml";
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "PGARCHIVE_CONFIG";
+
+/// Default `pg_search_path`: Debian/Ubuntu's, then PGDG RPMs', then a
+/// source build's installation directories.
+pub const DEFAULT_PG_SEARCH_PATH: &str =
+    "/usr/lib/postgresql/*/bin:/usr/pgsql-*/bin:/usr/local/pgsql/bin";
 const ENV_PREFIX: &str = "PGARCHIVE_";
 
 /// Every setting of the suite, with its default.
@@ -113,10 +118,16 @@ pub struct Config {
     /// user=backup", or a postgresql:// URL). No default: base-backup
     /// refuses to run without it.
     pub queue_dsn: Option<String>,
-    /// base-backup: directory of pg_basebackup (and pg_verifybackup).
-    /// Default: /usr/lib/postgresql/15/bin when it holds pg_basebackup,
-    /// else the PATH.
+    /// base-backup, restore-backup: the one directory to take PostgreSQL's
+    /// programs (pg_basebackup, pg_verifybackup, ...) from; its programs
+    /// must be of the server's major version or newer. Unset (the
+    /// default): the programs are looked for in `pg_search_path` and PATH.
     pub pg_bin_dir: Option<PathBuf>,
+    /// Where PostgreSQL's programs are looked for when `pg_bin_dir` is
+    /// unset: directories separated by ':', each may hold globs; then PATH.
+    /// The program of the smallest major version at least the server's is
+    /// taken (see `common::pg_programs`).
+    pub pg_search_path: String,
     /// base-backup: pg_basebackup's `--compress` value,
     /// `[client-|server-]{none,gzip,lz4,zstd}[:DETAIL]`, e.g. "server-zstd:3"
     /// (compress on the standby) or "client-zstd:level=1,workers=4".
@@ -206,6 +217,7 @@ impl Default for Config {
             quiet: false,
             queue_dsn: None,
             pg_bin_dir: None,
+            pg_search_path: DEFAULT_PG_SEARCH_PATH.into(),
             backup_compress: BackupCompress::parse("client-zstd:1").expect("valid default"),
             backup_checkpoint: Checkpoint::Spread,
             backup_max_rate: None,

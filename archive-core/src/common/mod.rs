@@ -15,5 +15,6 @@ pub(crate) mod lock;
 pub mod log;
 pub mod names;
 pub mod page_header;
+pub mod pg_programs;
 pub(crate) mod process;
 pub mod wal;

@@ -106,6 +106,11 @@ fn postgres_cluster_starts() {
     let pg = lab.init_cluster("main", PgOptions::default());
     pg.start();
     assert_eq!(pg.psql("select 1"), "1");
+    // The lab runs the version E2E_PG_VERSION asks for (the matrix relies on it).
+    assert_eq!(
+        pg.psql("select current_setting('server_version_num')::int / 10000"),
+        e2e::pg_version().to_string()
+    );
     let seg = pg.switch_wal();
     assert_eq!(seg.len(), 24, "{seg:?}");
     assert!(seg.chars().all(|c| c.is_ascii_hexdigit()), "{seg:?}");

@@ -9,7 +9,7 @@ use crate::client::sync::{self, SyncOptions};
 use crate::common::config::{BackupVerify, Config};
 use crate::common::error::Failure;
 use crate::common::names::validate_cluster_name;
-use crate::common::{durable, lock, log};
+use crate::common::{durable, lock, log, pg_programs};
 use crate::net::queue::{self, Task};
 use crate::server::backups::{self, Label};
 use crate::server::store::Store;
@@ -280,16 +280,20 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         "base-backup task {} of {} on {server}",
         task.id, task.cluster
     );
-    let cmd = pgbb::command(
-        cfg,
-        &pgbb::Source {
-            host: &task.host,
-            port: task.port,
-            user: &task.pg_user,
-            label: &label,
-        },
-        &tmp,
-    );
+    let source = pgbb::Source {
+        host: &task.host,
+        port: task.port,
+        user: &task.pg_user,
+        label: &label,
+    };
+    let program = match pgbb::choose_program(cfg, &source) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = backups::remove_backup_dir(&tmp);
+            return Err(("choosing pg_basebackup", e));
+        }
+    };
+    let cmd = pgbb::command(cfg, &program.path, &source, &tmp);
     let follower = (cfg.backup_verify == BackupVerify::Manifest).then(|| Follower::start(&tmp));
     let finished = pgbb::run(cmd, Duration::from_secs(cfg.backup_progress_interval));
     let finished = match finished {
@@ -323,15 +327,18 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         Some(f) => f
             .finish()
             .and_then(|scan| verify::check_against_manifest(&tmp, scan)),
-        None => verify::extract_and_verify(
-            &tmp,
-            &dir.join(format!(
-                "{}{}.verify",
-                backups::TEMP_PREFIX,
-                std::process::id()
-            )),
-            &pgbb::pg_program(cfg, "pg_verifybackup"),
-        ),
+        // Of the backup's version or newer: an older one refuses a newer manifest.
+        None => pg_programs::find(cfg, "pg_verifybackup", Some(program.major)).and_then(|f| {
+            verify::extract_and_verify(
+                &tmp,
+                &dir.join(format!(
+                    "{}{}.verify",
+                    backups::TEMP_PREFIX,
+                    std::process::id()
+                )),
+                &f.path,
+            )
+        }),
     };
     let verified = match verified.and_then(|v| {
         if let Some(w) = &wals_dir {

@@ -12,24 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::config::Config;
 use crate::common::log;
+use crate::common::pg_programs::{self, Found};
 use crate::{Error, Result};
-
-/// Where PostgreSQL 15's programs live on Debian.
-pub const PG15_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// Path of PostgreSQL program `name`: `pg_bin_dir`, else PostgreSQL 15's
-/// directory when it has the program, else the bare name (PATH).
-pub fn pg_program(cfg: &Config, name: &str) -> PathBuf {
-    if let Some(dir) = &cfg.pg_bin_dir {
-        return dir.join(name);
-    }
-    let p = Path::new(PG15_BIN).join(name);
-    if p.is_file() {
-        p
-    } else {
-        PathBuf::from(name)
-    }
-}
 
 /// Quotes a libpq connection-string value.
 pub fn conninfo_value(v: &str) -> String {
@@ -49,20 +33,86 @@ pub struct Source<'a> {
     pub label: &'a str,
 }
 
-/// The pg_basebackup command writing a tar-format backup of `src` into
-/// `target` (WAL not included: it comes from the archive).
-pub fn command(cfg: &Config, src: &Source, target: &Path) -> Command {
+impl Source<'_> {
+    /// The libpq connection string (without a database or replication
+    /// mode: each caller adds what it needs).
+    fn conninfo(&self, cfg: &Config) -> String {
+        format!(
+            "host={} port={} user={} connect_timeout={} keepalives=1 keepalives_idle=30 \
+             keepalives_interval=10 keepalives_count=6 application_name=base-backup",
+            conninfo_value(self.host),
+            self.port,
+            conninfo_value(self.user),
+            cfg.connect_timeout,
+        )
+    }
+}
+
+/// The server's major version (`server_version_num` / 10000), asked over an
+/// ordinary connection to the `postgres` database.
+pub fn server_major(cfg: &Config, src: &Source) -> Result<u32> {
+    let where_ = format!("{}:{}", src.host, src.port);
+    // tokio-postgres knows fewer keywords than libpq: only the basic ones.
     let conninfo = format!(
-        "host={} port={} user={} connect_timeout={} keepalives=1 keepalives_idle=30 \
-         keepalives_interval=10 keepalives_count=6 application_name=base-backup",
+        "host={} port={} user={} dbname=postgres connect_timeout={} application_name=base-backup",
         conninfo_value(src.host),
         src.port,
         conninfo_value(src.user),
         cfg.connect_timeout,
     );
-    let mut cmd = Command::new(pg_program(cfg, "pg_basebackup"));
+    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).map_err(|e| {
+        Error::host(
+            &where_,
+            format!("cannot connect to ask the server version: {e}"),
+        )
+    })?;
+    let row = client
+        .query_one("select current_setting('server_version_num')", &[])
+        .map_err(|e| Error::host(&where_, format!("cannot ask the server version: {e}")))?;
+    let num: String = row.get(0);
+    num.parse::<u32>().map(|n| n / 10000).map_err(|_| {
+        Error::host(
+            &where_,
+            format!("server_version_num {num:?} is not a number"),
+        )
+    })
+}
+
+/// pg_basebackup for `src`'s server: of its major version or the closest
+/// newer one installed (see `common::pg_programs`). When the version cannot
+/// be asked (an ordinary connection refused where replication is allowed),
+/// the newest installed one, which reads every older server.
+pub fn choose_program(cfg: &Config, src: &Source) -> Result<Found> {
+    let server = match server_major(cfg, src) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn(format!(
+                "{e}; using the newest pg_basebackup installed (allow an ordinary connection to the postgres database in pg_hba.conf to have the closest version picked)"
+            ));
+            None
+        }
+    };
+    let found = pg_programs::find(cfg, "pg_basebackup", server)?;
+    log::info(format!(
+        "{}:{}: server {}, using {} (PostgreSQL {})",
+        src.host,
+        src.port,
+        server.map_or_else(
+            || "version unknown".to_string(),
+            |v| format!("PostgreSQL {v}")
+        ),
+        found.path.display(),
+        found.major
+    ));
+    Ok(found)
+}
+
+/// The pg_basebackup command (`program`) writing a tar-format backup of
+/// `src` into `target` (WAL not included: it comes from the archive).
+pub fn command(cfg: &Config, program: &Path, src: &Source, target: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.arg("--dbname")
-        .arg(conninfo)
+        .arg(src.conninfo(cfg))
         .arg("--pgdata")
         .arg(target)
         .args([
@@ -219,16 +269,19 @@ mod tests {
     #[test]
     fn the_command_line_has_tar_format_and_no_wal() {
         let cfg = Config::load(None, &["backup_max_rate=\"10M\"".into()]).unwrap();
+        let src = Source {
+            host: "standby",
+            port: 5433,
+            user: "backup",
+            label: "x",
+        };
         let cmd = command(
             &cfg,
-            &Source {
-                host: "standby",
-                port: 5433,
-                user: "backup",
-                label: "x",
-            },
+            Path::new("/pg/18/bin/pg_basebackup"),
+            &src,
             Path::new("/b/t"),
         );
+        assert_eq!(cmd.get_program(), "/pg/18/bin/pg_basebackup");
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -250,13 +303,7 @@ mod tests {
         // Progress (and the server's size-estimation pass) only when asked.
         assert!(!args.iter().any(|a| a == "--progress"), "{args:?}");
         let cfg = Config::load(None, &["backup_progress_interval=30".into()]).unwrap();
-        let src = Source {
-            host: "standby",
-            port: 5433,
-            user: "backup",
-            label: "x",
-        };
-        let cmd = command(&cfg, &src, Path::new("/b/t"));
+        let cmd = command(&cfg, Path::new("pg_basebackup"), &src, Path::new("/b/t"));
         assert!(cmd.get_args().any(|a| a == "--progress"));
     }
 }
