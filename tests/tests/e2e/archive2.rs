@@ -15,8 +15,6 @@ use e2e::{
     ARCHIVE2_SCHEMA,
 };
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
 /// A backup as Archive 2.0's base-backup_2 left it on server `server`:
 /// `pg_basebackup -Ft` (its default WAL method, stream: a pg_wal.tar
 /// beside base.tar) with backup_label and global/pg_control extracted
@@ -26,7 +24,7 @@ fn old_backup(lab: &Lab, pg: &PgCluster, server: usize, n: u32, tar: bool) {
     mkdir_postgres(&parent, 0o700);
     let dir = parent.join(format!("data.master.{n}"));
     run_ok(
-        lab.postgres_cmd(Path::new(PG_BIN).join("pg_basebackup"))
+        lab.postgres_cmd(e2e::pg_client_dir().join("pg_basebackup"))
             .arg("-h")
             .arg(pg.socket_dir())
             .args(["-p", &pg.port().to_string(), "-c", "fast"])

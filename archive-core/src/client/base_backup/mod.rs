@@ -587,7 +587,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(task_pg_bin_dir(d.path()), Err(Error::Refused(_))));
-        let pg15 = Path::new(pgbb::PG15_BIN);
+        let pg15 = Path::new("/usr/lib/postgresql/15/bin");
         if pg15.is_dir() {
             assert_eq!(task_pg_bin_dir(pg15).unwrap(), pg15.canonicalize().unwrap());
         }
