@@ -224,9 +224,11 @@ fn show(
     let hosts = text_rows(
         client,
         "select cluster_name, pg_user || '@' || host || ':' || port, archiver1 || ', ' || archiver2, \
-                periodicity_days::text || 'd', keep_backups_cnt::text, \
+                periodicity_days::text || 'd', \
+                keep_backups_cnt::text || coalesce(' + ' || keep_days || 'd', ''), \
                 to_char(start_time, 'HH24:MI') || ' ' || time_zone, \
-                case when enabled then 'yes' else 'NO' end, directory, wals_dir \
+                case when enabled then 'yes' else 'NO' end, directory, \
+                coalesce(wals_dir, 'NOT SET: no wal-cleanup, no wal-sync') \
            from backups.hosts where $1::text is null or cluster_name = $1 order by cluster_name",
         &[&cluster],
     )?;

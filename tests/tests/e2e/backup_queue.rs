@@ -528,6 +528,11 @@ fn migrate_takes_over_an_archive2_queue_in_place() {
     let out = q.tool(&lab, &["show", "--check"]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stdout(&out).contains("FAILED #2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("NOT SET: no wal-cleanup, no wal-sync"),
+        "{}",
+        stdout(&out)
+    );
 
     // The queue goes on: archive_1's open task is failed by its next
     // get_next; master1 is blocked on archive_2 until cleared, as before.
