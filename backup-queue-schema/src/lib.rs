@@ -5,11 +5,15 @@
 //!
 //! The schema (`backups`): table `hosts` (one row per cluster: where to back
 //! it up from, its two archive servers, directories, periodicity, how many
-//! backups to keep, start time of day), table `tasks` (one row per backup
-//! handed out: running / done / failed), functions `get_next(archiver)`,
-//! `stop(task_id)`, `set_error(task_id, text)`, `clear(task_id)`,
-//! `clear_failures(cluster, archiver)`, view `overview`. The rules are
-//! documented in `migrations/0001_init.sql` above `get_next`.
+//! backups to keep and for how many days, start time of day, PostgreSQL
+//! programs), table `tasks` (one row per backup handed out: running / done
+//! / failed), functions `next_task(archiver)`, `stop(task_id, details)`,
+//! `set_error(task_id, text)`, `clear(task_id)`, `clear_failures(cluster,
+//! archiver)`, view `overview`; and Archive 2.0's interface beside it
+//! (`get_next(archiver)`, `stop(backup_id)`, its columns: migration 2). The
+//! rules are documented in `migrations/0001_init.sql` above `get_next`
+//! (renamed `next_task` by migration 2). An Archive 2.0 queue database is
+//! taken over by [`migrate`] with `archive2/*.sql`.
 
 use archive_core::net::queue;
 
@@ -29,11 +33,18 @@ pub struct Migration {
 
 /// Every migration, in order. A new one is a new file plus a line here
 /// (a unit test checks that the two agree); an applied file is never edited.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "archive2_retention",
+        sql: include_str!("../migrations/0002_archive2_retention.sql"),
+    },
+];
 
 /// Table recording applied migrations (with the md5 of their text).
 pub const MIGRATIONS_TABLE: &str = "backups.schema_migrations";
@@ -52,29 +63,84 @@ pub struct Applied {
     pub applied_at: String,
 }
 
-/// Applies the migrations not applied yet, each in its own transaction,
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migrated {
+    /// Versions applied now.
+    pub applied: Vec<i32>,
+    /// An Archive 2.0 queue was taken over: what was copied.
+    pub archive2: Option<TakenOver>,
+    /// Clusters without a wals_dir (Archive 2.0's rows have none): their
+    /// backups are made, but no WAL maintenance runs until it is set.
+    pub no_wals_dir: Vec<String>,
+}
+
+/// What was copied from an Archive 2.0 queue (its tables stay, untouched,
+/// in schema [`ARCHIVE2_SCHEMA`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Clusters.
+    pub hosts: i64,
+    /// Tasks.
+    pub tasks: i64,
+    /// Tasks of hosts no longer listed, left in the old table only.
+    pub tasks_left: i64,
+}
+
+/// Where an Archive 2.0 queue's own tables go when it is taken over.
+pub const ARCHIVE2_SCHEMA: &str = "backups_archive2";
+
+/// Moves an Archive 2.0 queue's tables and functions aside.
+const ARCHIVE2_SET_ASIDE: &str = include_str!("../archive2/set_aside.sql");
+/// Copies its clusters and tasks into ours.
+const ARCHIVE2_IMPORT: &str = include_str!("../archive2/import.sql");
+
+/// Applies the migrations not applied yet, all in one transaction,
 /// serialized against concurrent runs by an advisory lock. Idempotent.
-/// Refuses when an applied migration's text differs from the embedded one
-/// (someone edited an applied file) or the database is newer than this
-/// program. Returns the versions applied now.
-pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
-    let mut done = Vec::new();
-    for m in MIGRATIONS {
-        let mut tx = client.transaction().map_err(queue::db_error)?;
-        tx.execute(
-            "select pg_advisory_xact_lock($1, $2)",
-            &[&MIGRATE_LOCK.0, &MIGRATE_LOCK.1],
+/// An Archive 2.0 queue database (its `backups.hosts` without our columns)
+/// is taken over in the same transaction: its tables move to
+/// [`ARCHIVE2_SCHEMA`], the migrations run, its clusters and task history
+/// are copied in. Refuses when an applied migration's text differs from
+/// the embedded one (someone edited an applied file) or the database is
+/// newer than this program.
+pub fn migrate(client: &mut Client) -> Result<Migrated> {
+    let mut out = Migrated::default();
+    let mut tx = client.transaction().map_err(queue::db_error)?;
+    tx.execute(
+        "select pg_advisory_xact_lock($1, $2)",
+        &[&MIGRATE_LOCK.0, &MIGRATE_LOCK.1],
+    )
+    .map_err(queue::db_error)?;
+    let archive2: bool = tx
+        .query_one(
+            "select to_regclass('backups.hosts') is not null and not exists (
+                 select 1 from pg_attribute
+                  where attrelid = to_regclass('backups.hosts') and attname = 'archiver1'
+                    and not attisdropped)",
+            &[],
         )
-        .map_err(queue::db_error)?;
-        tx.batch_execute(&format!(
-            "create schema if not exists backups;
-             create table if not exists {MIGRATIONS_TABLE} (
-                 version    integer primary key,
-                 name       text not null,
-                 md5        text not null,
-                 applied_at timestamptz not null default now())"
+        .map_err(queue::db_error)?
+        .get(0);
+    let refused = |what: &str, e: postgres::Error| {
+        Error::Refused(format!(
+            "{what} failed: {}; nothing was changed",
+            queue::db_message(&e)
         ))
-        .map_err(queue::db_error)?;
+    };
+    if archive2 {
+        tx.batch_execute(ARCHIVE2_SET_ASIDE)
+            .map_err(|e| refused("taking over the Archive 2.0 queue", e))?;
+    }
+    tx.batch_execute(&format!(
+        "create schema if not exists backups;
+         create table if not exists {MIGRATIONS_TABLE} (
+             version    integer primary key,
+             name       text not null,
+             md5        text not null,
+             applied_at timestamptz not null default now())"
+    ))
+    .map_err(queue::db_error)?;
+    for m in MIGRATIONS {
         let row = tx
             .query_opt(
                 &format!("select md5 = md5($2) from {MIGRATIONS_TABLE} where version = $1"),
@@ -91,14 +157,8 @@ pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
             }
             None => {}
         }
-        tx.batch_execute(m.sql).map_err(|e| {
-            Error::Refused(format!(
-                "migration {:04}_{} failed: {}",
-                m.version,
-                m.name,
-                queue::db_message(&e)
-            ))
-        })?;
+        tx.batch_execute(m.sql)
+            .map_err(|e| refused(&format!("migration {:04}_{}", m.version, m.name), e))?;
         tx.execute(
             &format!(
                 "insert into {MIGRATIONS_TABLE} (version, name, md5) values ($1, $2, md5($3))"
@@ -106,10 +166,24 @@ pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
             &[&m.version, &m.name, &m.sql],
         )
         .map_err(queue::db_error)?;
-        tx.commit().map_err(queue::db_error)?;
-        done.push(m.version);
+        out.applied.push(m.version);
     }
-    let newest: Option<i32> = client
+    if archive2 {
+        tx.batch_execute(ARCHIVE2_IMPORT)
+            .map_err(|e| refused("copying the Archive 2.0 queue's rows", e))?;
+        let count = |tx: &mut postgres::Transaction, sql: &str| -> Result<i64> {
+            Ok(tx.query_one(sql, &[]).map_err(queue::db_error)?.get(0))
+        };
+        let hosts = count(&mut tx, "select count(*) from backups.hosts")?;
+        let tasks = count(&mut tx, "select count(*) from backups.tasks")?;
+        let old = count(&mut tx, "select count(*) from backups_archive2.tasks")?;
+        out.archive2 = Some(TakenOver {
+            hosts,
+            tasks,
+            tasks_left: old - tasks,
+        });
+    }
+    let newest: Option<i32> = tx
         .query_one(&format!("select max(version) from {MIGRATIONS_TABLE}"), &[])
         .map_err(queue::db_error)?
         .get(0);
@@ -120,7 +194,17 @@ pub fn migrate(client: &mut Client) -> Result<Vec<i32>> {
             newest.unwrap_or(0)
         )));
     }
-    Ok(done)
+    out.no_wals_dir = tx
+        .query(
+            "select cluster_name from backups.hosts where wals_dir is null order by 1",
+            &[],
+        )
+        .map_err(queue::db_error)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.commit().map_err(queue::db_error)?;
+    Ok(out)
 }
 
 /// Migrations recorded in the database (empty when none ever ran).

@@ -6,13 +6,18 @@ use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::log;
 use archive_core::net::queue;
 use archive_core::Error;
-use backup_queue_schema::{applied, migrate, script, MIGRATIONS};
+use backup_queue_schema::{applied, migrate, script, ARCHIVE2_SCHEMA, MIGRATIONS};
 use clap::{Parser, Subcommand};
 use postgres::Client;
 
 const AFTER_HELP: &str = "\
 The queue database: schema `backups` (tables hosts and tasks, functions
-get_next, stop, set_error, clear, clear_failures, view overview).
+next_task, stop, set_error, clear, clear_failures, view overview), and
+Archive 2.0's interface beside it (get_next(archiver) with its o_* columns,
+stop(backup_id), hosts.archiver_name, tasks.backup_id/is_failed; deleting a
+failed task's row clears it). `migrate` also takes over an Archive 2.0
+queue database in place, in one transaction: its tables move to schema
+backups_archive2 and their rows are copied in.
 
   backup-queue --dsn 'host=queue dbname=backup_queue' migrate
   backup-queue show                 # uses queue_dsn from the config
@@ -23,6 +28,10 @@ Add a cluster (plain SQL):
                              directory, wals_dir, periodicity_days, keep_backups_cnt)
   values ('main', 'main-standby', 5432, 'arch1', 'arch2',
           '/var/lib/pgarchive/backups/main', '/var/lib/pgarchive/main', 4, 2);
+Archive 2.0's form works too (then set wals_dir for WAL maintenance):
+  insert into backups.hosts (host, cluster_name, archiver_name, keep_backups_cnt,
+                             periodicity_days, directory)
+  values ('main-standby', 'main', '{\"arch1\", \"arch2\"}', 2, 4, '/var/lib/pgarchive/backups/main');
 Clear a failed task (its server then backs the cluster up again):
   select backups.clear(<task id>);
 
@@ -99,11 +108,30 @@ fn run(args: Args) -> Result<i32, Error> {
         Cmd::Migrate => {
             let done = migrate(&mut client)?;
             let version = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
-            if done.is_empty() {
+            if let Some(t) = done.archive2 {
+                log::info(format!(
+                    "took over the Archive 2.0 queue: {} cluster(s) and {} task(s) copied{}; its own tables are kept in schema {ARCHIVE2_SCHEMA}",
+                    t.hosts,
+                    t.tasks,
+                    if t.tasks_left > 0 {
+                        format!(" ({} task(s) of clusters no longer listed stay there only)", t.tasks_left)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            if done.applied.is_empty() {
                 log::info(format!("schema is up to date (version {version})"));
             } else {
                 log::info(format!(
-                    "applied migration(s) {done:?}; schema is at version {version}"
+                    "applied migration(s) {:?}; schema is at version {version}",
+                    done.applied
+                ));
+            }
+            if !done.no_wals_dir.is_empty() {
+                log::warn(format!(
+                    "cluster(s) {} have no wals_dir: base-backup makes their backups but runs no wal-cleanup or wal-sync until it is set: update backups.hosts set wals_dir = '<archive_command's DST-DIR>' where cluster_name = '…'",
+                    done.no_wals_dir.join(", ")
                 ));
             }
             Ok(0)
@@ -196,9 +224,11 @@ fn show(
     let hosts = text_rows(
         client,
         "select cluster_name, pg_user || '@' || host || ':' || port, archiver1 || ', ' || archiver2, \
-                periodicity_days::text || 'd', keep_backups_cnt::text, \
+                periodicity_days::text || 'd', \
+                keep_backups_cnt::text || coalesce(' + ' || keep_days || 'd', ''), \
                 to_char(start_time, 'HH24:MI') || ' ' || time_zone, \
-                case when enabled then 'yes' else 'NO' end, directory, wals_dir \
+                case when enabled then 'yes' else 'NO' end, directory, \
+                coalesce(wals_dir, 'NOT SET: no wal-cleanup, no wal-sync') \
            from backups.hosts where $1::text is null or cluster_name = $1 order by cluster_name",
         &[&cluster],
     )?;

@@ -17,15 +17,16 @@ const AFTER_HELP: &str = "\
 cron on each archive server (as the archive's owner, e.g. postgres):
   */10 * * * *  base-backup >> /var/log/pgarchive/base-backup.log 2>&1
 
-Each run: takes a lock (one run per server), asks backups.get_next(server_name);
+Each run: takes a lock (one run per server), asks backups.next_task(server_name);
 with a task: pg_basebackup --format=tar --wal-method=none from the task's
 host:port into <directory>/data.master.new.<pid>, reading the archives back as
 they are written and checking them against backup_manifest (size, CRC32C,
 nothing missing or extra, the manifest's checksum), extracts backup_label,
-writes SUCCESS, rotates so that keep_backups_cnt backups remain (oldest is
-data.master.0; crash-safe renames), runs wal-cleanup and wal-sync with the
+writes SUCCESS, rotates so that keep_backups_cnt backups remain, and those
+the cluster's keep_days window needs, and pinned ones (a PINNED file in the
+backup; oldest is data.master.0; crash-safe renames), runs wal-cleanup and wal-sync with the
 task's other archive server, then backups.stop(task). Any failure leaves the
-task unfinished: the next get_next on this server marks it failed, and this
+task unfinished: the next next_task on this server marks it failed, and this
 server makes no more backups of that cluster until it is cleared
 (select backups.clear(<task id>);).
 

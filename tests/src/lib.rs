@@ -62,7 +62,7 @@ pub use proc::{
     run_with_timeout, sh_quote, stderr, stdout, temp_files, wait_until, write_postgres_file,
     PostgresUser,
 };
-pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
+pub use queue::{clock, sql_str, Handed, HostRow, QueueDb, ARCHIVE2_SCHEMA};
 pub use restore::{
     niceness, prefetch_dir, prefetch_wal_bytes, prefetch_workers, thread_policies, RECOVERYXLOG,
 };

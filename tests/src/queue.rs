@@ -119,12 +119,12 @@ impl QueueDb {
         ));
     }
 
-    /// `backups.get_next(archiver, now)` with `now` a timestamptz SQL
+    /// `backups.next_task(archiver, now)` with `now` a timestamptz SQL
     /// expression (see [`clock`]).
     pub fn get_next_at(&self, archiver: &str, now: &str) -> Option<Handed> {
         let out = self.sql(&format!(
             "set client_min_messages = error;\n\
-             select task_id, cluster_name, peer from backups.get_next({}, {now})",
+             select task_id, cluster_name, peer from backups.next_task({}, {now})",
             sql_str(archiver)
         ));
         let line = out.lines().last().filter(|l| !l.is_empty())?;
@@ -136,9 +136,10 @@ impl QueueDb {
         })
     }
 
-    /// `backups.stop(id)`; panics on error.
+    /// `backups.stop(id, null)` as base-backup calls it (not Archive 2.0's
+    /// one-argument form); panics on error.
     pub fn stop(&self, id: i64) -> bool {
-        self.sql(&format!("select backups.stop({id})")) == "t"
+        self.sql(&format!("select backups.stop({id}::bigint, null)")) == "t"
     }
 
     /// `backups.clear(id)`.
@@ -167,12 +168,54 @@ impl QueueDb {
     }
 }
 
+/// A queue database as Archive 2.0 left it: its tables with their
+/// columns, and functions with its signatures (bodies reduced to what the
+/// take-over needs: it moves them aside, never runs them).
+pub const ARCHIVE2_SCHEMA: &str = "
+create schema backups;
+create table backups.hosts (
+  id serial primary key,
+  host text not null,
+  port int default 5432,
+  cluster_name text not null,
+  archiver_name text[2] not null,
+  bareos_on text default 'archive_1',
+  keep_backups_cnt text not null,
+  periodicity_days int not null,
+  directory text not null,
+  last_archiver text,
+  last_backup_id int,
+  last_backup_start_txtime timestamptz default 'epoch',
+  constraint host unique (host),
+  constraint cluster_name unique (cluster_name));
+create table backups.tasks (
+  backup_id serial primary key,
+  host text not null,
+  archiver_name text not null,
+  start_txtime timestamptz,
+  end_txtime timestamptz,
+  is_failed boolean default false not null);
+create index on backups.tasks (start_txtime);
+create function backups.get_next(i_archiver text, out o_backip_id int, out o_pghost text,
+    out o_pgport int, out o_remote_archiver text, out o_keep_backups_cnt int,
+    out o_backups_dir text, out o_bareos_on text)
+  returns setof record language sql as $$ select null::int, null, null::int, null, null::int, null, null where false $$;
+create function backups.stop(i_backup_id integer, out o_info boolean)
+  returns boolean language sql as $$ select false $$;
+";
+
 impl Lab {
+    /// A PostgreSQL cluster `name` for a queue database, started, with
+    /// nothing in it yet.
+    pub fn queue_db_empty(&self, name: &str) -> QueueDb {
+        let pg = self.init_cluster(name, PgOptions::default());
+        pg.start();
+        QueueDb { pg }
+    }
+
     /// A new backup_queue database (cluster `queue`), started and migrated.
     pub fn queue_db(&self) -> QueueDb {
-        let pg = self.init_cluster("queue", PgOptions::default());
-        pg.start();
-        let q = QueueDb { pg };
+        let q = self.queue_db_empty("queue");
         let out = q.tool(self, &["migrate"]);
         assert!(
             out.status.success(),

@@ -5,6 +5,7 @@
 //! (`KEEP_LAB=1` keeps each lab dir for inspection).
 
 mod e2e {
+    mod archive2;
     mod archiving;
     mod backup_queue;
     mod base_backup;
@@ -15,6 +16,7 @@ mod e2e {
     mod logging;
     mod pg_versions;
     mod restore;
+    mod retention;
     mod roles;
     mod status;
     mod sync_cleanup;

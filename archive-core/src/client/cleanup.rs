@@ -1,15 +1,21 @@
 //! wal-cleanup: removes WAL that no kept backup needs, on both servers.
 //!
 //! Every server's WAL must serve every backup on either server (restore
-//! reads from both), so the cut-off is the START WAL of the older of the
-//! two servers' oldest complete backups, and a server with no backup yet
-//! means "keep everything". Files strictly older by log/segment number are
-//! removed, across timelines, the way pg_archivecleanup compares (the
-//! timeline is ignored); `.history` files always stay.
+//! reads from both), so the cut-off is the earliest START WAL of the
+//! complete backups that exist on either server. A server with no backup
+//! yet does not hold the other back (backups alternate, and a server whose
+//! task failed would otherwise let WAL grow without bound), as long as its
+//! backup directory is provably the right one: it carries the identity
+//! marker or holds a complete backup (`server::backups::dir_identity`). A
+//! missing, unmounted or replaced directory is not "no backups": cleanup
+//! stops there. Files strictly older by log/segment number are removed,
+//! across timelines, the way pg_archivecleanup compares (the timeline is
+//! ignored); `.history` files always stay.
 //!
 //! It decides before it deletes: it reports the plan (count, first and last
 //! name), takes a lock on each side, and aborts without deleting anything
-//! when a label is missing or unreadable, the peer cannot be read, or the
+//! when a backup directory is not proven or is marked for another database
+//! system, a label is missing or unreadable, the peer cannot be read, or the
 //! cut-off segment itself is on neither server (the backups would be
 //! unusable: something is badly wrong, a human must look).
 
@@ -21,7 +27,8 @@ use crate::common::error::{Error, Result};
 use crate::common::log;
 use crate::common::wal::{WalKind, WalName};
 use crate::net::ssh::{self, SshSettings};
-use crate::net::wire::ListEntry;
+use crate::net::wire::{BackupDirIdentity, ListEntry};
+use crate::server::backups;
 use crate::server::store::Store;
 
 /// Options of a cleanup run.
@@ -29,6 +36,10 @@ use crate::server::store::Store;
 pub struct CleanupOptions {
     /// Only report what would be removed.
     pub dry_run: bool,
+    /// An unproven backup directory keeps everything (a warning) instead
+    /// of failing: base-backup's choice, whose first backup of a cluster
+    /// comes before the peer ever used its directory.
+    pub unproven_keeps_all: bool,
 }
 
 /// What a cleanup run did.
@@ -72,16 +83,32 @@ pub async fn wal_cleanup(
     })
     .await?;
 
-    let mine = crate::server::backups::oldest_start_wal(&local_backups)?.map(|l| l.start_wal);
-    let theirs = ch.oldest_backup(&backup_arg).await?;
-    let (Some(mine), Some(theirs)) = (mine.clone(), theirs.clone()) else {
-        let who = if mine.is_none() { me.as_str() } else { peer };
-        log::info(format!(
-            "wal-cleanup {dir_arg}: {who} has no complete backup in {backup_arg} yet; keeping everything"
-        ));
-        return Ok(CleanupReport::default());
+    let mine = backups::oldest_start_wal(&local_backups)?.map(|l| l.start_wal);
+    let my_identity = backups::dir_identity(&local_backups)?;
+    let (theirs, their_identity) = ch.oldest_backup(&backup_arg).await?;
+    let wal_system = crate::server::store::recorded_identity(&store.archive_dir(&dir_arg)?)
+        .map(|i| i.system_identifier);
+    for (who, identity) in [(me.as_str(), &my_identity), (peer, &their_identity)] {
+        if let Err(e) = check_identity(who, identity, wal_system, &backup_arg, &dir_arg) {
+            if !opts.unproven_keeps_all {
+                return Err(e);
+            }
+            log::warn(format!("{e}; keeping everything"));
+            return Ok(CleanupReport::default());
+        }
+    }
+    let keep_from = match (&mine, &theirs) {
+        (Some(m), Some(t)) => older(m, t)?,
+        (Some(one), None) | (None, Some(one)) => one.clone(),
+        (None, None) => {
+            log::info(format!(
+                "wal-cleanup {dir_arg}: no complete backup in {backup_arg} on {me} or {peer} yet; keeping everything"
+            ));
+            return Ok(CleanupReport::default());
+        }
     };
-    let keep_from = older(&mine, &theirs)?;
+    let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "(no backup yet)".into());
+    let (mine, theirs) = (show(&mine), show(&theirs));
     let local = store.list(&dir_arg)?;
     let remote = ch.list(&dir_arg).await?;
     let has = |list: &[ListEntry]| list.iter().any(|e| e.name == keep_from);
@@ -131,6 +158,30 @@ pub async fn wal_cleanup(
     ));
     ch.close().await;
     Ok(report)
+}
+
+/// Refuses a backup directory that is not provably the cluster's (missing,
+/// unmounted, replaced: its backups would be ignored), or whose marker
+/// names another database system than the WAL's.
+fn check_identity(
+    who: &str,
+    identity: &BackupDirIdentity,
+    wal_system: Option<u64>,
+    backup_dir: &str,
+    wals_dir: &str,
+) -> Result<()> {
+    if !identity.proven {
+        return Err(Error::Refused(format!(
+            "wal-cleanup {wals_dir}: the backup directory {backup_dir} on {who} has no identity marker ({}) and no complete backup: it may be missing, unmounted or the wrong path, and the backups it should hold would lose their WAL; nothing removed. Mount or fix it; a server that never backed this cluster up gets the marker from its first base-backup run",
+            backups::DIR_MARKER
+        )));
+    }
+    match (identity.system_identifier, wal_system) {
+        (Some(b), Some(w)) if b != w => Err(Error::Refused(format!(
+            "wal-cleanup {wals_dir}: the backup directory {backup_dir} on {who} is marked for database system {b}, but the WAL in {wals_dir} is of system {w}; nothing removed: check that both paths belong to the same cluster"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a remote step, once more after a timeout or connection failure.

@@ -233,7 +233,9 @@ pub async fn restore(cfg: &Config, req: &PitrRequest) -> Result<BackupEntry> {
         .files
         .iter()
         .map(|f| f.name.clone())
-        .filter(|n| n.contains(".tar"))
+        // pg_wal.tar (pg_basebackup -Ft's default, in Archive 2.0's backups)
+        // holds WAL the archive has too: recovery reads it from there.
+        .filter(|n| n.contains(".tar") && !n.starts_with("pg_wal.tar"))
         .collect();
     if archives.iter().any(|n| !n.starts_with("base.tar")) {
         return Err(Error::Refused(format!(

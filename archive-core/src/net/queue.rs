@@ -1,6 +1,7 @@
 //! The queue as base-backup sees it: connect, take the next task, report an
 //! error, stop a task.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{Error, Result};
@@ -24,12 +25,19 @@ pub struct Task {
     pub pg_user: String,
     /// Backup directory on this server.
     pub directory: String,
-    /// The cluster's WAL directory on the archive servers.
-    pub wals_dir: String,
+    /// The cluster's WAL directory on the archive servers; `None` for rows
+    /// taken over from Archive 2.0 until someone sets it.
+    pub wals_dir: Option<String>,
     /// Backups to keep here.
     pub keep_backups_cnt: i32,
+    /// Days of retention window (every backup needed to restore to a point
+    /// of the last this many days is kept); `None`: none.
+    pub keep_days: Option<i32>,
     /// The cluster's other archive server.
     pub peer: String,
+    /// The cluster's PostgreSQL client programs, overriding the config's
+    /// `pg_bin_dir`.
+    pub pg_bin_dir: Option<PathBuf>,
 }
 
 /// A task left running by this archiver (get_next will mark it failed).
@@ -94,12 +102,15 @@ pub fn connect(dsn: &str, connect_timeout: Duration, application_name: &str) -> 
     cfg.connect(NoTls).map_err(db_error)
 }
 
-/// `backups.get_next(archiver)` (with `now` as the clock when given).
+/// `backups.next_task(archiver)` (Archive 2.0's `get_next` hands out the
+/// same tasks with fewer columns), with the cluster's row's retention window
+/// and PostgreSQL programs.
 pub fn get_next(client: &mut Client, archiver: &str) -> Result<Option<Task>> {
     let row = client
         .query_opt(
-            "select task_id, cluster_name, host, port, pg_user, directory, wals_dir, keep_backups_cnt, peer \
-             from backups.get_next($1)",
+            "select n.task_id, n.cluster_name, n.host, n.port, n.pg_user, n.directory, n.wals_dir, \
+                    n.keep_backups_cnt, n.peer, h.keep_days, h.pg_bin_dir \
+               from backups.next_task($1) n join backups.hosts h on h.cluster_name = n.cluster_name",
             &[&archiver],
         )
         .map_err(db_error)?;
@@ -113,6 +124,8 @@ pub fn get_next(client: &mut Client, archiver: &str) -> Result<Option<Task>> {
         wals_dir: r.get(6),
         keep_backups_cnt: r.get(7),
         peer: r.get(8),
+        keep_days: r.get(9),
+        pg_bin_dir: r.get::<_, Option<String>>(10).map(PathBuf::from),
     }))
 }
 

@@ -600,14 +600,21 @@ impl Channel {
         }
     }
 
-    /// START WAL of the oldest complete backup in the server's `backup_dir`.
-    pub async fn oldest_backup(&mut self, backup_dir: &str) -> Result<Option<String>> {
+    /// START WAL of the oldest complete backup in the server's `backup_dir`,
+    /// and what the server knows of that directory's identity.
+    pub async fn oldest_backup(
+        &mut self,
+        backup_dir: &str,
+    ) -> Result<(Option<String>, wire::BackupDirIdentity)> {
         self.send(&Request::OldestBackup {
             backup_dir: backup_dir.to_string(),
         })
         .await?;
         match self.reply().await? {
-            Reply::OldestBackup { start_wal } => Ok(start_wal),
+            Reply::OldestBackup {
+                start_wal,
+                identity,
+            } => Ok((start_wal, identity)),
             other => Err(self.unexpected(other)),
         }
     }

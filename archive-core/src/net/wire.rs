@@ -177,6 +177,16 @@ pub struct ListEntry {
     pub mtime: i64,
 }
 
+/// What a server knows of a backup directory's identity, so wal-cleanup
+/// can tell a server without backups from a missing or unmounted directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupDirIdentity {
+    /// It carries the identity marker, or holds a complete backup.
+    pub proven: bool,
+    /// The database system identifier its marker records.
+    pub system_identifier: Option<u64>,
+}
+
 /// One backup of a listing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackupEntry {
@@ -352,6 +362,10 @@ pub enum Reply {
     OldestBackup {
         /// START WAL segment of the oldest complete backup; `None`: no backup.
         start_wal: Option<String>,
+        /// Whether the directory is provably the backup directory (absent
+        /// from older servers: then unproven).
+        #[serde(default)]
+        identity: BackupDirIdentity,
     },
     /// Answer to [`Request::ListBackups`].
     Backups {

@@ -78,10 +78,10 @@ pub fn dir_status(dir: &Path, backup_dir: Option<&Path>) -> Result<DirStatus> {
         for backup in backups::list(b)? {
             backups_out.push(BackupFinished {
                 index: backup.index,
-                finished: if backup.complete {
-                    backup_finished(&backup.path)
-                } else {
-                    None
+                finished: match (backup.complete, backup.legacy) {
+                    (true, None) => backup_finished(&backup.path),
+                    (true, Some(_)) => backup.consistency().by,
+                    (false, _) => None,
                 },
             });
         }

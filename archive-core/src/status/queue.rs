@@ -91,7 +91,7 @@ pub fn read(dsn: &str, connect_timeout: Duration) -> Result<QueueData> {
         .map_err(db_error)?;
     for r in tx
         .query(
-            "select cluster_name, archiver1, archiver2, directory, wals_dir, periodicity_days, \
+            "select cluster_name, archiver1, archiver2, directory, coalesce(wals_dir, ''), periodicity_days, \
                     keep_backups_cnt, enabled, extract(epoch from now() - created_at)::float8 \
                from backups.hosts order by cluster_name",
             &[],

@@ -4,7 +4,7 @@
 
 use std::thread;
 
-use e2e::{clock, run_with_input, stderr, stdout, HostRow, Lab, QueueDb};
+use e2e::{clock, run_with_input, stderr, stdout, HostRow, Lab, QueueDb, ARCHIVE2_SCHEMA};
 
 /// Calls get_next for each archiver in `order` at 04:00 of days `0..days`,
 /// stopping each task at once; returns (day, archiver, cluster) per task.
@@ -34,8 +34,8 @@ fn migrate_is_idempotent_versioned_and_refuses_an_edited_migration() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));
     assert_eq!(
-        q.sql("select version, name from backups.schema_migrations"),
-        "1|init"
+        q.sql("select version, name from backups.schema_migrations order by 1"),
+        "1|init\n2|archive2_retention"
     );
     // Column types are what they mean.
     assert_eq!(
@@ -49,7 +49,7 @@ fn migrate_is_idempotent_versioned_and_refuses_an_edited_migration() {
     let out = q.tool(&lab, &["show"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("schema version 1"),
+        stdout(&out).contains("schema version 2"),
         "{}",
         stdout(&out)
     );
@@ -186,7 +186,7 @@ fn an_unstopped_task_fails_and_blocks_its_server_until_cleared_while_the_other_g
     );
     // A failed task cannot be stopped late: it does not count.
     let e = q
-        .try_sql(&format!("select backups.stop({})", first.id))
+        .try_sql(&format!("select backups.stop({}::bigint, null)", first.id))
         .unwrap_err();
     assert!(e.contains("already marked failed"), "{e}");
     assert!(e.contains(&format!("backups.clear({})", first.id)), "{e}");
@@ -297,7 +297,7 @@ fn two_servers_asking_at_the_same_instant_never_get_the_same_task() {
         for k in 0..n {
             s.push_str(&format!(
                 "select pg_sleep_until('{t0}'::timestamptz + {k} * interval '250 ms');\n\
-                 select '{k}|' || task_id || '|' || cluster_name from backups.get_next('{side}{k}', {now});\n"
+                 select '{k}|' || task_id || '|' || cluster_name from backups.next_task('{side}{k}', {now});\n"
             ));
         }
         s
@@ -352,7 +352,7 @@ fn two_servers_asking_at_the_same_instant_never_get_the_same_task() {
     let mut slow = q.pg().cmd("psql");
     slow.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
     let slow_sql = format!(
-        "set client_min_messages = error;\nbegin;\nselect cluster_name from backups.get_next('x0', {now});\nselect pg_sleep(2);\ncommit;\n"
+        "set client_min_messages = error;\nbegin;\nselect cluster_name from backups.next_task('x0', {now});\nselect pg_sleep(2);\ncommit;\n"
     );
     let (a, b) = thread::scope(|s| {
         let h1 = s.spawn(move || run_with_input(&mut slow, slow_sql));
@@ -362,4 +362,204 @@ fn two_servers_asking_at_the_same_instant_never_get_the_same_task() {
     });
     assert_eq!(stdout(&a).trim(), "c00", "{}", stderr(&a));
     assert_eq!(b, None, "y0 waited for x0's decision and saw its task");
+}
+
+/// Archive 2.0's documented inserts (with and without bareos_on).
+const ARCHIVE2_INSERTS: &str = r#"
+insert into backups.hosts (host, cluster_name, archiver_name, bareos_on, keep_backups_cnt, periodicity_days, directory) values
+                          ('master7-sb', 'master7', '{"archive_1", "archive_2"}', 'archive_1', 2, 4,  '/archive_path7/');
+insert into backups.hosts (host, cluster_name, archiver_name, keep_backups_cnt, periodicity_days, directory) values
+                          ('master1-sb', 'master1', '{"archive_1", "archive_2"}', 2, 8, '/archive_path/');
+"#;
+
+/// What Archive 2.0's users and scripts run keeps working on our schema:
+/// its inserts, get_next with its result columns, stop, is_failed, and
+/// clearing a failed task by deleting its row or by stop.
+#[test]
+fn archive2_sql_works_as_is() {
+    let lab = Lab::new();
+    let q = lab.queue_db();
+    q.sql(ARCHIVE2_INSERTS);
+    assert_eq!(
+        q.sql("select cluster_name, archiver1, archiver2, array_to_string(archiver_name, ','), keep_backups_cnt, wals_dir is null from backups.hosts order by 1"),
+        "master1|archive_1|archive_2|archive_1,archive_2|2|t\nmaster7|archive_1|archive_2|archive_1,archive_2|2|t"
+    );
+    // archiver_name and archiver1/2 stay equal whichever is updated.
+    q.sql(
+        r#"update backups.hosts set archiver_name = '{"a1", "a2"}' where cluster_name = 'master7'"#,
+    );
+    assert_eq!(
+        q.sql("select archiver1, archiver2 from backups.hosts where cluster_name = 'master7'"),
+        "a1|a2"
+    );
+    q.sql("update backups.hosts set archiver2 = 'archive_2', archiver1 = 'archive_1' where cluster_name = 'master7'");
+    assert_eq!(
+        q.sql("select array_to_string(archiver_name, ',') from backups.hosts where cluster_name = 'master7'"),
+        "archive_1,archive_2"
+    );
+    assert!(q
+        .try_sql(r#"insert into backups.hosts (host, cluster_name, archiver_name, keep_backups_cnt, periodicity_days, directory) values ('x', 'x', '{"only_one"}', 2, 4, '/x/')"#)
+        .unwrap_err()
+        .contains("exactly two"));
+    // The real clock decides in get_next: no start time of day in the way.
+    q.sql("update backups.hosts set start_time = '00:00'");
+
+    // get_next as Archive 2.0's base-backup_2 calls it: its columns, in order.
+    let out = q.sql("select * from backups.get_next('archive_1')");
+    let id: i64 = out.split('|').next().unwrap().parse().unwrap();
+    assert_eq!(
+        out,
+        format!("{id}|master1-sb|5432|archive_2|2|/archive_path/|archive_1")
+    );
+    assert_eq!(
+        q.sql("select last_archiver, last_backup_id = backup_id, t.host from backups.hosts h join backups.tasks t on t.backup_id = h.last_backup_id where h.cluster_name = 'master1'"),
+        "archive_1|t|master1-sb"
+    );
+    assert_eq!(q.sql(&format!("select * from backups.stop({id})")), "t");
+    assert_eq!(
+        q.sql(&format!("select status, end_txtime is not null, is_failed from backups.tasks where backup_id = {id}")),
+        "done|t|f"
+    );
+
+    // A failed task blocks its archiver; deleting its row clears it.
+    let later = "now() + interval '10 days'";
+    let t = q.get_next_at("archive_2", later).expect("archive_2's turn");
+    assert_eq!(
+        q.get_next_at("archive_2", later),
+        None,
+        "marked failed, blocked"
+    );
+    assert_eq!(
+        q.sql("select backup_id from backups.tasks where is_failed"),
+        t.id.to_string()
+    );
+    q.sql(&format!(
+        "delete from backups.tasks where backup_id = {}",
+        t.id
+    ));
+    let t = q
+        .get_next_at("archive_2", later)
+        .expect("cleared by the delete");
+    // ... and so does Archive 2.0's stop(backup_id), without counting it.
+    assert_eq!(q.get_next_at("archive_2", later), None);
+    assert_eq!(q.sql(&format!("select * from backups.stop({})", t.id)), "t");
+    assert_eq!(
+        q.sql(&format!(
+            "select status, is_failed from backups.tasks where backup_id = {}",
+            t.id
+        )),
+        "failed|f"
+    );
+    assert!(
+        q.get_next_at("archive_2", later).is_some(),
+        "cleared by stop"
+    );
+    assert_eq!(q.sql("select * from backups.stop(99999)"), "f");
+}
+
+/// `backup-queue migrate` takes over a queue database as Archive 2.0 left
+/// it: in place, keeping its clusters and task history (ids included), in
+/// one transaction (a row it cannot take leaves everything as it was), and
+/// idempotently.
+#[test]
+fn migrate_takes_over_an_archive2_queue_in_place() {
+    let lab = Lab::new();
+    let q = lab.queue_db_empty("queue");
+    q.sql(ARCHIVE2_SCHEMA);
+    q.sql(ARCHIVE2_INSERTS);
+    q.sql(
+        "insert into backups.hosts (host, cluster_name, archiver_name, keep_backups_cnt, periodicity_days, directory) \
+         values ('bad host', 'bad name', '{a,b}', 2, 4, '/x/');
+         insert into backups.tasks (host, archiver_name, start_txtime, end_txtime, is_failed) values
+           ('master1-sb', 'archive_1', '2026-11-01 04:00+00', '2026-11-01 05:00+00', false),
+           ('master1-sb', 'archive_2', '2026-11-03 04:00+00', null, true),
+           ('master7-sb', 'archive_1', '2026-11-02 04:00+00', null, false),
+           ('master7-sb', 'archive_1', '2026-11-04 04:00+00', null, false),
+           ('gone-sb', 'archive_1', '2026-10-01 04:00+00', '2026-10-01 05:00+00', false);
+         update backups.hosts set last_archiver = 'archive_1', last_backup_id = 4,
+           last_backup_start_txtime = '2026-11-04 04:00+00' where host = 'master7-sb';",
+    );
+    let original = q.sql("select * from backups.hosts order by id");
+
+    // A cluster name ours cannot take: refused, nothing changed.
+    let out = q.tool(&lab, &["migrate"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(q.sql("select * from backups.hosts order by id"), original);
+    assert_eq!(
+        q.sql("select to_regnamespace('backups_archive2') is null"),
+        "t"
+    );
+
+    q.sql("delete from backups.hosts where host = 'bad host'");
+    let out = q.tool(&lab, &["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("took over the Archive 2.0 queue: 2 cluster(s) and 4 task(s) copied (1 task(s) of clusters no longer listed stay there only)"),
+        "{log}"
+    );
+    assert!(log.contains("master1, master7 have no wals_dir"), "{log}");
+    // The clusters, with their ids and history.
+    assert_eq!(
+        q.sql("select id, cluster_name, host, archiver1, archiver2, keep_backups_cnt, periodicity_days, directory, last_backup_id from backups.hosts order by id"),
+        "1|master7|master7-sb|archive_1|archive_2|2|4|/archive_path7/|4\n2|master1|master1-sb|archive_1|archive_2|2|8|/archive_path/|"
+    );
+    assert_eq!(
+        q.sql("select id, cluster_name, archiver, status, cleared_at is not null, is_failed from backups.tasks order by id"),
+        "1|master1|archive_1|done|f|f\n\
+         2|master1|archive_2|failed|f|t\n\
+         3|master7|archive_1|failed|t|f\n\
+         4|master7|archive_1|running|f|f"
+    );
+    // The old rows are still there, untouched.
+    assert_eq!(q.sql("select count(*) from backups_archive2.hosts"), "2");
+    assert_eq!(q.sql("select count(*) from backups_archive2.tasks"), "5");
+    // Again: nothing to do.
+    let out = q.tool(&lab, &["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("took over"), "{}", stderr(&out));
+    // show reads the taken-over rows (no wals_dir yet) and their failure.
+    let out = q.tool(&lab, &["show", "--check"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stdout(&out).contains("FAILED #2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("NOT SET: no wal-cleanup, no wal-sync"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The queue goes on: archive_1's open task is failed by its next
+    // get_next; master1 is blocked on archive_2 until cleared, as before.
+    let later = "now() + interval '30 days'";
+    q.sql("update backups.hosts set start_time = '00:00'");
+    let t = q
+        .get_next_at("archive_1", later)
+        .expect("a task for archive_1");
+    assert!(t.id > 5, "new ids follow the old ones: {}", t.id);
+    assert_eq!(t.cluster, "master1", "archive_1 is blocked for master7 now");
+    assert_eq!(q.status(4), "failed");
+    q.stop(t.id);
+    let t = q
+        .get_next_at("archive_2", later)
+        .expect("master7 on archive_2");
+    assert_eq!(t.cluster, "master7");
+    q.stop(t.id);
+    // master1's failed task blocks it on archive_2 at any time...
+    let much_later = "now() + interval '60 days'";
+    let mut got = Vec::new();
+    while let Some(t) = q.get_next_at("archive_2", much_later) {
+        got.push(t.cluster);
+        q.stop(t.id);
+    }
+    assert_eq!(got, ["master7"], "master1 blocked");
+    // ... until its row is deleted.
+    q.sql("delete from backups.tasks where backup_id = 2");
+    let t = q.get_next_at("archive_2", much_later).expect("cleared");
+    assert_eq!(t.cluster, "master1");
 }

@@ -65,12 +65,13 @@ fn success_field(backup: &Path, key: &str) -> String {
         .to_string()
 }
 
-/// Names in a backup directory (dirs included).
+/// Names in a backup directory (dirs included), but its identity marker.
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != archive_core::server::backups::DIR_MARKER)
                 .collect()
         })
         .unwrap_or_default();
@@ -390,6 +391,12 @@ fn a_failing_pg_basebackup_leaves_the_task_unfinished_with_its_reason() {
     assert!(
         entries(&lab.stored_backup_dir(1, "gone")).is_empty(),
         "nothing left behind"
+    );
+    assert!(
+        lab.stored_backup_dir(1, "gone")
+            .join(archive_core::server::backups::DIR_MARKER)
+            .is_file(),
+        "but the directory is marked as the cluster's"
     );
     // A task outside the archive roots is refused (exit 3).
     q.sql("delete from backups.hosts");

@@ -5,7 +5,11 @@ use std::fs;
 use std::io::Write;
 use std::process::{Child, Output, Stdio};
 
-use e2e::{bin, decode, list_files, run, stderr, write_postgres_file, Lab};
+use std::time::Duration;
+
+use e2e::{
+    bin, decode, list_files, run, stderr, wait_archived, write_postgres_file, Lab, PgOptions,
+};
 
 fn wal_sync(lab: &Lab, on: usize, dst: &str, extra: &[&str]) -> Output {
     let peer = if on == 1 { "arch2" } else { "arch1" };
@@ -282,12 +286,15 @@ fn cleanup_aborts_without_deleting_when_in_doubt() {
         }
     };
 
-    // The peer has no backup yet: keep everything.
+    // The peer's backup directory does not exist (never used, or not
+    // mounted): not proven, so nothing goes.
     fake_backup(&lab, 1, &backups, 0, &names[3], true);
     let out = wal_cleanup(&lab, 1, &backups, &dst, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("keeping everything"),
+        stderr(&out).contains(&format!(
+            "the backup directory {backups} on arch2 has no identity marker"
+        )),
         "{}",
         stderr(&out)
     );
@@ -323,4 +330,130 @@ fn cleanup_aborts_without_deleting_when_in_doubt() {
         "nothing else removed: {left:?}"
     );
     assert!(left.contains(&names[0]));
+}
+
+/// Names of WAL files (not .history) strictly older than `start` by
+/// log/segment.
+fn older_than(names: &[String], start: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| !n.ends_with(".history") && n.len() >= 24 && n[8..24] < start[8..24])
+        .cloned()
+        .collect()
+}
+
+/// Backups alternate between the servers, and arch2's first task failed:
+/// arch1's backup alone decides, on both servers. But a backup directory
+/// replaced by an empty, unmarked one (an unmounted disk) stops cleanup
+/// with nothing removed.
+#[test]
+fn cleanup_follows_the_backups_that_exist_and_stops_at_an_unproven_directory() {
+    let lab = Lab::new();
+    let q = lab.queue_db();
+    let dst = lab.dst("main");
+    let backups = lab.backup_dir("main");
+    let pg = lab.init_cluster("primary", PgOptions::default());
+    pg.set_conf(&format!(
+        "archive_mode = on\narchive_command = '{}'\n",
+        lab.archive_command(&dst, "main")
+    ));
+    pg.start();
+    pg.pgbench(&["-i", "-s", "1", "-q"]);
+    for _ in 0..3 {
+        pg.psql("create table if not exists t (x int); insert into t values (1)");
+        let w = pg.switch_wal();
+        wait_archived(&pg, &w, Duration::from_secs(120));
+    }
+    lab.set_server_config_extra(&format!(
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\n",
+        q.dsn()
+    ));
+    q.add(&lab.host_row("main", &pg, "main"));
+    // The cluster's own PostgreSQL programs, from its row.
+    q.sql(&format!(
+        "update backups.hosts set pg_bin_dir = '{}'",
+        e2e::pg_client_dir().display()
+    ));
+
+    // arch1's backup: arch2 has not used its directory yet, so its cleanup
+    // keeps everything (a warning, not a failed task).
+    let out = run(&mut lab.base_backup_cmd(1));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("keeping everything"),
+        "{}",
+        stderr(&out)
+    );
+    let label = fs::read_to_string(
+        lab.stored_backup_dir(1, "main")
+            .join("data.master.0/backup_label"),
+    )
+    .unwrap();
+    let start = archive_core::server::backups::parse_label(&label)
+        .unwrap()
+        .start_wal;
+    // arch2's turn fails (the row now names a directory without
+    // pg_basebackup, overriding the config): no backup, but its directory
+    // is marked as the cluster's.
+    q.sql("update backups.hosts set pg_bin_dir = '/usr/lib/postgresql'");
+    let out = run(&mut lab.base_backup_cmd(2));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/usr/lib/postgresql"),
+        "{}",
+        stderr(&out)
+    );
+    let arch2_dir = lab.stored_backup_dir(2, "main");
+    assert!(arch2_dir
+        .join(archive_core::server::backups::DIR_MARKER)
+        .is_file());
+    assert!(!arch2_dir.join("data.master.0").exists());
+
+    let before: Vec<Vec<String>> = [1, 2].iter().map(|&s| lab.stored_names(s, &dst)).collect();
+    for (s, names) in before.iter().enumerate() {
+        assert!(
+            !older_than(names, &start).is_empty(),
+            "arch{}: WAL older than {start} to remove: {names:?}",
+            s + 1
+        );
+    }
+
+    // arch2's directory replaced by an empty, unmarked one: refused.
+    let aside = arch2_dir.with_extension("aside");
+    fs::rename(&arch2_dir, &aside).unwrap();
+    e2e::mkdir_postgres(&arch2_dir, 0o700);
+    let out = wal_cleanup(&lab, 1, &backups, &dst, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("on arch2 has no identity marker"),
+        "{}",
+        stderr(&out)
+    );
+    for s in [1, 2] {
+        assert_eq!(
+            lab.stored_names(s, &dst),
+            before[s - 1],
+            "arch{s} untouched"
+        );
+    }
+
+    // The right directory back: WAL older than arch1's backup goes on both.
+    fs::remove_dir(&arch2_dir).unwrap();
+    fs::rename(&aside, &arch2_dir).unwrap();
+    let out = wal_cleanup(&lab, 1, &backups, &dst, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("keeping from {start}")),
+        "{}",
+        stderr(&out)
+    );
+    for s in [1, 2] {
+        let want: Vec<String> = before[s - 1]
+            .iter()
+            .filter(|n| !older_than(&before[s - 1], &start).contains(n))
+            .cloned()
+            .collect();
+        assert_eq!(lab.stored_names(s, &dst), want, "arch{s}");
+        assert!(want.contains(&start), "arch{s} keeps {start}");
+    }
 }

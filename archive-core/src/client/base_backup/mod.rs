@@ -192,13 +192,52 @@ fn repair_dir(cfg: &Config, directory: &str) {
     }
 }
 
+/// The directory of PostgreSQL programs a task names (backups.hosts's
+/// pg_bin_dir): programs are run from it, so, coming from a database, it
+/// must be an absolute path to a directory only root can write to.
+fn task_pg_bin_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: &str| {
+        Err(Error::Refused(format!(
+            "the task's pg_bin_dir {}: {why}; fix backups.hosts.pg_bin_dir for this cluster",
+            dir.display()
+        )))
+    };
+    if !dir.is_absolute() {
+        return refuse("not an absolute path");
+    }
+    let real = dir
+        .canonicalize()
+        .map_err(|e| Error::io("cannot resolve the task's pg_bin_dir", dir, e))?;
+    let meta = std::fs::metadata(&real).map_err(|e| Error::io("cannot stat", &real, e))?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return refuse("not a directory owned by root and writable by root only");
+    }
+    Ok(real)
+}
+
 fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     let started = Instant::now();
     // The task comes from a database: check it like any input.
     step("checking the task", validate_cluster_name(&task.cluster))?;
+    // The cluster's own PostgreSQL programs, when its row names them.
+    let task_cfg;
+    let cfg = match &task.pg_bin_dir {
+        Some(d) => {
+            task_cfg = Config {
+                pg_bin_dir: Some(step("checking the task", task_pg_bin_dir(d))?),
+                ..cfg.clone()
+            };
+            &task_cfg
+        }
+        None => cfg,
+    };
     let store = Store::from_config(cfg);
     let dir = step("checking the task", store.backup_dir(&task.directory))?;
-    let wals_dir = step("checking the task", store.archive_dir(&task.wals_dir))?;
+    let wals_dir = match &task.wals_dir {
+        Some(w) => Some(step("checking the task", store.archive_dir(w))?),
+        None => None,
+    };
     let keep = u32::try_from(task.keep_backups_cnt)
         .ok()
         .filter(|k| *k >= 1)
@@ -215,6 +254,19 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     step(
         "preparing the backup directory",
         durable::create_dir_all(&dir),
+    )?;
+    // Marked before pg_basebackup runs, so that a failed first backup still
+    // proves the directory to wal-cleanup (see backups::identity).
+    step(
+        "marking the backup directory",
+        backups::mark(
+            &dir,
+            &task.cluster,
+            wals_dir
+                .as_deref()
+                .and_then(crate::server::store::recorded_identity)
+                .map(|i| i.system_identifier),
+        ),
     )?;
     repair_dir(cfg, &task.directory);
     let tmp = backups::temp_dir(&dir, std::process::id());
@@ -289,7 +341,10 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         }),
     };
     let verified = match verified.and_then(|v| {
-        check_backup_identity(&dir, v.system_identifier, &wals_dir)?;
+        if let Some(w) = &wals_dir {
+            check_backup_identity(&dir, v.system_identifier, w)?;
+        }
+        backups::mark(&dir, &task.cluster, v.system_identifier)?;
         Ok(v)
     }) {
         Ok(v) => v,
@@ -344,20 +399,29 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     }
     step("writing SUCCESS", backups::write_success(&tmp, &fields))?;
     let rotation_started = Instant::now();
-    let installed = step("rotation", backups::install(&dir, &tmp, keep))?;
+    let retention = backups::Retention {
+        keep,
+        keep_days: task.keep_days.and_then(|d| u32::try_from(d).ok()),
+        now: chrono::Utc::now().timestamp(),
+    };
+    let installed = step("rotation", backups::install(&dir, &tmp, &retention))?;
     let rotate_secs = rotation_started.elapsed().as_secs_f64();
     log::info(format!(
-        "task #{}: backup is {}; {} rotated out; {} kept",
+        "task #{}: backup is {}; {} rotated out; {} kept (keep_backups_cnt {keep}{}, and pinned ones)",
         task.id,
         installed.path.display(),
         installed.dropped.len(),
-        keep
+        installed.kept,
+        retention.keep_days.map(|d| format!(", every one needed for the last {d} days")).unwrap_or_default()
     ));
 
-    if cfg.backup_wal_maintenance {
-        wal_maintenance(cfg, &dir, &wals_dir, &task.peer)?;
-    } else {
-        log::info("backup_wal_maintenance = false: wal-cleanup and wal-sync not run");
+    match &wals_dir {
+        Some(w) if cfg.backup_wal_maintenance => wal_maintenance(cfg, &dir, w, &task.peer)?,
+        Some(_) => log::info("backup_wal_maintenance = false: wal-cleanup and wal-sync not run"),
+        None => log::warn(format!(
+            "cluster {} has no wals_dir in backups.hosts (a row taken over from Archive 2.0): wal-cleanup and wal-sync not run, WAL is kept; set it: update backups.hosts set wals_dir = '<archive_command's DST-DIR>' where cluster_name = '{}'",
+            task.cluster, task.cluster
+        )),
     }
 
     let details = serde_json::json!({
@@ -421,7 +485,10 @@ fn wal_maintenance(cfg: &Config, dir: &Path, wals_dir: &Path, peer: &str) -> Ste
         dir,
         wals_dir,
         peer,
-        &CleanupOptions::default(),
+        &CleanupOptions {
+            dry_run: false,
+            unproven_keeps_all: true,
+        },
     ));
     if let Some(r) = step(
         "wal-cleanup",
@@ -511,6 +578,19 @@ mod tests {
             )),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_task_names_only_a_root_owned_program_directory() {
+        assert!(task_pg_bin_dir(Path::new("usr/lib/postgresql/15/bin")).is_err());
+        let d = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(task_pg_bin_dir(d.path()), Err(Error::Refused(_))));
+        let pg15 = Path::new("/usr/lib/postgresql/15/bin");
+        if pg15.is_dir() {
+            assert_eq!(task_pg_bin_dir(pg15).unwrap(), pg15.canonicalize().unwrap());
+        }
     }
 
     #[test]

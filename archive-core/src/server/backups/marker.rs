@@ -22,7 +22,8 @@ pub struct Consistency {
     /// A moment at or after the backup's end, Unix seconds (rounded up) on
     /// the archive server's clock: SUCCESS's `consistent_by=` (taken when
     /// pg_basebackup exited), else backup_manifest's mtime (pg_basebackup
-    /// writes it last).
+    /// writes it last), else, for Archive 2.0's backups, the newest mtime
+    /// of the directory and its files.
     pub by: Option<i64>,
     /// The backup's end LSN: SUCCESS's `stop_lsn=`, else read from
     /// backup_manifest ([`manifest_stop_lsn`]).
@@ -74,6 +75,10 @@ impl Backup {
         let text = fs::read_to_string(self.path.join(SUCCESS)).unwrap_or_default();
         let by = success_time_micros(&text, "consistent_by")
             .or_else(|| mtime_micros(&self.path.join(MANIFEST)))
+            .or_else(|| {
+                self.legacy
+                    .and_then(|_| super::legacy::end_micros(&self.path))
+            })
             .map(|us| us.div_euclid(1_000_000) + i64::from(us.rem_euclid(1_000_000) != 0));
         let stop_lsn = success_value(&text, "stop_lsn")
             .and_then(parse_lsn)
@@ -128,6 +133,7 @@ mod tests {
             index: 0,
             path: d.path().to_path_buf(),
             complete: true,
+            legacy: None,
         };
         assert_eq!(b.consistency(), Consistency::default());
         let manifest = d.path().join(MANIFEST);

@@ -3,26 +3,37 @@
 //! Layout: `<backup_dir>/data.master.<N>/` with N = 0 the oldest. Each holds
 //! pg_basebackup's tar output (`base.tar[.zst|.gz|.lz4]`, `backup_manifest`),
 //! the extracted `backup_label`, and a `SUCCESS` marker written last, after
-//! the backup verified: a directory without it is not a backup.
+//! the backup verified: a directory without it is not a backup, unless it
+//! is a complete backup of Archive 2.0's ([`legacy`]).
 //!
 //! Where the rest lives: [`label`] (the backup_label), [`marker`] (the
 //! SUCCESS marker and the backup's end), [`rotation`] (installing a new
-//! backup and repairing after a crash, crash-safe at every step).
+//! backup and repairing after a crash, crash-safe at every step),
+//! [`identity`] (the directory's identity marker), [`legacy`] (Archive
+//! 2.0's backups).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::common::error::{Error, Result};
 
+mod identity;
 mod label;
+mod legacy;
 mod marker;
 mod rotation;
 
+pub use identity::{dir_identity, mark, read_marker, DirMarker, DIR_MARKER};
 pub use label::{parse_label, parse_lsn, Label};
+pub use legacy::{
+    plain_tar_size, recognise as legacy_layout, write_plain_tar, Legacy, PLAIN_AS_TAR,
+};
 pub use marker::{
     manifest_stop_lsn, success_time_micros, success_value, write_success, Consistency,
 };
-pub use rotation::{install, remove_backup_dir, repair, Installed, RepairReport};
+pub use rotation::{
+    install, remove_backup_dir, repair, Installed, RepairReport, Retention, PINNED,
+};
 
 /// Directory name prefix of a backup.
 pub const PREFIX: &str = "data.master.";
@@ -45,8 +56,10 @@ pub struct Backup {
     pub index: u32,
     /// Its path.
     pub path: PathBuf,
-    /// SUCCESS marker present.
+    /// SUCCESS marker present, or a complete Archive 2.0 backup.
     pub complete: bool,
+    /// Made by Archive 2.0 (no SUCCESS marker): its layout.
+    pub legacy: Option<Legacy>,
 }
 
 impl Backup {
@@ -92,12 +105,18 @@ pub fn list(backup_dir: &Path) -> Result<Vec<Backup>> {
             .is_dir();
         if is_dir {
             let success = path.join(SUCCESS);
-            let complete = success
+            let ours = success
                 .try_exists()
                 .map_err(|e| Error::io("cannot check", &success, e))?;
+            let legacy = if ours {
+                None
+            } else {
+                legacy::recognise(&path)?
+            };
             out.push(Backup {
                 index: n,
-                complete,
+                complete: ours || legacy.is_some(),
+                legacy,
                 path,
             });
         }

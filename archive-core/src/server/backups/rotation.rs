@@ -24,6 +24,13 @@
 //! ours to delete: it is moved out of the numbering to
 //! `data.master.incomplete.<N>.<time>` and reported.
 //!
+//! Which backups stay is the union of a [`Retention`]'s rules: the newest
+//! `keep`, every backup needed to restore to any point of the last
+//! `keep_days` days, and every pinned one (a [`PINNED`] file in it). The
+//! others are dropped one at a time, each by the same swaps: the newest
+//! moves aside and is swapped down to the dropped one's place, which then
+//! holds it (`{0:A,1:B,2:C}` dropping B → `{0:A,1:C}` + B → drop B).
+//!
 //! Callers serialize: base-backup holds its single-instance lock around
 //! [`repair`] and [`install`].
 
@@ -34,17 +41,75 @@ use std::path::{Path, PathBuf};
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 
+use super::legacy;
 use super::marker::{mtime_micros, success_time_micros};
-use super::{list, slot, INCOMPLETE_PREFIX, PREFIX, SUCCESS, TEMP_PREFIX};
+use super::{list, slot, Backup, INCOMPLETE_PREFIX, PREFIX, SUCCESS, TEMP_PREFIX};
+
+/// A file that keeps its backup out of rotation (its text: why, by whom).
+pub const PINNED: &str = "PINNED";
+
+/// What rotation keeps (the union of its rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest this many backups (keep_backups_cnt, at least 1).
+    pub keep: u32,
+    /// Every backup needed to restore to any point of the last this many
+    /// days: those that ended within them, and the newest one before.
+    pub keep_days: Option<u32>,
+    /// The window's end, Unix seconds (now).
+    pub now: i64,
+}
+
+impl Retention {
+    /// Which of `numbered` (oldest first) stay.
+    fn kept(&self, numbered: &[Backup]) -> Vec<bool> {
+        let n = numbered.len();
+        // The newest backup that ended before the window opened serves its
+        // first moments; everything after it too (and a backup whose end
+        // is unknown, to be safe).
+        let from = self.keep_days.map_or(n, |days| {
+            let opens = self.now - i64::from(days) * 86_400;
+            numbered
+                .iter()
+                .rposition(|b| b.consistency().by.is_some_and(|by| by <= opens))
+                .unwrap_or(0)
+        });
+        numbered
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                i + self.keep as usize >= n
+                    || i >= from
+                    || (self.keep_days.is_some() && b.consistency().by.is_none())
+                    || b.path.join(PINNED).exists()
+            })
+            .collect()
+    }
+}
 
 /// Chronological key of a complete backup: SUCCESS's `finished=` time, else
-/// SUCCESS's mtime (markers written by other tools), in microseconds.
+/// SUCCESS's mtime (markers written by other tools), else, for Archive 2.0's
+/// backups, when their files were last written; in microseconds.
 fn finished_key(backup: &Path) -> i64 {
     let p = backup.join(SUCCESS);
     let from_text = fs::read_to_string(&p)
         .ok()
         .and_then(|t| success_time_micros(&t, "finished"));
-    from_text.or_else(|| mtime_micros(&p)).unwrap_or(0)
+    from_text
+        .or_else(|| mtime_micros(&p))
+        .or_else(|| {
+            legacy::recognise(backup)
+                .ok()
+                .flatten()
+                .and_then(|_| legacy::end_micros(backup))
+        })
+        .unwrap_or(0)
+}
+
+/// A leftover temp dir holds a complete backup (ours or Archive 2.0's,
+/// moved aside by a rotation that crashed).
+fn is_complete(dir: &Path) -> bool {
+    dir.join(SUCCESS).is_file() || matches!(legacy::recognise(dir), Ok(Some(_)))
 }
 
 /// Swaps two directory entries atomically (RENAME_EXCHANGE). A file system
@@ -152,9 +217,8 @@ fn repair_except(backup_dir: &Path, skip: Option<&Path>) -> Result<RepairReport>
     }
     // Leftovers: incomplete ones go, complete ones go back in order (or go
     // when older than everything: they were being rotated out).
-    let (mut complete, incomplete): (Vec<PathBuf>, Vec<PathBuf>) = leftovers
-        .into_iter()
-        .partition(|p| p.join(SUCCESS).is_file());
+    let (mut complete, incomplete): (Vec<PathBuf>, Vec<PathBuf>) =
+        leftovers.into_iter().partition(|p| is_complete(p));
     for p in incomplete {
         remove_backup_dir(&p)?;
         report.removed.push(p);
@@ -190,14 +254,19 @@ pub struct Installed {
     pub path: PathBuf,
     /// Backups rotated out (their former paths).
     pub dropped: Vec<PathBuf>,
+    /// Backups kept, the new one included.
+    pub kept: usize,
 }
 
 /// Makes the complete backup at `new` (a dir in `backup_dir`, normally
-/// [`temp_dir`], with its SUCCESS marker) the newest numbered backup, keeping
-/// `keep` backups with the oldest as `.0`. Crash-safe: see the module docs.
-/// Runs [`repair`] first (leaving `new` alone).
-pub fn install(backup_dir: &Path, new: &Path, keep: u32) -> Result<Installed> {
-    if keep == 0 {
+/// [`temp_dir`], with its SUCCESS marker) the newest numbered backup, then
+/// drops the backups `retention` does not keep, the oldest as `.0`.
+/// Crash-safe: see the module docs. Runs [`repair`] first (leaving `new`
+/// alone).
+///
+/// [`temp_dir`]: super::temp_dir
+pub fn install(backup_dir: &Path, new: &Path, retention: &Retention) -> Result<Installed> {
+    if retention.keep == 0 {
         return Err(Error::Usage("keep_backups_cnt must be at least 1".into()));
     }
     if new.parent() != Some(backup_dir) || !new.join(SUCCESS).is_file() {
@@ -219,37 +288,33 @@ pub fn install(backup_dir: &Path, new: &Path, keep: u32) -> Result<Installed> {
         )));
     }
     repair_except(backup_dir, Some(new))?;
+    rename_durable(new, &slot(backup_dir, list(backup_dir)?.len() as u32))?;
 
     let mut dropped = Vec::new();
-    let mut numbered = list(backup_dir)?;
+    loop {
+        let numbered = list(backup_dir)?;
+        let Some(i) = retention.kept(&numbered).iter().position(|k| !k) else {
+            return Ok(Installed {
+                path: slot(backup_dir, numbered.len() as u32 - 1),
+                dropped,
+                kept: numbered.len(),
+            });
+        };
+        drop_at(backup_dir, &numbered, i)?;
+        dropped.push(numbered[i].path.clone());
+    }
+}
+
+/// Drops `numbered[i]`: the newest moves aside and is swapped down to `i`,
+/// so the numbering stays contiguous and in order at every instant.
+fn drop_at(backup_dir: &Path, numbered: &[Backup], i: usize) -> Result<()> {
     let aside = backup_dir.join(format!("{TEMP_PREFIX}{}.drop", std::process::id()));
-    // More than keep-1 old ones: drop the oldest until keep remain, each time
-    // moving the newest aside and swapping it down to .0.
-    while numbered.len() > keep as usize {
-        let (top, rest) = numbered.split_last().expect("not empty");
-        rename_durable(&top.path, &aside)?;
-        for b in rest.iter().rev() {
-            exchange(&aside, &b.path)?;
-        }
-        remove_backup_dir(&aside)?;
-        dropped.push(slot(backup_dir, 0));
-        numbered = list(backup_dir)?;
+    let (top, rest) = numbered.split_last().expect("not empty");
+    rename_durable(&top.path, &aside)?;
+    for b in rest[i.min(rest.len())..].iter().rev() {
+        exchange(&aside, &b.path)?;
     }
-    if numbered.len() < keep as usize {
-        let to = slot(backup_dir, numbered.len() as u32);
-        rename_durable(new, &to)?;
-        return Ok(Installed { path: to, dropped });
-    }
-    // Full: the new one goes in at the top and the oldest comes out at .0.
-    for b in numbered.iter().rev() {
-        exchange(new, &b.path)?;
-    }
-    remove_backup_dir(new)?;
-    dropped.push(slot(backup_dir, 0));
-    Ok(Installed {
-        path: slot(backup_dir, keep - 1),
-        dropped,
-    })
+    remove_backup_dir(&aside)
 }
 
 #[cfg(test)]
@@ -288,6 +353,111 @@ mod tests {
         v.iter().map(|(n, s)| (*n, s.to_string())).collect()
     }
 
+    fn keep(n: u32) -> Retention {
+        Retention {
+            keep: n,
+            keep_days: None,
+            now: 0,
+        }
+    }
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_800_000_000;
+
+    /// A complete backup `id` whose end was `days_ago` days before NOW.
+    fn ended(path: &Path, id: &str, days_ago: i64) {
+        fs::create_dir_all(path).unwrap();
+        fs::write(path.join("id"), id).unwrap();
+        let at = chrono::DateTime::from_timestamp(NOW - days_ago * DAY, 0).unwrap();
+        write_success(path, &[("consistent_by", at.to_rfc3339())]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+
+    #[test]
+    fn the_window_keeps_every_backup_needed_for_its_days() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        for (i, (id, ago)) in [("A", 10), ("B", 6), ("C", 3), ("D", 1)].iter().enumerate() {
+            ended(&slot(dir, i as u32), id, *ago);
+        }
+        let t = temp_dir(dir, 1);
+        ended(&t, "E", 0);
+        let window = Retention {
+            keep: 2,
+            keep_days: Some(5),
+            now: NOW,
+        };
+        // 5 days back is inside B (ended 6 days ago, C 3): B serves it.
+        let got = install(dir, &t, &window).unwrap();
+        assert_eq!(got.dropped, vec![slot(dir, 0)]);
+        assert_eq!(got.path, slot(dir, 3));
+        assert_eq!(ids(dir), ordered(&[(0, "B"), (1, "C"), (2, "D"), (3, "E")]));
+        // A window that opens after every backup ended keeps the newest
+        // before it, and no more than keep otherwise.
+        let t = temp_dir(dir, 2);
+        ended(&t, "F", 0);
+        let short = Retention {
+            keep_days: Some(0),
+            ..window
+        };
+        install(dir, &t, &short).unwrap();
+        assert_eq!(ids(dir), ordered(&[(0, "E"), (1, "F")]));
+    }
+
+    #[test]
+    fn pinned_backups_are_never_rotated_out() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        for (i, id) in ["A", "B", "C"].iter().enumerate() {
+            make(&slot(dir, i as u32), id);
+        }
+        fs::write(slot(dir, 0).join(PINNED), "before the upgrade\n").unwrap();
+        fs::write(slot(dir, 1).join(PINNED), "audit\n").unwrap();
+        let t = temp_dir(dir, 1);
+        make(&t, "D");
+        let got = install(dir, &t, &keep(1)).unwrap();
+        assert_eq!(got.dropped.len(), 1, "C only");
+        assert_eq!(ids(dir), ordered(&[(0, "A"), (1, "B"), (2, "D")]));
+        // Unpinned, it goes at the next rotation.
+        fs::remove_file(slot(dir, 0).join(PINNED)).unwrap();
+        let t = temp_dir(dir, 2);
+        make(&t, "E");
+        install(dir, &t, &keep(1)).unwrap();
+        assert_eq!(ids(dir), ordered(&[(0, "B"), (1, "E")]));
+        assert!(slot(dir, 0).join(PINNED).is_file(), "the pin moved with B");
+    }
+
+    /// A crash while a backup between two kept ones is being dropped: the
+    /// one moved aside is always put back in order (at worst the dropped
+    /// one comes back, to be dropped again), never lost.
+    #[test]
+    fn a_crash_while_dropping_a_middle_backup_loses_no_kept_one() {
+        // Dropping B from A,B,C,D (A pinned): D aside, swapped with C, then B.
+        let cases: &[(&[&str], &str)] = &[
+            (&["A", "B", "C"], "D"),
+            (&["A", "B", "D"], "C"),
+            (&["A", "C", "D"], "B"),
+        ];
+        for (numbered, aside) in cases {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path();
+            let mut all: Vec<&str> = numbered.to_vec();
+            all.push(aside);
+            all.sort();
+            for id in all {
+                if id == *aside {
+                    make(&dir.join(format!("{TEMP_PREFIX}9.drop")), id);
+                } else {
+                    let n = numbered.iter().position(|x| *x == id).unwrap();
+                    make(&slot(dir, n as u32), id);
+                }
+            }
+            repair(dir).unwrap();
+            let got: Vec<String> = ids(dir).into_iter().map(|(_, s)| s).collect();
+            assert_eq!(got, ["A", "B", "C", "D"], "from {numbered:?} + {aside}");
+        }
+    }
+
     #[test]
     fn install_fills_then_rotates_keeping_the_oldest_at_0() {
         let d = tempfile::tempdir().unwrap();
@@ -295,7 +465,7 @@ mod tests {
         for (i, id) in ["A", "B", "C", "D"].iter().enumerate() {
             let t = temp_dir(dir, 100 + i as u32);
             make(&t, id);
-            let got = install(dir, &t, 2).unwrap();
+            let got = install(dir, &t, &keep(2)).unwrap();
             assert!(!t.exists());
             assert_eq!(got.path, slot(dir, (i as u32).min(1)));
             assert_eq!(got.dropped.len(), usize::from(i >= 2));
@@ -316,14 +486,14 @@ mod tests {
         }
         let t = temp_dir(dir, 7);
         make(&t, "E");
-        let got = install(dir, &t, 2).unwrap();
+        let got = install(dir, &t, &keep(2)).unwrap();
         assert_eq!(got.dropped.len(), 3);
         assert_eq!(ids(dir), ordered(&[(0, "D"), (1, "E")]));
         assert_eq!(names(dir), vec!["data.master.0", "data.master.1"]);
 
         let t = temp_dir(dir, 8);
         make(&t, "F");
-        install(dir, &t, 1).unwrap();
+        install(dir, &t, &keep(1)).unwrap();
         assert_eq!(ids(dir), ordered(&[(0, "F")]));
     }
 
@@ -332,9 +502,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let t = temp_dir(d.path(), 1);
         fs::create_dir(&t).unwrap();
-        assert!(install(d.path(), &t, 2).is_err());
+        assert!(install(d.path(), &t, &keep(2)).is_err());
         make(&t, "A");
-        assert!(install(d.path(), &t, 0).is_err());
+        assert!(install(d.path(), &t, &keep(0)).is_err());
     }
 
     #[test]
@@ -412,6 +582,29 @@ mod tests {
             .starts_with(INCOMPLETE_PREFIX));
         assert!(r.set_aside[0].1.is_dir(), "never deleted");
         assert_eq!(r.renumbered.len(), 2);
+    }
+
+    /// Archive 2.0's backups carry no SUCCESS: repair used to move them
+    /// aside as incomplete. They stay, count as the oldest, and rotate out
+    /// like any backup.
+    #[test]
+    fn archive2_backups_are_kept_by_repair_and_rotate_as_the_oldest() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        super::super::legacy::tests::make_legacy(&slot(dir, 0), true);
+        super::super::legacy::tests::make_legacy(&slot(dir, 1), false);
+        fs::write(slot(dir, 0).join("id"), "old0").unwrap();
+        fs::write(slot(dir, 1).join("id"), "old1").unwrap();
+        assert!(repair(dir).unwrap().is_clean());
+        let t = temp_dir(dir, 5);
+        make(&t, "A");
+        install(dir, &t, &keep(3)).unwrap();
+        assert_eq!(ids(dir), ordered(&[(0, "old0"), (1, "old1"), (2, "A")]));
+        let t = temp_dir(dir, 6);
+        make(&t, "B");
+        let got = install(dir, &t, &keep(3)).unwrap();
+        assert_eq!(got.dropped.len(), 1);
+        assert_eq!(ids(dir), ordered(&[(0, "old1"), (1, "A"), (2, "B")]));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Answers about the backups of a backup directory: the START WAL of the
 //! oldest complete one (`Request::OldestBackup`, wal-cleanup's cut-off) and
 //! the listing with what their labels and markers say
-//! (`Request::ListBackups`).
+//! (`Request::ListBackups`; an Archive 2.0 plain backup lists a `base.tar`
+//! that `get.rs` makes from its directory).
 
 use crate::common::error::{Error, Result};
 use crate::net::wire;
@@ -10,10 +11,15 @@ use crate::server::backups;
 use super::Server;
 
 impl Server {
-    /// START WAL of the oldest complete backup in `backup_dir`.
-    pub(super) fn oldest_backup(&self, backup_dir: &str) -> Result<Option<String>> {
+    /// START WAL of the oldest complete backup in `backup_dir`, and whether
+    /// the directory is provably the backup directory.
+    pub(super) fn oldest_backup(
+        &self,
+        backup_dir: &str,
+    ) -> Result<(Option<String>, wire::BackupDirIdentity)> {
         let dir = self.store.backup_dir(backup_dir)?;
-        Ok(backups::oldest_start_wal(&dir)?.map(|l| l.start_wal))
+        let start_wal = backups::oldest_start_wal(&dir)?.map(|l| l.start_wal);
+        Ok((start_wal, backups::dir_identity(&dir)?))
     }
 
     /// The backups in `backup_dir`, oldest first, with their files.
@@ -34,6 +40,14 @@ impl Server {
                     })
                 })
                 .collect();
+            // Archive 2.0's plain backups are served as one tar archive.
+            if b.legacy == Some(backups::Legacy::Plain) {
+                files.push(wire::ListEntry {
+                    name: backups::PLAIN_AS_TAR.into(),
+                    size: backups::plain_tar_size(&b.path)?,
+                    mtime: 0,
+                });
+            }
             files.sort_by(|a, b| a.name.cmp(&b.name));
             let end = b.consistency();
             out.push(wire::BackupEntry {

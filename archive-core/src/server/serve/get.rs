@@ -3,8 +3,10 @@
 //! a `Reply::File` header, the bytes, and a `Reply::End` with their checksum.
 //! An archive file's header carries the raw content's digest recorded when
 //! it was accepted, which the reader proves (see `server::store::digest`).
+//! An Archive 2.0 plain backup's `base.tar` is made from its directory.
 
-use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -12,8 +14,26 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::net::wire::{self, Reply};
+use crate::server::backups;
 
 use super::Server;
+
+/// What is sent: its bytes, size, mtime and recorded raw digest.
+type Opened = (Box<dyn Read + Send>, u64, i64, Option<blake3::Hash>);
+
+/// An Archive 2.0 plain backup as one tar archive, made by a thread as it
+/// is sent (a failure there shortens the stream, which the client detects).
+fn plain_as_tar(slot: PathBuf) -> Result<Opened> {
+    let size = backups::plain_tar_size(&slot)?;
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| Error::io("cannot make a pipe for", &slot, e))?;
+    std::thread::spawn(move || {
+        if let Err(e) = backups::write_plain_tar(&slot, writer) {
+            crate::common::log::warn(format!("{}: {e}", slot.display()));
+        }
+    });
+    Ok((Box::new(reader), size, 0, None))
+}
 
 impl Server {
     pub(super) async fn send_backup_file<W: AsyncWrite + Unpin>(
@@ -46,6 +66,12 @@ impl Server {
                     )));
                 }
                 let path = slot.join(name);
+                if name == backups::PLAIN_AS_TAR
+                    && !path.exists()
+                    && backups::legacy_layout(&slot)? == Some(backups::Legacy::Plain)
+                {
+                    return plain_as_tar(slot);
+                }
                 let file = durable::open_no_follow(&path).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => {
                         Error::NotFound(format!("{} does not exist", path.display()))
@@ -56,7 +82,7 @@ impl Server {
                     .metadata()
                     .map_err(|e| Error::io("cannot stat", &path, e))?
                     .len();
-                Ok((file, len, 0, None))
+                Ok((Box::new(file) as Box<dyn Read + Send>, len, 0, None))
             })
         };
         self.stream(output, name, opened, t).await
@@ -70,7 +96,10 @@ impl Server {
         name: &str,
     ) -> Result<()> {
         let t = self.cfg.io_timeout();
-        let opened = self.store.open(dir, name);
+        let opened = self
+            .store
+            .open(dir, name)
+            .map(|(f, size, mtime, h)| (Box::new(f) as Box<dyn Read + Send>, size, mtime, h));
         self.stream(output, name, opened, t).await
     }
 
@@ -78,7 +107,7 @@ impl Server {
         &mut self,
         output: &mut W,
         name: &str,
-        opened: Result<(File, u64, i64, Option<blake3::Hash>)>,
+        opened: Result<Opened>,
         t: Duration,
     ) -> Result<()> {
         let (mut file, size, mtime, recorded) = match opened {

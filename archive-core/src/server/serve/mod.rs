@@ -226,8 +226,11 @@ impl Server {
                     })
                 }
                 Request::OldestBackup { backup_dir } => {
-                    answer(self.oldest_backup(&backup_dir), |start_wal| {
-                        Reply::OldestBackup { start_wal }
+                    answer(self.oldest_backup(&backup_dir), |(start_wal, identity)| {
+                        Reply::OldestBackup {
+                            start_wal,
+                            identity,
+                        }
                     })
                 }
                 Request::ListBackups { backup_dir } => {
