@@ -18,6 +18,7 @@ mod e2e {
     mod restore;
     mod retention;
     mod roles;
+    mod setup_check;
     mod status;
     mod sync_cleanup;
 }

@@ -12,4 +12,5 @@ pub mod base_backup;
 pub mod cleanup;
 pub mod restore;
 pub mod restore_backup;
+pub mod setup_check;
 pub mod sync;

@@ -246,6 +246,10 @@ pub struct Channel {
     io_timeout: Duration,
     /// Server name announced in the handshake.
     pub server_name: Option<String>,
+    /// The role the server gave this channel's key (handshake).
+    pub role: Option<String>,
+    /// Whether the server runs as the key's forced command (handshake).
+    pub forced_command: Option<bool>,
 }
 
 impl Channel {
@@ -293,14 +297,23 @@ impl Channel {
             stderr,
             io_timeout: settings.io_timeout,
             server_name: None,
+            role: None,
+            forced_command: None,
         };
         ch.send(&Request::Hello {
             version: PROTOCOL_VERSION,
         })
         .await?;
         match ch.reply().await? {
-            Reply::Hello { version, server } if version == PROTOCOL_VERSION => {
+            Reply::Hello {
+                version,
+                server,
+                role,
+                forced_command,
+            } if version == PROTOCOL_VERSION => {
                 ch.server_name = server;
+                ch.role = role;
+                ch.forced_command = forced_command;
                 Ok(ch)
             }
             Reply::Hello { version, .. } => Err(Error::host(
@@ -556,6 +569,35 @@ impl Channel {
         })
         .await?;
         self.receive_file(name, sink).await.map(|(size, _)| size)
+    }
+
+    /// pgarchive-check's questions about `dir` (see [`Request::CheckSetup`]).
+    pub async fn check_setup(
+        &mut self,
+        dir: &str,
+        peer: Option<&str>,
+        holds: Option<&str>,
+    ) -> Result<wire::SetupChecked> {
+        self.send(&Request::CheckSetup {
+            dir: dir.to_string(),
+            peer: peer.map(str::to_string),
+            holds: holds.map(str::to_string),
+        })
+        .await?;
+        match self.reply().await? {
+            Reply::SetupChecked {
+                dir_error,
+                recorded_system_identifier,
+                peer_error,
+                holds,
+            } => Ok(wire::SetupChecked {
+                dir_error,
+                recorded_system_identifier,
+                peer_error,
+                holds,
+            }),
+            other => Err(self.unexpected(other)),
+        }
     }
 
     /// Lists the archive files of `dir`.

@@ -110,6 +110,20 @@ pub enum Request {
         /// File name inside the backup.
         name: String,
     },
+    /// pgarchive-check: can this key's directory `dir` be written, which
+    /// system identifier is it bound to, does this server reach its `peer`,
+    /// and does it hold `holds` (a WAL file name). Answered by
+    /// [`Reply::SetupChecked`]; creates `dir` as a first put would.
+    CheckSetup {
+        /// Archive directory.
+        dir: String,
+        /// The other archive server's ssh alias, as the client forwards to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        /// A WAL file name to look for in `dir`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holds: Option<String>,
+    },
     /// Delivers the files this server owes `peer` for `dir`.
     DeliverOwed {
         /// Archive directory.
@@ -262,6 +276,19 @@ pub struct RawDigest {
     pub blake3: String,
 }
 
+/// The fields of [`Reply::SetupChecked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupChecked {
+    /// Why the directory cannot be written, if it cannot.
+    pub dir_error: Option<String>,
+    /// The system identifier the directory is bound to, if any yet.
+    pub recorded_system_identifier: Option<u64>,
+    /// Why the peer could not be reached, if asked and it could not.
+    pub peer_error: Option<String>,
+    /// Whether the directory holds the file asked for, if asked.
+    pub holds: Option<bool>,
+}
+
 /// How a put ended on the server that received it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -311,6 +338,28 @@ pub enum Reply {
         version: u32,
         /// Server's configured name, if any.
         server: Option<String>,
+        /// The role the channel's key was given (`--role`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// Whether sshd ran the server as the key's forced command (it then
+        /// sets SSH_ORIGINAL_COMMAND); `None` when not run by sshd.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forced_command: Option<bool>,
+    },
+    /// Answer to [`Request::CheckSetup`].
+    SetupChecked {
+        /// Why `dir` cannot be written, if it cannot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir_error: Option<String>,
+        /// The system identifier `dir` is bound to, if any yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded_system_identifier: Option<u64>,
+        /// Why the peer could not be reached, if asked and it could not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer_error: Option<String>,
+        /// Whether `dir` holds the file asked for, if asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holds: Option<bool>,
     },
     /// The file is durably stored (file and directory fsynced).
     Stored {

@@ -103,7 +103,7 @@ impl Forwarder {
         }
     }
 
-    async fn peer_channel(&mut self, peer: &str) -> Result<&mut Channel> {
+    pub(super) async fn peer_channel(&mut self, peer: &str) -> Result<&mut Channel> {
         if self.peer.as_ref().is_some_and(|c| c.host() != peer) {
             self.peer = None;
         }

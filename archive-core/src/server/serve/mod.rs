@@ -41,6 +41,7 @@ mod forward;
 mod get;
 mod put;
 mod role;
+mod setup_check;
 #[cfg(test)]
 mod tests;
 
@@ -203,7 +204,13 @@ impl Server {
                 Request::Hello { .. } => Reply::Hello {
                     version: wire::PROTOCOL_VERSION,
                     server: self.cfg.server_name.clone(),
+                    role: self.access.role_names(),
+                    forced_command: std::env::var_os("SSH_CONNECTION")
+                        .map(|_| std::env::var_os("SSH_ORIGINAL_COMMAND").is_some()),
                 },
+                Request::CheckSetup { dir, peer, holds } => {
+                    self.check_setup(&dir, peer.as_deref(), holds.as_deref()).await
+                }
                 Request::DeliverOwed { dir, peer } => self.deliver_owed(&dir, &peer).await,
                 Request::List { dir } => {
                     answer(self.store.list(&dir), |files| Reply::Listing { files })

@@ -67,7 +67,7 @@ impl Role {
         match self {
             Role::Peer => true,
             Role::Primary => {
-                matches!(req, R::Hello { .. } | R::End { .. })
+                matches!(req, R::Hello { .. } | R::End { .. } | R::CheckSetup { .. })
                 // Only a peer forwards a copy (`from`): it makes this
                 // server deliver what it owes that host.
                 || matches!(req, R::Put(p) if p.from.is_none())
@@ -130,6 +130,16 @@ enum Grant {
 }
 
 impl Access {
+    /// The roles granted, for `hello` ("primary", "standby,monitor", or
+    /// "none" for a key without a role that the configuration allows).
+    pub fn role_names(&self) -> Option<String> {
+        match &self.grant {
+            Grant::Roles(r) => Some(r.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")),
+            Grant::WithoutRole => Some("none".into()),
+            Grant::Nothing | Grant::Internal => None,
+        }
+    }
+
     /// The access of a `serve` started with `--role` `roles` and `--dir`
     /// `dirs`. Each directory must be absolute and lie under an archive
     /// root (bad usage otherwise: the authorized_keys line is wrong).
@@ -266,7 +276,8 @@ fn dirs_named(req: &Request) -> Vec<&str> {
         | R::Remove { dir, .. }
         | R::Lock { dir, .. }
         | R::Digest { dir, .. }
-        | R::DeliverOwed { dir, .. } => vec![dir],
+        | R::DeliverOwed { dir, .. }
+        | R::CheckSetup { dir, .. } => vec![dir],
         R::OldestBackup { backup_dir }
         | R::ListBackups { backup_dir }
         | R::GetBackupFile { backup_dir, .. } => vec![backup_dir],
@@ -295,6 +306,7 @@ fn verb(req: &Request) -> &'static str {
         R::GetBackupFile { .. } => "get_backup_file",
         R::DeliverOwed { .. } => "deliver_owed",
         R::DirStatus { .. } => "dir_status",
+        R::CheckSetup { .. } => "check_setup",
     }
 }
 

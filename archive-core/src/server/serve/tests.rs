@@ -203,6 +203,8 @@ async fn hello_is_answered_with_the_protocol_version_and_the_server_name() {
         Reply::Hello {
             version: wire::PROTOCOL_VERSION,
             server: Some(SERVER_NAME.into()),
+            role: None,
+            forced_command: None,
         }
     );
 }
