@@ -80,7 +80,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("backup-queue", false);
     cli::exit(run(args), None)
 }

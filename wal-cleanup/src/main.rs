@@ -45,7 +45,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("wal-cleanup", false);
     cli::exit(run(&args).map(|()| 0), None)
 }
