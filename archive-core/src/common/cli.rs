@@ -23,7 +23,7 @@ pub const GENERATE_DOCS: &str = "--generate-docs";
 
 /// Every binary's `Args::parse()`: clap's parse, plus the hidden
 /// [`GENERATE_DOCS`]. Like clap's own `--help`, `--version` and usage errors,
-/// generating ends the process here (0 when written, 2 when not), before
+/// generating ends the process here (0 when written, else the error's code), before
 /// any work: the one exit outside [`exit`].
 pub fn parse<A: clap::Parser>() -> A {
     generate_docs_if_asked::<A>();

@@ -24,8 +24,11 @@ pub fn generate(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
 
     let man_dir = dir.join("man");
     create_dir(&man_dir)?;
-    let source = format!("pgarchive {}", cmd.get_version().unwrap_or_default());
-    man_pages(&cmd, None, &source, &man_dir, &mut written)?;
+    let page = Page {
+        source: format!("pgarchive {}", cmd.get_version().unwrap_or_default()),
+        date: page_date(std::env::var("SOURCE_DATE_EPOCH").ok()),
+    };
+    man_pages(&cmd, None, &page, &man_dir, &mut written)?;
 
     for (shell, sub, file) in [
         (Shell::Bash, "bash", name.clone()),
@@ -36,6 +39,9 @@ pub fn generate(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
         create_dir(&shell_dir)?;
         let mut text = Vec::new();
         clap_complete::generate(shell, &mut cmd, name.clone(), &mut text);
+        if shell == Shell::Bash {
+            text = fix_bash_hyphenated_name(&name, &text);
+        }
         let path = shell_dir.join(file);
         write(&path, &text)?;
         written.push(path);
@@ -43,11 +49,41 @@ pub fn generate(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// clap_complete 4.6's bash script spells a hyphenated program's
+/// subcommand states two ways: the loop that reads the words sets
+/// `archive__remote__cmd__subcmd__serve`, the case arms expect
+/// `archive__subcmd__remote__subcmd__cmd__subcmd__serve`, so no subcommand
+/// option ever completes (clap-rs/clap#6421, #6529; unfixed in 4.6.12).
+/// Spell the arms the loop's way.
+fn fix_bash_hyphenated_name(name: &str, script: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(script);
+    let arms = format!("{}__subcmd__", name.replace('-', "__subcmd__"));
+    let state = format!("{}__subcmd__", name.replace('-', "__"));
+    text.replace(&arms, &state).into_bytes()
+}
+
+/// What every page's title line says besides its name.
+struct Page {
+    source: String,
+    date: String,
+}
+
+/// The date in the pages' title line: `SOURCE_DATE_EPOCH` (the
+/// reproducible-builds convention; build-deb.sh sets it to the commit's
+/// time), else today. Never empty: an empty .TH field shifts the others.
+fn page_date(source_date_epoch: Option<String>) -> String {
+    let at = source_date_epoch
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    at.format("%Y-%m-%d").to_string()
+}
+
 /// One page for `cmd`, then one per visible subcommand (recursively).
 fn man_pages(
     cmd: &clap::Command,
     parent: Option<&str>,
-    source: &str,
+    title: &Page,
     dir: &Path,
     written: &mut Vec<PathBuf>,
 ) -> Result<()> {
@@ -58,13 +94,13 @@ fn man_pages(
     let subcommands: Vec<&clap::Command> =
         cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
     let mut text = Vec::new();
-    render(cmd, &page, parent, source, &subcommands, &mut text)
+    render(cmd, &page, parent, title, &subcommands, &mut text)
         .map_err(|e| Error::io("render man page", dir.join(&page), e))?;
     let path = dir.join(format!("{page}.1"));
     write(&path, &text)?;
     written.push(path);
     for sub in subcommands {
-        man_pages(sub, Some(&page), source, dir, written)?;
+        man_pages(sub, Some(&page), title, dir, written)?;
     }
     Ok(())
 }
@@ -77,7 +113,7 @@ fn render(
     cmd: &clap::Command,
     page: &str,
     parent: Option<&str>,
-    source: &str,
+    title: &Page,
     subcommands: &[&clap::Command],
     w: &mut dyn Write,
 ) -> std::io::Result<()> {
@@ -86,7 +122,8 @@ fn render(
     let named = cmd.clone().display_name(page.to_string());
     let man = Man::new(named.clone())
         .title(page.to_uppercase())
-        .source(source)
+        .date(&title.date)
+        .source(&title.source)
         .manual("pgarchive");
     man.render_title(w)?;
     man.render_name_section(w)?;
@@ -225,13 +262,24 @@ mod tests {
         let bash = std::fs::read_to_string(dir.path().join("completions/bash/demo-cmd")).unwrap();
         assert!(bash.contains("complete -F _demo__cmd"), "{bash}");
         assert!(bash.contains("--config"), "{bash}");
+        // The state the word loop sets is the one a case arm matches.
+        assert!(bash.contains("cmd=\"demo__cmd__subcmd__serve\""), "{bash}");
+        assert!(
+            bash.contains("\n        demo__cmd__subcmd__serve)\n"),
+            "{bash}"
+        );
+        assert!(!bash.contains("demo__subcmd__cmd"), "{bash}");
     }
 
     #[test]
     fn man_page_keeps_after_help_columns_and_names_exit_status() {
         let (dir, _) = generated();
         let page = std::fs::read_to_string(dir.path().join("man/demo-cmd.1")).unwrap();
-        has(&page, ".TH DEMO-CMD 1  \"pgarchive 0.1.0\" pgarchive");
+        let date = page_date(std::env::var("SOURCE_DATE_EPOCH").ok());
+        has(
+            &page,
+            &format!(".TH DEMO-CMD 1 {date} \"pgarchive 0.1.0\" pgarchive\n"),
+        );
         has(&page, "\\fB\\-\\-config\\fR \\fI<FILE>\\fR");
         let details = page.find(".SH DETAILS\n.nf\n").expect("no-fill DETAILS");
         let status = page
@@ -256,11 +304,22 @@ mod tests {
         );
 
         let sub = std::fs::read_to_string(dir.path().join("man/demo-cmd-serve.1")).unwrap();
-        has(&sub, ".TH DEMO-CMD-SERVE 1  \"pgarchive 0.1.0\"");
+        has(
+            &sub,
+            &format!(".TH DEMO-CMD-SERVE 1 {date} \"pgarchive 0.1.0\" pgarchive\n"),
+        );
         has(&sub, "demo\\-cmd\\-serve \\- Serve requests");
         has(&sub, ".SH SYNOPSIS\n\\fBdemo\\-cmd serve\\fR");
         has(&sub, "\\fB\\-\\-role\\fR");
         has(&sub, ".SH \"SEE ALSO\"\ndemo\\-cmd(1)\n");
+    }
+
+    #[test]
+    fn the_date_is_source_date_epoch_when_set() {
+        assert_eq!(page_date(Some("86400".into())), "1970-01-02");
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        assert_eq!(page_date(None), today);
+        assert_eq!(page_date(Some("not a number".into())), today);
     }
 
     #[test]
