@@ -59,7 +59,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("archive-cmd", log::LogLevel::Warn);
     cli::exit(run(&args).map(|_| 0), Some(&args.wal_name))
 }

@@ -66,7 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("archive-remote-cmd", log::LogLevel::Info);
     cli::exit(run(args).map(|()| 0), None)
 }

@@ -209,7 +209,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("archive-status", log::LogLevel::Warn);
     let check = args.command == Some(Cmd::Check);
     cli::exit(

@@ -89,7 +89,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("backup-queue", log::LogLevel::Info);
     cli::exit(run(args), None)
 }

@@ -63,7 +63,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("base-backup", log::LogLevel::Info);
     match &args.verify {
         Some(dir) => cli::exit(verify_stored(dir), None),

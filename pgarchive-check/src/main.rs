@@ -57,7 +57,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("pgarchive-check", log::LogLevel::Warn);
     cli::exit(run(&args), None)
 }

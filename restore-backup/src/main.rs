@@ -78,7 +78,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("restore-backup", log::LogLevel::Info);
     cli::exit(run(&args).map(|()| 0), None)
 }

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
     // PostgreSQL runs restore_command in the data directory.
     let data_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mode = RecoveryMode::detect(&data_dir);
-    let args = match Args::try_parse() {
+    let args = match cli::try_parse::<Args>() {
         Ok(a) => a,
         Err(error) => return cli::exit(Err(BadArguments { error, mode }), None),
     };

@@ -51,7 +51,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("wal-cleanup", log::LogLevel::Info);
     cli::exit(run(&args).map(|()| 0), None)
 }

@@ -45,7 +45,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     log::init("wal-sync", log::LogLevel::Info);
     cli::exit(run(&args), None)
 }

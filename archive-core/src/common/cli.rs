@@ -1,7 +1,11 @@
-//! What every binary does around its work: the `--config`/`--set` options,
-//! loading the configuration, starting the async runtime, and ending the
-//! process through [`exit`], the one place an outcome becomes an exit code.
-//! Kept here so the binaries stay a page of argument parsing.
+//! What every binary does around its work: parsing its arguments
+//! ([`parse`], which also writes its man pages and completions when asked),
+//! the `--config`/`--set` options, loading the configuration, starting the
+//! async runtime, and ending the process through [`exit`], the one place an
+//! outcome becomes an exit code. Kept here so the binaries stay a page of
+//! argument parsing.
+
+mod docs;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -10,6 +14,41 @@ use std::process::ExitCode;
 use crate::common::config::Config;
 use crate::common::error::{Error, Failure, Result};
 use crate::common::log;
+
+/// The hidden first argument that makes [`parse`] write the program's man
+/// pages and completions: `PROGRAM --generate-docs DIR` (what
+/// scripts/build-deb.sh runs). Read before clap, so it appears in no
+/// `--help`, no completion and no man page, and needs no other argument.
+pub const GENERATE_DOCS: &str = "--generate-docs";
+
+/// Every binary's `Args::parse()`: clap's parse, plus the hidden
+/// [`GENERATE_DOCS`]. Like clap's own `--help`, `--version` and usage errors,
+/// generating ends the process here (0 when written, else the error's code), before
+/// any work: the one exit outside [`exit`].
+pub fn parse<A: clap::Parser>() -> A {
+    generate_docs_if_asked::<A>();
+    A::parse()
+}
+
+/// [`parse`] for a program that maps clap's errors itself (restore-cmd).
+pub fn try_parse<A: clap::Parser>() -> std::result::Result<A, clap::Error> {
+    generate_docs_if_asked::<A>();
+    A::try_parse()
+}
+
+fn generate_docs_if_asked<A: clap::CommandFactory>() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.len() != 3 || argv[1] != GENERATE_DOCS {
+        return;
+    }
+    match docs::generate(A::command(), Path::new(&argv[2])) {
+        Ok(_) => std::process::exit(0),
+        Err(e) => {
+            e.report(Some(GENERATE_DOCS));
+            std::process::exit(e.exit_code())
+        }
+    }
+}
 
 /// The configuration options every binary takes (flattened into its
 /// arguments; accepted before or after a subcommand).
