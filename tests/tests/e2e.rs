@@ -17,4 +17,5 @@ mod e2e {
     mod roles;
     mod status;
     mod sync_cleanup;
+    mod verify;
 }
