@@ -1,7 +1,7 @@
 //! `archive-remote-cmd verify` end to end: a real primary archiving to both
-//! servers, a real backup made by base-backup, verify run on arch1 the way
-//! cron runs it, checking its own copies and (over the peer key, through
-//! real sshd) arch2's. A clean archive passes; a flipped byte in a stored
+//! servers, a real backup made by base-backup on arch1, verify run on each
+//! server the way cron runs it, checking its own copies and (over the peer
+//! key, through real sshd) the other's. A clean archive passes; a flipped byte in a stored
 //! segment (compressed, or plain in a page header), a truncated backup
 //! archive and a missing segment are each named and make it exit 6;
 //! archive-status shows the last result.
@@ -51,19 +51,21 @@ fn setup(lab: &Lab) -> (QueueDb, PgCluster) {
     (q, pg)
 }
 
-/// verify on arch1 (its own copies and arch2's); returns its exit code,
-/// stdout and the JSON report.
-fn verify(lab: &Lab) -> (Option<i32>, String, VerifyReport) {
+/// verify on server `n` (its own copies and the other server's, fetched
+/// over the peer key); returns its exit code, its output and the JSON
+/// report.
+fn verify(lab: &Lab, n: usize) -> (Option<i32>, String, VerifyReport) {
     let reports = lab.dir().join("verify-reports");
     mkdir_postgres(&reports, 0o755);
     let report = reports.join("verify.json");
     let _ = fs::remove_file(&report);
-    let mut cmd = lab.server_cmd(1, bin("archive-remote-cmd"));
+    let peer = if n == 1 { "arch2" } else { "arch1" };
+    let mut cmd = lab.server_cmd(n, bin("archive-remote-cmd"));
     cmd.args(["verify", "--dir"])
         .arg(lab.dst("main"))
         .arg("--backup-dir")
         .arg(lab.backup_dir("main"))
-        .args(["--peer", "arch2", "--max-rate", "200M", "--json"])
+        .args(["--peer", peer, "--max-rate", "200M", "--json"])
         .arg(&report);
     let out: Output = run(&mut cmd);
     let text = stdout(&out);
@@ -129,7 +131,7 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
     let dst = lab.dst("main");
 
     // Clean: both servers, every WAL file and the backup.
-    let (code, out, report) = verify(&lab);
+    let (code, out, report) = verify(&lab, 1);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(report.servers.len(), 2, "{out}");
     let (here, peer) = (&report.servers[0], &report.servers[1]);
@@ -158,6 +160,14 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
     assert!(code.is_some(), "{text}");
     assert!(text.contains("verify: never run"), "arch2: {text}");
     assert!(text.contains("arch1: clean"), "{text}");
+
+    // From arch2: the backup is the peer's, streamed and checked here.
+    let (code, out, report) = verify(&lab, 2);
+    assert_eq!(code, Some(0), "{out}");
+    let peer = &report.servers[1];
+    assert_eq!(peer.host, "arch1");
+    assert_eq!((peer.backups, peer.damaged_total), (1, 0), "{out}");
+    assert!(peer.error.is_none(), "{:?}", peer.error);
     assert!(
         st.clusters[0].servers[1].verify.is_none(),
         "arch2 never ran one"
@@ -201,7 +211,7 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
         .set_len(len / 2)
         .unwrap();
 
-    let (code, out, report) = verify(&lab);
+    let (code, out, report) = verify(&lab, 1);
     assert_eq!(code, Some(6), "{out}");
     let named = |server: usize, what: &str| {
         report.servers[server]
@@ -239,10 +249,36 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
         );
     }
 
+    // From arch2, arch1's damage is found over the peer key, named on arch1.
+    let (code, out, report) = verify(&lab, 2);
+    assert_eq!(code, Some(6), "{out}");
+    let on_arch1 = &report.servers[1];
+    for what in [
+        &segs[2],
+        &segs[1],
+        raw_name,
+        &format!("data.master.0/{archive}"),
+    ] {
+        let d = on_arch1
+            .damaged
+            .iter()
+            .find(|d| d.path.ends_with(what.as_str()))
+            .unwrap_or_else(|| panic!("{what} not named: {:?}", on_arch1.damaged));
+        assert!(d.path.starts_with("arch1:"), "{d:?}");
+    }
+    assert_eq!(on_arch1.damaged_total, 4, "{:?}", on_arch1.damaged);
+    assert_eq!(
+        report.servers[0].damaged_total, 1,
+        "{:?}",
+        report.servers[0]
+    );
+
     // archive-status warns, naming the damage.
     let (st, code, text) = status(&lab);
     let v = st.clusters[0].servers[0].verify.as_ref().unwrap();
     assert_eq!(v.local.damaged, 4, "{v:?}");
+    let v = st.clusters[0].servers[1].verify.as_ref().unwrap();
+    assert_eq!(v.peer.as_ref().unwrap().damaged, 4, "{v:?}");
     let f = st
         .findings
         .iter()
