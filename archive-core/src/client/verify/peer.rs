@@ -15,7 +15,7 @@ use crate::common::config::Config;
 use crate::common::error::{Error, Result};
 use crate::common::wal::WalName;
 use crate::net::ssh::{self, Channel, SshSettings};
-use crate::net::wire::{BackupEntry, Reply, Request, MAX_FILE_SIZE};
+use crate::net::wire::{BackupEntry, ErrorKind, Reply, Request, MAX_FILE_SIZE};
 use crate::server::backups::MANIFEST;
 use crate::server::store::{recorded_identity, META_DIR};
 
@@ -65,11 +65,18 @@ async fn run(
         let shown = format!("{peer}:{}/{}", opts.dir, e.name);
         // Listed: it counts for the holes even if it goes now.
         names.push(name.clone());
-        let (size, _, raw) = match ch.start_get(&opts.dir, &e.name).await {
-            Ok(v) => v,
+        let get = Request::Get {
+            dir: opts.dir.clone(),
+            name: e.name.clone(),
+        };
+        let (size, raw) = match open(&mut ch, &get).await? {
+            Opened::File { size, raw_blake3 } => (size, raw_blake3),
             // Removed since the listing (wal-cleanup).
-            Err(Error::NotFound(_)) => continue,
-            Err(e) => return Err(e),
+            Opened::Refused(ErrorKind::NotFound, _) => continue,
+            Opened::Refused(_, m) => {
+                check.damage(&shown, format!("{peer} cannot send it: {m}"));
+                continue;
+            }
         };
         let proof = raw.and_then(|h| {
             blake3::Hash::from_hex(&h)
@@ -181,8 +188,20 @@ async fn verify_backup(
             .expect("a file")
             .to_string_lossy()
             .into_owned();
-        let size = start_backup_file(ch, backup_dir, b.index, &name).await?;
         let shown_archive = format!("{}:{}", ch.host(), a.path.display());
+        let get = Request::GetBackupFile {
+            backup_dir: backup_dir.to_string(),
+            index: b.index,
+            name: name.clone(),
+        };
+        let size = match open(ch, &get).await? {
+            Opened::File { size, .. } => size,
+            Opened::Refused(_, m) => {
+                check.damage(shown_archive, format!("{} cannot send it: {m}", ch.host()));
+                readable = false;
+                continue;
+            }
+        };
         let got = stream(ch, &name, size, throttle, move |input| {
             scan_reader(&a, BufReader::with_capacity(1 << 20, input))
                 .map_err(|e| without_path(e.to_string(), &a.path))
@@ -232,21 +251,27 @@ async fn verify_backup(
 /// Largest peer's backup_manifest fetched.
 const MAX_MANIFEST: u64 = 1 << 30;
 
-/// Asks for file `name` of backup `index`: the size that follows.
-async fn start_backup_file(
-    ch: &mut Channel,
-    backup_dir: &str,
-    index: u32,
-    name: &str,
-) -> Result<u64> {
-    ch.send(&Request::GetBackupFile {
-        backup_dir: backup_dir.to_string(),
-        index,
-        name: name.to_string(),
-    })
-    .await?;
+/// The answer to a `get` or `get_backup_file`.
+enum Opened {
+    /// `size` bytes follow, then the checksum frame.
+    File {
+        size: u64,
+        raw_blake3: Option<String>,
+    },
+    /// The peer answered with an error: nothing follows, the channel
+    /// goes on.
+    Refused(ErrorKind, String),
+}
+
+/// Sends `req` (a `get` or `get_backup_file`) and reads its answer. Errors:
+/// the channel broke, or answered out of turn.
+async fn open(ch: &mut Channel, req: &Request) -> Result<Opened> {
+    ch.send(req).await?;
     match ch.reply().await? {
-        Reply::File { size, .. } => Ok(size),
+        Reply::File {
+            size, raw_blake3, ..
+        } => Ok(Opened::File { size, raw_blake3 }),
+        Reply::Error { kind, message } => Ok(Opened::Refused(kind, message)),
         other => Err(ch.unexpected(other)),
     }
 }
