@@ -144,3 +144,51 @@ fn verify_backup(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::testing::{put_bytes, req, segment, store, SEG, SYSID};
+
+    /// Four segments stored by a real put (digest records, identity), then
+    /// one rewritten plain with a byte flipped and one removed.
+    #[tokio::test]
+    async fn a_flipped_byte_and_a_missing_segment_are_named_a_clean_directory_passes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        let st = store(root.path());
+        let names = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "000000010000000000000004",
+        ];
+        for (i, n) in names.iter().enumerate() {
+            put_bytes(&st, &req(&dir, n, SEG), &segment(n, SYSID, i as u8 + 1))
+                .await
+                .unwrap();
+        }
+        let arg = dir.to_str().unwrap();
+        let t = Throttle::new(None);
+        let c = verify(&st, arg, &dir, None, "arch1", &t).unwrap();
+        assert_eq!((c.wal_files, c.damaged_total), (4, 0), "{:?}", c.damaged);
+        assert!(c.bytes > 0 && c.error.is_none());
+
+        let mut raw = segment(names[1], SYSID, 2);
+        raw[500_000] ^= 0x01;
+        std::fs::write(dir.join(names[1]), raw).unwrap();
+        std::fs::remove_file(dir.join(names[2])).unwrap();
+        let c = verify(&st, arg, &dir, None, "arch1", &t).unwrap();
+        assert_eq!(c.damaged_total, 2, "{:?}", c.damaged);
+        assert!(c.damaged[0].path.ends_with(names[1]));
+        assert!(
+            c.damaged[0]
+                .problem
+                .contains("not the file that was archived"),
+            "{:?}",
+            c.damaged[0]
+        );
+        assert!(c.damaged[1].path.ends_with(names[2]));
+        assert!(c.damaged[1].problem.starts_with("missing"));
+    }
+}

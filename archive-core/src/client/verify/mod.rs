@@ -302,3 +302,29 @@ fn write_json(path: &Path, report: &VerifyReport) -> Result<()> {
     let json = serde_json::to_string_pretty(report).expect("plain data serializes");
     durable::write_replace(path, format!("{json}\n").as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_outranks_a_check_that_could_not_run() {
+        let mut r = VerifyReport {
+            servers: vec![ServerCheck::new("arch1"), ServerCheck::new("arch2")],
+            ..Default::default()
+        };
+        assert_eq!(r.exit_code(), EXIT_OK);
+        r.servers[1].error = Some("arch2 unreachable".into());
+        assert_eq!(r.exit_code(), EXIT_RETRY);
+        r.servers[0].damage("/a/main/000000010000000000000002", "bad");
+        assert_eq!(r.exit_code(), EXIT_DAMAGED);
+        let s = r.summary();
+        assert!(s.contains("on arch1: DAMAGED (1 item(s))"), "{s}");
+        assert!(s.contains("/a/main/000000010000000000000002: bad"), "{s}");
+        assert!(s.contains("on arch2: INCOMPLETE"), "{s}");
+        // The record keeps the counts and the first names.
+        let rec = r.record(Some("arch1".into()));
+        assert_eq!(rec.local.damaged, 1);
+        assert!(!rec.local.clean() && !rec.peer.unwrap().clean());
+    }
+}
