@@ -8,13 +8,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use archive_core::client::verify::VerifyReport;
 use archive_core::status::{Level, Report};
 use e2e::{
-    bin, mkdir_postgres, run, stderr, stdout, wait_archived, Lab, PgCluster, PgOptions, QueueDb,
+    bin, descendants, mkdir_postgres, run, stderr, stdout, wait_archived, wait_until, Lab,
+    PgCluster, PgOptions, QueueDb,
 };
 
 /// A queue, a primary with some data archived to both servers, and one
@@ -115,6 +116,14 @@ fn status(lab: &Lab) -> (Report, Option<i32>, String) {
     (report, check.status.code(), text)
 }
 
+/// The nice value of process `pid` (field 19 of /proc/PID/stat).
+fn nice(pid: i32) -> Option<i64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(16)?.parse().ok()
+}
+
 /// Flips one byte in the middle of a file.
 fn flip_byte(path: &Path) {
     let mut bytes = fs::read(path).unwrap();
@@ -168,6 +177,29 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
     assert_eq!(peer.host, "arch1");
     assert_eq!((peer.backups, peer.damaged_total), (1, 0), "{out}");
     assert!(peer.error.is_none(), "{:?}", peer.error);
+
+    // It runs in the background: nice 19 and the idle I/O class, seen on
+    // the running process (a low --max-rate keeps it running a while).
+    let mut cmd = lab.server_cmd(1, bin("archive-remote-cmd"));
+    cmd.args(["verify", "--max-rate", "1M", "--dir"])
+        .arg(lab.dst("main"))
+        .arg("--backup-dir")
+        .arg(lab.backup_dir("main"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = None;
+    wait_until(Duration::from_secs(60), "verify at nice 19", || {
+        seen = descendants(child.id() as i32)
+            .into_iter()
+            .find(|p| nice(*p) == Some(19));
+        seen.is_some()
+    });
+    let io = stdout(&run(Command::new("ionice")
+        .arg("-p")
+        .arg(seen.unwrap().to_string())));
+    assert!(io.trim() == "idle", "{io}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
     assert!(
         st.clusters[0].servers[1].verify.is_none(),
         "arch2 never ran one"
