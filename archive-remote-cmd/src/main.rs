@@ -43,6 +43,14 @@ Exit codes: 0 ok (verify: clean); 1 failed, retry (verify: could not check
 everything); 2 bad usage or configuration, or a forced command asked for
 something else; 3 refused input; 4 conflict; 6 verify found damage.";
 
+const VERIFY_HELP: &str = "\
+Runs at nice 19, SCHED_BATCH and the idle I/O class. The result is recorded
+in DIR/.pgarchive/verify.json, which archive-status shows.
+
+Exit codes: 0 clean; 6 damage found (each damaged or missing item is named);
+1 could not check everything (e.g. the peer unreachable); 2 bad usage;
+4 another verify of DIR is running.";
+
 /// Archive server side of the dual-archive WAL suite.
 #[derive(Parser, Debug)]
 #[command(name = "archive-remote-cmd", version, after_help = AFTER_HELP)]
@@ -75,6 +83,7 @@ enum Command {
     /// Decode every stored WAL file of an archive directory and check every
     /// complete backup against its manifest, here and (with --peer) on the
     /// peer; prints a summary, records the result for archive-status.
+    #[command(after_help = VERIFY_HELP)]
     Verify {
         /// The archive directory (DST-DIR), under archive_roots.
         #[arg(long, value_name = "DIR")]

@@ -178,6 +178,16 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
     assert_eq!((peer.backups, peer.damaged_total), (1, 0), "{out}");
     assert!(peer.error.is_none(), "{:?}", peer.error);
 
+    // The peer down: this server's copies are checked, the peer's could not
+    // be: exit 1, not 0, and the record says so.
+    lab.stop_server(2);
+    let (code, out, report) = verify(&lab, 1);
+    lab.start_server(2);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(report.servers[0].damaged_total, 0, "{out}");
+    assert!(report.servers[1].error.is_some(), "{out}");
+    assert!(out.contains("on arch2: INCOMPLETE"), "{out}");
+
     // It runs in the background: nice 19 and the idle I/O class, seen on
     // the running process (a low --max-rate keeps it running a while).
     let mut cmd = lab.server_cmd(1, bin("archive-remote-cmd"));
