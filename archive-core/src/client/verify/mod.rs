@@ -241,7 +241,9 @@ fn background_priority() {
 pub async fn run(cfg: &Config, opts: &Options) -> Result<VerifyReport> {
     background_priority();
     let store = Store::from_config(cfg);
-    let dir = store.archive_dir(&opts.dir)?;
+    // A directory outside archive_roots is a wrong command line here.
+    let usage = |e: Error| Error::Usage(e.to_string());
+    let dir = store.archive_dir(&opts.dir).map_err(usage)?;
     if !dir.is_dir() {
         return Err(Error::Usage(format!(
             "{}: no such archive directory on this server; check --dir",
@@ -251,7 +253,7 @@ pub async fn run(cfg: &Config, opts: &Options) -> Result<VerifyReport> {
     let backup_dir = opts
         .backup_dir
         .as_deref()
-        .map(|b| store.backup_dir(b))
+        .map(|b| store.backup_dir(b).map_err(usage))
         .transpose()?;
     // One verify per directory at a time (a cron run that overlaps the last).
     let meta = dir.join(META_DIR);
