@@ -266,6 +266,12 @@ mod tests {
             dir_status(d.path(), None).unwrap().verify.as_deref(),
             Some(&summary)
         );
+        // An older server's reply, without the field, still parses.
+        let old: DirStatus = serde_json::from_str(
+            r#"{"now":5,"owed":[],"conflicts":[],"rejected":0,"rejected_names":[],"backups":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.verify, None);
         // A damaged record reads as none, never as an error of the listing.
         fs::write(d.path().join(META_DIR).join(VERIFY_RECORD), b"{").unwrap();
         assert_eq!(dir_status(d.path(), None).unwrap().verify, None);

@@ -168,18 +168,29 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let history = "00000002.history";
+        let text = b"1\t0/4000000\tno recovery target specified\n";
+        put_bytes(&st, &req(&dir, history, text.len() as u64), text)
+            .await
+            .unwrap();
         let arg = dir.to_str().unwrap();
         let t = Throttle::new(None);
         let c = verify(&st, arg, &dir, None, "arch1", &t).unwrap();
-        assert_eq!((c.wal_files, c.damaged_total), (4, 0), "{:?}", c.damaged);
+        assert_eq!((c.wal_files, c.damaged_total), (5, 0), "{:?}", c.damaged);
         assert!(c.bytes > 0 && c.error.is_none());
 
         let mut raw = segment(names[1], SYSID, 2);
         raw[500_000] ^= 0x01;
         std::fs::write(dir.join(names[1]), raw).unwrap();
         std::fs::remove_file(dir.join(names[2])).unwrap();
-        let c = verify(&st, arg, &dir, None, "arch1", &t).unwrap();
-        assert_eq!(c.damaged_total, 2, "{:?}", c.damaged);
+        // A history file edited by hand: still text, not what was archived.
+        std::fs::write(dir.join(history), b"1\t0/5000000\tedited\n").unwrap();
+        let mut c = verify(&st, arg, &dir, None, "arch1", &t).unwrap();
+        assert_eq!(c.damaged_total, 3, "{:?}", c.damaged);
+        // Names in listing order; the holes come after the files.
+        let h = c.damaged.remove(1);
+        assert!(h.path.ends_with(history), "{h:?}");
+        assert!(h.problem.contains("not the file that was archived"));
         assert!(c.damaged[0].path.ends_with(names[1]));
         assert!(
             c.damaged[0]
