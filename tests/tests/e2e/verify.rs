@@ -168,6 +168,10 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
     // (arch2 holding no backup is a warning of its own.)
     assert!(code.is_some(), "{text}");
     assert!(text.contains("verify: never run"), "arch2: {text}");
+    assert!(
+        st.clusters[0].servers[1].verify.is_none(),
+        "arch2 never ran one"
+    );
     assert!(text.contains("arch1: clean"), "{text}");
 
     // From arch2: the backup is the peer's, streamed and checked here.
@@ -210,10 +214,6 @@ fn verify_passes_a_clean_archive_and_names_a_flipped_byte_a_truncated_backup_and
         .arg(seen.unwrap().to_string())));
     assert!(io.trim() == "idle", "{io}");
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    assert!(
-        st.clusters[0].servers[1].verify.is_none(),
-        "arch2 never ran one"
-    );
 
     // Damage: a flipped byte in a stored segment (arch1) and in the peer's
     // copy of another, a truncated backup archive, a missing segment.
