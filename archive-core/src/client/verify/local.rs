@@ -202,4 +202,47 @@ mod tests {
         assert!(c.damaged[1].path.ends_with(names[2]));
         assert!(c.damaged[1].problem.starts_with("missing"));
     }
+
+    /// A complete backup (SUCCESS) whose START WAL the archive lacks and
+    /// whose archives are gone: both named; a backup without SUCCESS is
+    /// not checked.
+    #[test]
+    fn a_backup_without_its_start_wal_or_archives_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("main");
+        std::fs::create_dir_all(&dir).unwrap();
+        let backups_dir = root.path().join("backups");
+        let b = backups_dir.join("data.master.0");
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(
+            b.join(backups::LABEL),
+            "START WAL LOCATION: 0/9000028 (file 000000010000000000000009)\n\
+             CHECKPOINT LOCATION: 0/9000060\nSTART TIME: 2026-12-01 00:00:00 UTC\n\
+             START TIMELINE: 1\n",
+        )
+        .unwrap();
+        backups::write_success(&b, &[]).unwrap();
+        std::fs::create_dir_all(backups_dir.join("data.master.1")).unwrap();
+        let st = store(root.path());
+        let t = Throttle::new(None);
+        let c = verify(
+            &st,
+            dir.to_str().unwrap(),
+            &dir,
+            Some(&backups_dir),
+            "arch1",
+            &t,
+        )
+        .unwrap();
+        assert_eq!((c.backups, c.damaged_total), (1, 2), "{:?}", c.damaged);
+        assert!(c.damaged.iter().all(|d| d.path.ends_with("data.master.0")));
+        assert!(
+            c.damaged[0]
+                .problem
+                .starts_with("its START WAL 000000010000000000000009 is not in"),
+            "{:?}",
+            c.damaged
+        );
+        assert!(c.damaged[1].problem.starts_with("no tar archive"));
+    }
 }
