@@ -2,7 +2,6 @@
 //! and the complete backups of a backup directory, read from disk.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
@@ -122,7 +121,7 @@ fn verify_backup(
     let mut scan = Scan::default();
     let mut readable = true;
     for a in &list {
-        let read = File::open(&a.path)
+        let read = durable::open_no_follow(&a.path)
             .map_err(|e| format!("cannot open: {e}"))
             .and_then(|f| {
                 let input = BufReader::with_capacity(1 << 20, throttle.reader(f));
