@@ -1,12 +1,15 @@
 //! archive-remote-cmd: the only program the suite runs on an archive server.
 //! `serve` answers framed requests on stdin/stdout (what ssh runs, usually
 //! as the forced command of the clients' keys); `deliver-owed` is the cron
-//! sweep that hands the peer what it missed; `status` shows what is owed.
+//! sweep that hands the peer what it missed; `status` shows what is owed;
+//! `verify` (cron) proves the stored WAL and backups restorable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use archive_core::client::verify;
 use archive_core::common::cli::{self, ConfigArgs};
+use archive_core::common::config::parse_byte_size;
 use archive_core::common::log;
 use archive_core::server::report;
 use archive_core::server::serve::{self, Access, Role, Server};
@@ -31,8 +34,22 @@ Configuration (flat TOML from --config, $PGARCHIVE_CONFIG or /etc/pgarchive.toml
   compress_level (1), forward_cooldown (30 s), owed_batch, io_timeout, connect_timeout
   allow_keys_without_role (false)           serve role-less keys as peers, with a warning
 
-Exit codes: 0 ok; 1 failed, retry; 2 bad usage or configuration, or a forced
-command asked for something else; 3 refused input; 4 conflict.";
+verify (cron or a systemd timer on each archive server, at low priority):
+  archive-remote-cmd verify --dir /var/lib/pgarchive/main \
+      --backup-dir /var/lib/pgarchive/backups/main [--peer arch2] \
+      [--json /var/log/pgarchive/verify-main.json] [--max-rate 50M]
+
+Exit codes: 0 ok (verify: clean); 1 failed, retry (verify: could not check
+everything); 2 bad usage or configuration, or a forced command asked for
+something else; 3 refused input; 4 conflict; 6 verify found damage.";
+
+const VERIFY_HELP: &str = "\
+Runs at nice 19, SCHED_BATCH and the idle I/O class. The result is recorded
+in DIR/.pgarchive/verify.json, which archive-status shows.
+
+Exit codes: 0 clean; 6 damage found (each damaged or missing item is named);
+1 could not check everything (e.g. the peer unreachable); 2 bad usage;
+4 another verify of DIR is running.";
 
 /// Archive server side of the dual-archive WAL suite.
 #[derive(Parser, Debug)]
@@ -63,15 +80,36 @@ enum Command {
     DeliverOwed,
     /// Print owed files per directory and peer health as JSON.
     Status,
+    /// Decode every stored WAL file of an archive directory and check every
+    /// complete backup against its manifest, here and (with --peer) on the
+    /// peer; prints a summary, records the result for archive-status.
+    #[command(after_help = VERIFY_HELP)]
+    Verify {
+        /// The archive directory (DST-DIR), under archive_roots.
+        #[arg(long, value_name = "DIR")]
+        dir: String,
+        /// The cluster's backup directory (data.master.N), if any.
+        #[arg(long, value_name = "DIR")]
+        backup_dir: Option<String>,
+        /// Also fetch and check the peer server's copies (its ssh alias).
+        #[arg(long, value_name = "HOST")]
+        peer: Option<String>,
+        /// Write the full report (every damaged item) as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Read at most this many stored bytes per second (e.g. 50M).
+        #[arg(long, value_name = "BYTES", value_parser = parse_byte_size)]
+        max_rate: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
     let args = cli::parse::<Args>();
     log::init("archive-remote-cmd", log::LogLevel::Info);
-    cli::exit(run(args).map(|()| 0), None)
+    cli::exit(run(args), None)
 }
 
-fn run(args: Args) -> Result<(), Error> {
+fn run(args: Args) -> Result<i32, Error> {
     let cfg = args.config.load()?;
     let rt = cli::runtime()?;
     match args.command {
@@ -81,12 +119,28 @@ fn run(args: Args) -> Result<(), Error> {
             let access = Access::new(&role, &dir, &cfg)?;
             let mut server = Server::with_access(cfg, access)?;
             serve::widen_stdio();
-            rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))
+            rt.block_on(server.serve(tokio::io::stdin(), tokio::io::stdout()))?;
         }
-        Command::DeliverOwed => rt.block_on(serve::sweep(cfg)),
-        Command::Status => {
-            println!("{}", report::server_status(&cfg)?.to_json());
-            Ok(())
+        Command::DeliverOwed => rt.block_on(serve::sweep(cfg))?,
+        Command::Status => println!("{}", report::server_status(&cfg)?.to_json()),
+        Command::Verify {
+            dir,
+            backup_dir,
+            peer,
+            json,
+            max_rate,
+        } => {
+            let opts = verify::Options {
+                dir,
+                backup_dir,
+                peer,
+                json,
+                max_rate,
+            };
+            let report = rt.block_on(verify::run(&cfg, &opts))?;
+            print!("{}", report.summary());
+            return Ok(report.exit_code());
         }
     }
+    Ok(0)
 }

@@ -195,6 +195,10 @@ struct LimitArgs {
     /// Consecutive failures of a host on the primary: WARNING at N.
     #[arg(long, value_name = "N", default_value_t = 1, global = true)]
     host_failures_warn: u64,
+    /// A server's last `archive-remote-cmd verify` older than this: WARNING
+    /// (0: off; a server that never ran one is not warned about).
+    #[arg(long, value_name = "DURATION", default_value = "8d", global = true)]
+    verify_age_warn: String,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +300,7 @@ fn options(args: &Args, check: bool) -> CommandOptions {
             stuck_warn: a.stuck_warn,
             stuck_crit: a.stuck_crit,
             owed_warn: a.owed_warn,
+            verify_age_warn: a.verify_age_warn.clone(),
             owed_crit: a.owed_crit,
             conflicts_warn: a.conflicts_warn,
             unverified_warn: a.unverified_warn,

@@ -42,7 +42,10 @@ struct Args {
     #[command(flatten)]
     config: ConfigArgs,
     /// libpq connection string of the local PostgreSQL (primary).
-    #[arg(long, default_value = "host=/var/run/postgresql user=postgres dbname=postgres")]
+    #[arg(
+        long,
+        default_value = "host=/var/run/postgresql user=postgres dbname=postgres"
+    )]
     dsn: String,
     /// Seconds a switched segment may take to reach both servers.
     #[arg(long, default_value_t = 60)]

@@ -21,4 +21,5 @@ mod e2e {
     mod setup_check;
     mod status;
     mod sync_cleanup;
+    mod verify;
 }

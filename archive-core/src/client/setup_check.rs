@@ -138,7 +138,9 @@ fn local_cluster(req: &CheckRequest, report: &mut Report) -> Option<u64> {
     let mut client = match pg_client(&req.dsn) {
         Ok(c) => c,
         Err(e) => {
-            report.links.push(Link::broken(what, format!("cannot connect: {e}"), fix_conn));
+            report
+                .links
+                .push(Link::broken(what, format!("cannot connect: {e}"), fix_conn));
             return None;
         }
     };
@@ -150,7 +152,11 @@ fn local_cluster(req: &CheckRequest, report: &mut Report) -> Option<u64> {
     let row = match row {
         Ok(r) => r,
         Err(e) => {
-            report.links.push(Link::broken(what, format!("cannot read its settings: {e}"), fix_conn));
+            report.links.push(Link::broken(
+                what,
+                format!("cannot read its settings: {e}"),
+                fix_conn,
+            ));
             return None;
         }
     };
@@ -221,7 +227,9 @@ async fn servers(
                 continue;
             }
         };
-        report.links.push(Link::ok(format!("{host}: reachable with this host's key")));
+        report
+            .links
+            .push(Link::ok(format!("{host}: reachable with this host's key")));
         let mut fine = true;
         match ch.forced_command {
             Some(false) => {
@@ -229,7 +237,10 @@ async fn servers(
                 report.links.push(Link::broken(
                     format!("{host}: the key runs only archive-remote-cmd (forced command)"),
                     "the key has no forced command: it can run any command on the server",
-                    format!("start its authorized_keys line with `{}`", key_line(role, &req.dir)),
+                    format!(
+                        "start its authorized_keys line with `{}`",
+                        key_line(role, &req.dir)
+                    ),
                 ));
             }
             _ => report.links.push(Link::ok(format!(
@@ -237,14 +248,22 @@ async fn servers(
             ))),
         }
         let roles = ch.role.clone().unwrap_or_default();
-        if roles.split(',').any(|r| r == role || r == "peer" || r == "none") {
-            report.links.push(Link::ok(format!("{host}: the key has role {role}")));
+        if roles
+            .split(',')
+            .any(|r| r == role || r == "peer" || r == "none")
+        {
+            report
+                .links
+                .push(Link::ok(format!("{host}: the key has role {role}")));
         } else {
             fine = false;
             report.links.push(Link::broken(
                 format!("{host}: the key has role {role}"),
                 format!("{host} gives this key role {roles:?}"),
-                format!("use --role {role} in its forced command: `{}`", key_line(role, &req.dir)),
+                format!(
+                    "use --role {role} in its forced command: `{}`",
+                    key_line(role, &req.dir)
+                ),
             ));
         }
         if req.mode == Mode::Primary {
@@ -262,7 +281,10 @@ async fn servers(
                     report.links.push(Link::broken(
                         format!("{host}: {} writable", req.dir),
                         e.to_string(),
-                        format!("the forced command's --dir must allow {} (or lie above it)", req.dir),
+                        format!(
+                            "the forced command's --dir must allow {} (or lie above it)",
+                            req.dir
+                        ),
                     ));
                 }
             }
@@ -301,13 +323,19 @@ fn dir_links(
             "give this cluster a DST-DIR of its own (two clusters never share one)",
         )),
         (Some(_), _) => report.links.push(Link::ok(what)),
-        (None, _) => report
-            .links
-            .push(Link::ok(format!("{what} (not bound yet: the first segment binds it)"))),
+        (None, _) => report.links.push(Link::ok(format!(
+            "{what} (not bound yet: the first segment binds it)"
+        ))),
     }
 }
 
-fn peer_link(host: &str, peer: &str, dir: &str, s: &crate::net::wire::SetupChecked, report: &mut Report) {
+fn peer_link(
+    host: &str,
+    peer: &str,
+    dir: &str,
+    s: &crate::net::wire::SetupChecked,
+    report: &mut Report,
+) {
     let what = format!("{host} reaches {peer} (the second copy)");
     match &s.peer_error {
         Some(e) => report.links.push(Link::broken(
@@ -352,7 +380,12 @@ fn switch_wal(req: &CheckRequest, report: &mut Report) -> Option<String> {
 }
 
 /// Waits until every server holds `segment`.
-async fn arrives(req: &CheckRequest, mut channels: Vec<Channel>, segment: &str, report: &mut Report) {
+async fn arrives(
+    req: &CheckRequest,
+    mut channels: Vec<Channel>,
+    segment: &str,
+    report: &mut Report,
+) {
     let deadline = Instant::now() + req.timeout;
     for ch in &mut channels {
         let host = ch.host().to_string();
@@ -405,7 +438,11 @@ async fn newest_segment_decodes(ch: &mut Channel, dir: &str) -> Result<String> {
     let names = ch.list(dir).await?;
     let newest = names
         .iter()
-        .filter_map(|e| WalName::parse(&e.name).ok().filter(WalName::has_page_header))
+        .filter_map(|e| {
+            WalName::parse(&e.name)
+                .ok()
+                .filter(WalName::has_page_header)
+        })
         .max_by(|a, b| a.to_string().cmp(&b.to_string()))
         .ok_or_else(|| Error::NotFound(format!("{dir} holds no WAL segment yet")))?;
     let mut stored = Vec::new();

@@ -12,6 +12,7 @@
 //! | 3 | refused: the input is invalid (name, size, header, other cluster) |
 //! | 4 | conflict: a different file with the same name is already stored |
 //! | 5 | not found |
+//! | 6 | damage found (`archive-remote-cmd verify`: a stored file or backup is damaged or missing) |
 //!
 //! All codes stay below 126: PostgreSQL treats higher codes (and death by a
 //! signal) from archive_command as fatal for the archiver. The one exception
@@ -37,6 +38,8 @@ pub const EXIT_REFUSED: i32 = 3;
 pub const EXIT_CONFLICT: i32 = 4;
 /// Exit code: the requested file is not stored.
 pub const EXIT_NOT_FOUND: i32 = 5;
+/// Exit code: a check ran and found damage (not a failure to run).
+pub const EXIT_DAMAGED: i32 = 6;
 
 /// Why an operation failed, with enough context to act on.
 #[derive(Debug, thiserror::Error)]

@@ -39,6 +39,26 @@ pub fn batch_scheduling() {
     let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
 }
 
+/// The idle I/O class (`ionice -c 3`) for this process and the threads it
+/// starts from here on: its disk reads are served only when no other
+/// process wants the disk. Needs no privilege; harmless where the I/O
+/// scheduler ignores classes.
+#[allow(unsafe_code)]
+pub fn idle_io() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: plain syscall on this process with valid arguments.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        )
+    };
+}
+
 /// Starts `cmd` without waiting for it: stdin and stdout on /dev/null,
 /// stderr to `stderr`, and no other descriptor of this process inherited.
 /// It outlives this process; init (or the nearest subreaper) reaps it.

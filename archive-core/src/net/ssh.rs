@@ -520,6 +520,18 @@ impl Channel {
             Reply::File { size, mtime, .. } => (size, mtime),
             other => return Err(self.unexpected(other)),
         };
+        self.receive_body(name, size, sink).await?;
+        Ok((size, mtime))
+    }
+
+    /// Reads the `size` bytes announced by a [`Reply::File`] (after
+    /// [`Channel::start_get`]) into `sink`, and the closing checksum.
+    pub async fn receive_body(
+        &mut self,
+        name: &str,
+        size: u64,
+        sink: &mut impl std::io::Write,
+    ) -> Result<()> {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; CHUNK];
         let mut remaining = size;
@@ -531,9 +543,7 @@ impl Channel {
             remaining -= n as u64;
         }
         match self.reply().await? {
-            Reply::End { checksum } if checksum == hasher.finalize().to_hex().as_str() => {
-                Ok((size, mtime))
-            }
+            Reply::End { checksum } if checksum == hasher.finalize().to_hex().as_str() => Ok(()),
             Reply::End { .. } => Err(Error::host(
                 &self.host,
                 format!("{name}: checksum mismatch in transfer"),

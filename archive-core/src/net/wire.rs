@@ -262,6 +262,55 @@ pub struct DirStatus {
     pub rejected_names: Vec<String>,
     /// Backups of `backup_dir`, oldest first.
     pub backups: Vec<BackupFinished>,
+    /// The last `archive-remote-cmd verify` of the directory; absent when
+    /// none ran (and from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Box<VerifySummary>>,
+}
+
+/// What one `archive-remote-cmd verify` run found, kept in the archive
+/// directory (`.pgarchive/verify.json`) and shown by archive-status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifySummary {
+    /// Unix time the run started (server clock).
+    pub started: i64,
+    /// Unix time it ended.
+    pub finished: i64,
+    /// The server that ran it (`server_name`), if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// This server's copies.
+    pub local: VerifyCounts,
+    /// The peer's copies, fetched and checked here, when `--peer` was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<VerifyCounts>,
+}
+
+/// What a verify checked on one server and what it found wrong.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyCounts {
+    /// The server whose copies these are (host alias or `server_name`).
+    pub host: String,
+    /// WAL files decoded (segments, history, backup history, partial).
+    pub wal_files: u64,
+    /// Complete backups checked against their manifest.
+    pub backups: u64,
+    /// Stored bytes read.
+    pub bytes: u64,
+    /// Damaged or missing items (a run of missing segments counts once).
+    pub damaged: u64,
+    /// The first of them, `name: what is wrong` (at most [`DIR_STATUS_NAMES`]).
+    pub damaged_names: Vec<String>,
+    /// Why the check could not run (to its end), if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl VerifyCounts {
+    /// Nothing damaged and the check ran to its end.
+    pub fn clean(&self) -> bool {
+        self.damaged == 0 && self.error.is_none()
+    }
 }
 
 /// Most names a [`DirStatus`] lists per kind (counts are complete).

@@ -1,15 +1,17 @@
 //! What an archive server says about its own directories: the owed,
-//! parked and rejected files of an archive directory and when each backup
-//! finished (the answer to [`crate::net::wire::Request::DirStatus`]).
+//! parked and rejected files of an archive directory, when each backup
+//! finished and what the last verify found (the answer to
+//! [`crate::net::wire::Request::DirStatus`]).
 
 use std::fs;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use crate::common::config::Config;
+use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::net::health::{self, HealthBook};
-use crate::net::wire::{BackupFinished, DirStatus, PeerFiles, DIR_STATUS_NAMES};
+use crate::net::wire::{BackupFinished, DirStatus, PeerFiles, VerifySummary, DIR_STATUS_NAMES};
 use crate::server::backups;
 use crate::server::owed;
 use crate::server::store::META_DIR;
@@ -93,7 +95,35 @@ pub fn dir_status(dir: &Path, backup_dir: Option<&Path>) -> Result<DirStatus> {
         rejected: rejected.len() as u64,
         rejected_names: rejected.into_iter().take(DIR_STATUS_NAMES).collect(),
         backups: backups_out,
+        verify: read_verify_summary(dir).map(Box::new),
     })
+}
+
+/// `<dir>/.pgarchive/verify.json`: the last verify's [`VerifySummary`].
+const VERIFY_RECORD: &str = "verify.json";
+
+/// Most bytes of a verify record read: it lists at most
+/// [`DIR_STATUS_NAMES`] names per server, far below this.
+const VERIFY_RECORD_MAX: u64 = 256 << 10;
+
+/// Records what a verify of archive directory `dir` found, durably
+/// (replacing the previous record).
+pub fn write_verify_summary(dir: &Path, summary: &VerifySummary) -> Result<()> {
+    let meta = dir.join(META_DIR);
+    durable::create_dir_all(&meta)?;
+    let json = serde_json::to_vec_pretty(summary).expect("plain data serializes");
+    durable::write_replace(&meta.join(VERIFY_RECORD), &json)
+}
+
+/// The last verify's record of `dir`; `None` when none ran, or when the
+/// record cannot be read (monitoring then says "never", and the next run
+/// rewrites it).
+pub fn read_verify_summary(dir: &Path) -> Option<VerifySummary> {
+    let path = dir.join(META_DIR).join(VERIFY_RECORD);
+    let f = durable::open_no_follow(&path).ok()?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, VERIFY_RECORD_MAX), &mut text).ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// What `archive-remote-cmd status` prints: owed files per archive
@@ -211,6 +241,40 @@ mod tests {
         let finished = st.backups[0].finished.unwrap();
         assert!((finished - health::now()).abs() < 60);
         assert_eq!(st.backups[1].finished, None, "no SUCCESS: not finished");
+        assert_eq!(st.verify, None, "never verified");
+    }
+
+    #[test]
+    fn the_last_verify_travels_in_dir_status() {
+        use crate::net::wire::VerifyCounts;
+        let d = tempfile::tempdir().unwrap();
+        let summary = VerifySummary {
+            started: 10,
+            finished: 20,
+            server: Some("arch1".into()),
+            local: VerifyCounts {
+                host: "arch1".into(),
+                wal_files: 3,
+                damaged: 1,
+                damaged_names: vec!["000000010000000000000002: bad".into()],
+                ..Default::default()
+            },
+            peer: None,
+        };
+        write_verify_summary(d.path(), &summary).unwrap();
+        assert_eq!(
+            dir_status(d.path(), None).unwrap().verify.as_deref(),
+            Some(&summary)
+        );
+        // An older server's reply, without the field, still parses.
+        let old: DirStatus = serde_json::from_str(
+            r#"{"now":5,"owed":[],"conflicts":[],"rejected":0,"rejected_names":[],"backups":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.verify, None);
+        // A damaged record reads as none, never as an error of the listing.
+        fs::write(d.path().join(META_DIR).join(VERIFY_RECORD), b"{").unwrap();
+        assert_eq!(dir_status(d.path(), None).unwrap().verify, None);
     }
 
     #[tokio::test]

@@ -95,6 +95,8 @@ pub struct LimitOptions {
     pub conflicts_warn: u64,
     pub unverified_warn: u64,
     pub host_failures_warn: u64,
+    /// Empty: the default.
+    pub verify_age_warn: String,
 }
 
 impl LimitOptions {
@@ -148,6 +150,11 @@ impl LimitOptions {
             host_failures: Limit {
                 warn: a.host_failures_warn,
                 crit: 0,
+            },
+            verify_age: if a.verify_age_warn.is_empty() {
+                Thresholds::default().verify_age
+            } else {
+                duration_option(&a.verify_age_warn, "--verify-age-warn")?
             },
             ..Thresholds::default()
         })

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::chain::{GapRange, HistoryEntry};
 use super::check::{Finding, Level};
 use crate::common::error::{Error, Result};
-use crate::net::wire::PeerFiles;
+use crate::net::wire::{PeerFiles, VerifySummary};
 
 /// Everything one run found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -159,6 +159,11 @@ pub struct ServerReport {
     pub clock_skew_secs: Option<i64>,
     /// The queue's view of this server for the cluster.
     pub queue: Option<QueueServer>,
+    /// The last `archive-remote-cmd verify` this server ran for the
+    /// directory; `None`: never (or an older server).
+    pub verify: Option<VerifySummary>,
+    /// Seconds since it finished (server clock).
+    pub verify_age_secs: Option<i64>,
 }
 
 /// One backup directory.

@@ -62,14 +62,23 @@ fn every_link_holds_in_a_good_setup_on_the_primary_and_the_standby() {
                 &format!("ok    {host}: holds {seg}"),
             ],
         );
-        assert!(lab.stored_bytes(n, &dst, &seg).is_some(), "{host} lacks {seg}");
+        assert!(
+            lab.stored_bytes(n, &dst, &seg).is_some(),
+            "{host} lacks {seg}"
+        );
     }
-    assert_mentions(&text, &["ok    arch1 reaches arch2", "ok    arch2 reaches arch1"]);
+    assert_mentions(
+        &text,
+        &["ok    arch1 reaches arch2", "ok    arch2 reaches arch1"],
+    );
 
     let out = check(&lab, &pg, "standby", &lab.standby_config(), &dst, 60);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-    assert_mentions(&text, &["ok    arch1: the key has role standby", "restores ("]);
+    assert_mentions(
+        &text,
+        &["ok    arch1: the key has role standby", "restores ("],
+    );
 }
 
 #[test]
@@ -88,7 +97,10 @@ fn a_missing_key_and_an_unwritable_directory_are_named_with_their_fix() {
         .filter(|l| !l.contains(primary_key))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert_ne!(without, keys, "the primary's key was in arch2's authorized_keys");
+    assert_ne!(
+        without, keys,
+        "the primary's key was in arch2's authorized_keys"
+    );
     write_postgres_file(&keys_path, without, 0o600);
     let fails = failures(&check(&lab, &pg, "primary", &lab.primary_config(), &dst, 5));
     assert_mentions(
@@ -103,7 +115,11 @@ fn a_missing_key_and_an_unwritable_directory_are_named_with_their_fix() {
     write_postgres_file(&keys_path, keys, 0o600);
 
     // DST-DIR on arch1 not writable by the server's user.
-    let dir = lab.stored_path(1, &dst, "x").parent().unwrap().to_path_buf();
+    let dir = lab
+        .stored_path(1, &dst, "x")
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let mode = fs::metadata(&dir).unwrap().permissions().mode();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
     let fails = failures(&check(&lab, &pg, "primary", &lab.primary_config(), &dst, 5));

@@ -141,7 +141,8 @@ pub struct Scan {
 }
 
 impl Scan {
-    fn merge(&mut self, other: Scan) {
+    /// Adds what another archive of the same backup holds.
+    pub fn merge(&mut self, other: Scan) {
         for (k, v) in other.files {
             if self.files.insert(k.clone(), v).is_some() {
                 self.duplicates
@@ -216,7 +217,7 @@ fn decoder<'a, R: Read + 'a>(codec: TarCompression, r: R) -> io::Result<Box<dyn 
 }
 
 /// Reads one archive to its end: path, size and CRC32C of each regular file.
-fn scan_reader<R: Read>(archive: &Archive, reader: R) -> Result<Scan> {
+pub fn scan_reader<R: Read>(archive: &Archive, reader: R) -> Result<Scan> {
     let fail = |what: String| Error::Refused(format!("{}: {what}", archive.path.display()));
     let mut scan = Scan::default();
     let mut chunk = vec![0u8; 256 << 10];

@@ -209,7 +209,8 @@ impl Server {
                         .map(|_| std::env::var_os("SSH_ORIGINAL_COMMAND").is_some()),
                 },
                 Request::CheckSetup { dir, peer, holds } => {
-                    self.check_setup(&dir, peer.as_deref(), holds.as_deref()).await
+                    self.check_setup(&dir, peer.as_deref(), holds.as_deref())
+                        .await
                 }
                 Request::DeliverOwed { dir, peer } => self.deliver_owed(&dir, &peer).await,
                 Request::List { dir } => {

@@ -42,7 +42,11 @@ impl Server {
             }
         };
         let holds = holds.map(|name| {
-            WalName::parse(name).is_ok() && path.join(name).symlink_metadata().is_ok_and(|m| m.is_file())
+            WalName::parse(name).is_ok()
+                && path
+                    .join(name)
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_file())
         });
         Reply::SetupChecked {
             dir_error,

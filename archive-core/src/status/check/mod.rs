@@ -8,12 +8,14 @@
 //!
 //! The files: `finding` (levels and findings), `thresholds`, and one file
 //! per family of findings: `wal` (servers, chains, copies), `backups`
-//! (backups and the queue), `primary` (drops, host health).
+//! (backups and the queue), `primary` (drops, host health), `verify` (the
+//! last `archive-remote-cmd verify`).
 
 mod backups;
 mod finding;
 mod primary;
 mod thresholds;
+mod verify;
 mod wal;
 
 pub use finding::{Finding, Level};
@@ -107,6 +109,7 @@ fn server_findings(c: &ClusterReport, s: &ServerReport, t: &Thresholds, sink: &m
     wal::copies(c, s, t, sink);
     backups::age(c, s, t, sink);
     backups::tasks(c, s, t, sink);
+    verify::last_run(s, t, sink);
 }
 
 #[cfg(test)]
@@ -137,7 +140,7 @@ mod tests {
         }
     }
 
-    fn clean() -> Report {
+    pub(super) fn clean() -> Report {
         Report {
             clusters: vec![ClusterReport {
                 name: "main".into(),

@@ -63,6 +63,9 @@ pub struct Thresholds {
     pub host_cooldown: Level,
     /// Level of a server without a complete backup (WARNING).
     pub no_backup: Level,
+    /// A server's last verify older than this, seconds: WARNING (8 days;
+    /// 0: off). A server that never ran one is not warned about.
+    pub verify_age: u64,
 }
 
 impl Default for Thresholds {
@@ -87,6 +90,7 @@ impl Default for Thresholds {
             host_failures: Limit { warn: 1, crit: 0 },
             host_cooldown: Level::Warning,
             no_backup: Level::Warning,
+            verify_age: 8 * 86400,
         }
     }
 }

@@ -118,6 +118,8 @@ fn add_dir_status(s: &mut ServerReport, st: &DirStatus, now: i64) {
     s.rejected = Some(st.rejected);
     s.rejected_names = st.rejected_names.clone();
     s.clock_skew_secs = Some(st.now - now);
+    s.verify = st.verify.as_deref().cloned();
+    s.verify_age_secs = st.verify.as_ref().map(|v| st.now - v.finished);
 }
 
 /// What every server's chain shares: the servers, the timelines and the

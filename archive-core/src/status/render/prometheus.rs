@@ -185,6 +185,7 @@ fn server_metrics(p: &mut Prom, c: &ClusterReport, s: &ServerReport) {
         chain_metrics(p, &l, ch);
     }
     copy_metrics(p, c, &l, s);
+    verify_metrics(p, &l, s);
     if c.backup_dir.is_some() {
         p.add(
             "pgarchive_backups",
@@ -295,6 +296,37 @@ fn copy_metrics(p: &mut Prom, c: &ClusterReport, l: &[(&str, &str)], s: &ServerR
             "Incoming copies refused as conflicting and kept aside.",
             l,
             n as f64,
+        );
+    }
+}
+
+/// The server's last verify: its age, and per server checked (label
+/// `checked`: this one, or the peer it fetched from) the damage found and
+/// whether the check ran to its end.
+fn verify_metrics(p: &mut Prom, l: &[(&str, &str)], s: &ServerReport) {
+    let (Some(v), Some(age)) = (&s.verify, s.verify_age_secs) else {
+        return;
+    };
+    p.add(
+        "pgarchive_verify_age_seconds",
+        "Seconds since the server's last archive-remote-cmd verify finished.",
+        l,
+        age as f64,
+    );
+    for part in std::iter::once(&v.local).chain(v.peer.as_ref()) {
+        let mut pl = l.to_vec();
+        pl.push(("checked", part.host.as_str()));
+        p.add(
+            "pgarchive_verify_damaged",
+            "Damaged or missing items the last verify found among the checked server's copies.",
+            &pl,
+            part.damaged as f64,
+        );
+        p.add(
+            "pgarchive_verify_complete",
+            "1 when the last verify checked all of the checked server's copies.",
+            &pl,
+            if part.error.is_none() { 1.0 } else { 0.0 },
         );
     }
 }

@@ -226,6 +226,7 @@ fn server_text(o: &mut String, c: &ClusterReport, s: &ServerReport) {
         chain_line(o, ch);
     }
     copies_line(o, s);
+    verify_line(o, s);
     if let Some(q) = &s.queue {
         queue_line(o, q);
     }
@@ -319,6 +320,38 @@ fn copies_line(o: &mut String, s: &ServerReport) {
     );
     if let Some(skew) = s.clock_skew_secs.filter(|k| k.abs() > 60) {
         let _ = write!(line, "; clock {skew:+} s off");
+    }
+    let _ = writeln!(o, "{line}");
+}
+
+/// The last verify: when, and what it found here and on the peer.
+fn verify_line(o: &mut String, s: &ServerReport) {
+    let Some(v) = &s.verify else {
+        if s.error.is_none() {
+            let _ = writeln!(o, "    verify: never run");
+        }
+        return;
+    };
+    let mut line = format!(
+        "    verify: {} ago",
+        s.verify_age_secs.map_or("?".into(), human_age)
+    );
+    for part in std::iter::once(&v.local).chain(v.peer.as_ref()) {
+        let state = if part.damaged > 0 {
+            format!(
+                "DAMAGED ({})",
+                some_names(&part.damaged_names, part.damaged, 3)
+            )
+        } else if let Some(e) = &part.error {
+            format!("INCOMPLETE ({e})")
+        } else {
+            "clean".into()
+        };
+        let _ = write!(
+            line,
+            "; {}: {state}, {} WAL file(s), {} backup(s)",
+            part.host, part.wal_files, part.backups
+        );
     }
     let _ = writeln!(o, "{line}");
 }
