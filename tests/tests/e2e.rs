@@ -13,6 +13,7 @@ mod e2e {
     mod hostile;
     mod lab_smoke;
     mod restore;
+    mod restore_backup;
     mod roles;
     mod status;
     mod sync_cleanup;

@@ -16,4 +16,5 @@ pub mod log;
 pub mod names;
 pub mod page_header;
 pub(crate) mod process;
+pub mod progress;
 pub mod wal;
