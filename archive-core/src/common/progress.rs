@@ -14,6 +14,13 @@ use crate::common::log;
 /// How often a line is logged when stderr is not a terminal.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// True when stderr is a terminal a bar can be drawn on (not a dumb one:
+/// the bar would not be drawn, and no line logged either).
+pub fn can_draw() -> bool {
+    std::io::stderr().is_terminal()
+        && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb")
+}
+
 /// A byte counter shown as it grows; shared by threads (`&self` methods).
 #[derive(Debug)]
 pub struct Progress {
@@ -30,7 +37,7 @@ impl Progress {
     /// `what` (e.g. "restoring data.master.3 from arch1") of `total` bytes
     /// when known; a bar on a terminal, else a line every [`LOG_INTERVAL`].
     pub fn new(what: impl Into<String>, total: Option<u64>) -> Progress {
-        Progress::with_interval(what, total, LOG_INTERVAL, std::io::stderr().is_terminal())
+        Progress::with_interval(what, total, LOG_INTERVAL, can_draw())
     }
 
     /// As [`Progress::new`], logging every `interval`; `terminal` chooses

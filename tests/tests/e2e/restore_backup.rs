@@ -3,7 +3,7 @@
 //! timeline, and started for real: the rows are the proof.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use e2e::{mkdir_postgres, run, stderr, wait_archived, Lab, PgCluster, QueueDb};
@@ -37,6 +37,31 @@ fn backup(lab: &Lab, q: &QueueDb, n: usize, compress: &str) {
         "base-backup on arch{n}: {}",
         stderr(&out)
     );
+}
+
+/// Runs `cmd` on a terminal (script(1)), as postgres when a lab is given;
+/// returns what the screen got.
+fn on_terminal(cmd: &Command, as_postgres: Option<&Lab>) -> String {
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| e2e::sh_quote(&a.to_string_lossy()))
+        .collect();
+    let mut script = match as_postgres {
+        Some(lab) => lab.postgres_cmd("script"),
+        None => Command::new("script"),
+    };
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    script
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+    let out = run(&mut script);
+    let screen = e2e::stdout(&out);
+    assert!(out.status.success(), "{screen}");
+    screen
 }
 
 /// Switches WAL and waits until the primary has archived it.
@@ -93,7 +118,16 @@ fn every_format_base_backup_writes_restores_to_a_point_in_time() {
     .enumerate()
     {
         let server = 1 + i % 2;
-        backup(&lab, &q, server, compress);
+        if i < 3 {
+            backup(&lab, &q, server, compress);
+        } else {
+            // On a terminal: a bar, whose size is the previous backup's.
+            q.age_history(2);
+            let mut cmd = lab.base_backup_cmd(server);
+            cmd.args(["--set", &format!("backup_compress={compress}")]);
+            let screen = on_terminal(&cmd, None);
+            assert!(screen.contains("backing up main ["), "{screen}");
+        }
         let newest = lab.stored_backup_dir(server, "main");
         let stored = e2e::list_files(newest.join(format!("data.master.{}", i / 2)));
         assert!(
@@ -133,6 +167,27 @@ fn every_format_base_backup_writes_restores_to_a_point_in_time() {
         );
         pg.stop();
     }
+
+    // On a terminal: a progress bar with bytes, rate and time left.
+    let cfg = lab.restore_config("restore-tty", "");
+    let cmd = lab.restore_backup_cmd(2, &cfg, &lab.dir().join("pg").join("tty"));
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| e2e::sh_quote(&a.to_string_lossy()))
+        .collect();
+    let out = run(lab.postgres_cmd("script").env("TERM", "xterm").args([
+        "-q",
+        "-e",
+        "-c",
+        &line.join(" "),
+        "/dev/null",
+    ]));
+    let screen = e2e::stdout(&out);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("restoring data.master.1 from arch2 [") && screen.contains("ETA"),
+        "{screen}"
+    );
 }
 
 /// Damaged data in the middle of a stored archive stops the unpacker; the
