@@ -59,7 +59,7 @@ pub use proc::{
     bin, bin_dir, chown_postgres, command_line, descendants, describe_output, file_tail, free_port,
     kill_tree, lab_processes_matching, list_files, mkdir_postgres, pg_bin, pid_alive, postgres_cmd,
     postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, stderr, stdout,
-    temp_files, wait_until, write_postgres_file, PostgresUser, PG_BIN_DIR,
+    temp_files, wait_until, walk, write_postgres_file, PostgresUser, PG_BIN_DIR,
 };
 pub use queue::{clock, sql_str, Handed, HostRow, QueueDb};
 pub use restore::{
