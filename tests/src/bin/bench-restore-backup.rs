@@ -4,7 +4,9 @@
 //! with the target (restore-backup within 1.2x of pg_basebackup + tar -x).
 //!
 //! In one lab run: a PostgreSQL 15 cluster filled by `pgbench -i -s SCALE`
-//! (about 1.5 GiB at the default), one base-backup on archive server 1
+//! (about 1.5 GiB at the default) and RANDOM MiB of random bytes (pgbench's
+//! tables compress about 20:1, which would leave the transfer out of the
+//! measure), one base-backup on archive server 1
 //! (`backup_compress` COMPRESS), then ROUNDS rounds of, in turn:
 //!
 //! - `restore-backup`: the DBA's restore from arch1 over ssh into an empty
@@ -30,6 +32,8 @@
 //! `scripts/bench-restore-backup.sh`). Environment:
 //!
 //! - `BENCH_SCALE` (100): `pgbench -i -s` (about 15 MiB per unit);
+//! - `BENCH_RANDOM_MIB` (256): MiB of incompressible rows added (table
+//!   `noise`, 1 KiB random bytea per row);
 //! - `BENCH_ROUNDS` (3): measured rounds;
 //! - `BENCH_COMPRESS` (`client-zstd:1`): base-backup's `backup_compress`
 //!   and pg_basebackup's `--compress`;
@@ -108,7 +112,19 @@ fn bench() -> Result<(), String> {
     let mut out = Results::new("restore-backup");
     let lab = open_lab(&mut out, LabOptions::default());
     let q = lab.queue_db();
-    let (pg, db_bytes) = pgbench_cluster(&lab, "bench-restore-backup", scale)?;
+    let random_mib: u64 = env_or("BENCH_RANDOM_MIB", 256)?;
+    let (pg, _) = pgbench_cluster(&lab, "bench-restore-backup", scale)?;
+    // 1 KiB of random bytes per row (64 md5s): what no compression shrinks.
+    pg.psql(&format!(
+        "create table noise as select r, decode(string_agg(md5(random()::text), ''), 'hex') b \
+         from generate_series(1, {}) r, generate_series(1, 64) g group by r; checkpoint",
+        random_mib * 1024
+    ));
+    let db_bytes: u64 = pg
+        .psql("select sum(pg_database_size(oid)) from pg_database")
+        .trim()
+        .parse()
+        .map_err(|e| format!("database size: {e}"))?;
     let db_mib = db_bytes as f64 / 1048576.0;
 
     // The backup restore-backup restores.
@@ -154,7 +170,7 @@ fn bench() -> Result<(), String> {
         );
     }
     out.say(format!(
-        "bench-restore-backup: database {db_mib:.1} MiB (pgbench scale {scale}); backup_compress {compress}: {:.1} MiB stored on arch1; {pgbackrest_note}",
+        "bench-restore-backup: database {db_mib:.1} MiB (pgbench scale {scale}, {random_mib} MiB random); backup_compress {compress}: {:.1} MiB stored on arch1; {pgbackrest_note}",
         stored as f64 / 1048576.0
     ));
 
@@ -283,7 +299,7 @@ fn bench() -> Result<(), String> {
         if ok { "met" } else { "MISSED" }
     ));
     out.table(
-        &format!("Database {db_mib:.1} MiB (pgbench scale {scale}), backup_compress {compress}, medians of {rounds} rounds"),
+        &format!("Database {db_mib:.1} MiB (pgbench scale {scale}, {random_mib} MiB random), backup_compress {compress}, medians of {rounds} rounds"),
         table,
     );
     out.write();

@@ -361,6 +361,11 @@ fn tablespaces_restore_to_their_paths_or_remapped_ones() {
         3,
         "base.tar and one per tablespace: {stored:?}"
     );
+    // The tablespaces' archives verify against the manifest on their own too.
+    let out = run(Command::new(e2e::bin("base-backup"))
+        .arg("--verify")
+        .arg(lab.stored_backup_dir(1, "main").join("data.master.0")));
+    assert!(out.status.success(), "{}", stderr(&out));
     primary.psql("insert into a values (1000000)");
     primary.psql("insert into b values (2000000)");
     archive_all(&primary);
