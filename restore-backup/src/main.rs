@@ -18,7 +18,7 @@ Examples:
       --wals-dir /var/lib/pgarchive/main --hosts 'arch1 arch2' \\
       --target \"time:2026-11-25 10:00:00+00\" /var/lib/postgresql/15/restore
   restore-backup ... --target latest --standby /var/lib/postgresql/15/standby
-  restore-backup ... --target xid:7412 --backup 3 \
+  restore-backup ... --target xid:7412 --backup 3 \\
       --tablespace-map /srv/ts1=/srv/restore/ts1 /var/lib/postgresql/15/restore
 
 The backup is the newest complete one that ended at or before the target
