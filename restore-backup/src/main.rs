@@ -27,8 +27,9 @@ backup it started from. A time target is compared with when pg_basebackup
 exited (the archive server's clock), an LSN target with the backup's end LSN
 (servers of older versions tell only the start, compared instead). No record
 tells which transactions a backup holds: for an xid target the oldest backup
-is taken unless --backup N names a newer one. With --target-timeline N, only
-backups on timeline N or on an ancestor before it branched off qualify.
+is taken unless --backup N names a newer one. Only backups on the target
+timeline (N, or the archive's newest for latest), or on an ancestor before it
+branched off, qualify; current takes any.
 Tablespaces go back to their original locations, or where --tablespace-map
 OLD=NEW says; each must be empty or missing.
 The data directory gets restore_command =

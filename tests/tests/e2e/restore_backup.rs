@@ -288,24 +288,33 @@ fn a_target_timeline_follows_that_timeline() {
     tl2.psql("insert into t(i, k) values (4, 'timeline2')");
     archive_all(&tl2);
     primary.psql("insert into t(i, k) values (5, 'timeline1')");
+    // A backup of the old primary after the branch, on timeline 1 (arch2,
+    // then arch1 again: they alternate): timeline 2 cannot start from it.
+    backup(&lab, &q, 2, "zstd");
+    backup(&lab, &q, 1, "zstd");
     archive_all(&primary);
     let want2 = rows(&tl2, "");
     let want1 = rows(&primary, "");
     assert_eq!(want2, "1common,2common,4timeline2");
 
-    let (pg, _) = restore(&lab, "follow-2", 1, &["--target-timeline", "2"]);
+    let (pg, said) = restore(&lab, "follow-2", 1, &["--target-timeline", "2"]);
+    assert!(said.contains("restored data.master.0 "), "{said}");
     assert_eq!(rows(&pg, ""), want2);
     pg.stop();
-    let (pg, _) = restore(&lab, "follow-latest", 1, &[]);
+    // latest is timeline 2 (PostgreSQL follows the newest), so the backup
+    // before the branch, not the newest one.
+    let (pg, said) = restore(&lab, "follow-latest", 1, &[]);
+    assert!(said.contains("restored data.master.0 "), "{said}");
     assert_eq!(rows(&pg, ""), want2, "latest is timeline 2");
     pg.stop();
     for tli in ["1", "current"] {
-        let (pg, _) = restore(
+        let (pg, said) = restore(
             &lab,
             &format!("follow-{tli}"),
             1,
             &["--target-timeline", tli],
         );
+        assert!(said.contains("restored data.master.1 "), "{said}");
         assert_eq!(rows(&pg, ""), want1, "--target-timeline {tli}");
         pg.stop();
     }

@@ -124,8 +124,15 @@ pub async fn restore(cfg: &Config, req: &PitrRequest) -> Result<BackupEntry> {
     let mut ch = ssh::connect(&ssh, &req.from).await?;
     let backups = ch.list_backups(&req.backup_dir).await?;
     let history = match req.timeline {
-        Timeline::Id(n) => Some(history(&mut ch, &req.wals_dir, n).await?),
-        Timeline::Latest | Timeline::Current => None,
+        Timeline::Id(n) => Some(history(&mut ch, &req.wals_dir, n).await?.ok_or_else(|| {
+            Error::Refused(format!(
+                "--target-timeline {n}: {n:08X}.history is not in {}: that timeline does not \
+                 exist in this archive",
+                req.wals_dir
+            ))
+        })?),
+        Timeline::Latest => newest_history(&mut ch, &req.wals_dir).await?,
+        Timeline::Current => None,
     };
     let chosen = choose(&backups, &req.target, req.backup, history.as_ref())?;
     let archives = archives_of(&chosen)?;
@@ -205,28 +212,43 @@ fn tablespace_locations(
 /// Largest timeline history file read.
 const MAX_HISTORY: usize = 1 << 20;
 
-/// The history of timeline `tli` from the WAL archive (timeline 1 has none).
-async fn history(ch: &mut Channel, wals_dir: &str, tli: u32) -> Result<History> {
+/// Timelines probed at most when looking for the newest one.
+const MAX_TIMELINES: u32 = 10_000;
+
+/// The history of the newest timeline in the archive, the one PostgreSQL
+/// follows with recovery_target_timeline = 'latest' (found the way it
+/// does: `0000000N.history` for N = 2, 3, … until one is missing); `None`
+/// when there is only timeline 1.
+async fn newest_history(ch: &mut Channel, wals_dir: &str) -> Result<Option<History>> {
+    let mut newest = None;
+    for tli in 2..MAX_TIMELINES {
+        match history(ch, wals_dir, tli).await? {
+            Some(h) => newest = Some(h),
+            None => break,
+        }
+    }
+    Ok(newest)
+}
+
+/// The history of timeline `tli` from the WAL archive (timeline 1 has an
+/// empty one); `None` when its history file is not there.
+async fn history(ch: &mut Channel, wals_dir: &str, tli: u32) -> Result<Option<History>> {
     if tli == 1 {
-        return Ok(History {
+        return Ok(Some(History {
             timeline: 1,
             ancestors: vec![],
-        });
+        }));
     }
     let name = format!("{tli:08X}.history");
     let mut stored = Capped(Vec::new());
     match ch.get(wals_dir, &name, &mut stored).await {
-        Err(Error::NotFound(_)) => {
-            return Err(Error::Refused(format!(
-                "--target-timeline {tli}: {name} is not in {wals_dir}: that timeline does not \
-                 exist in this archive"
-            )))
-        }
+        Err(Error::NotFound(_)) => return Ok(None),
         other => other?,
     };
     let raw = codec::decode_all(codec::sniff(&stored.0), &stored.0)
         .map_err(|e| Error::Refused(format!("{wals_dir}/{name}: cannot decompress: {e}")))?;
     History::parse(tli, &String::from_utf8_lossy(&raw))
+        .map(Some)
         .map_err(|why| Error::Refused(format!("{wals_dir}/{name}: {why}")))
 }
 
