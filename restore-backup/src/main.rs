@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use archive_core::client::restore_backup::{self, PitrRequest, Target};
+use archive_core::client::restore_backup::{self, tablespace, PitrRequest, Target, Timeline};
 use archive_core::common::cli::{self, ConfigArgs};
 use archive_core::common::log;
 use archive_core::common::names::parse_hosts;
@@ -18,12 +18,20 @@ Examples:
       --wals-dir /var/lib/pgarchive/main --hosts 'arch1 arch2' \\
       --target \"time:2026-11-25 10:00:00+00\" /var/lib/postgresql/15/restore
   restore-backup ... --target latest --standby /var/lib/postgresql/15/standby
+  restore-backup ... --target xid:7412 --backup 3 \\
+      --tablespace-map /srv/ts1=/srv/restore/ts1 /var/lib/postgresql/15/restore
 
 The backup is the newest complete one that ended at or before the target
 (--backup N picks data.master.N): PostgreSQL cannot stop recovery inside the
 backup it started from. A time target is compared with when pg_basebackup
 exited (the archive server's clock), an LSN target with the backup's end LSN
-(servers of older versions tell only the start, compared instead).
+(servers of older versions tell only the start, compared instead). No record
+tells which transactions a backup holds: for an xid target the oldest backup
+is taken unless --backup N names a newer one. Only backups on the target
+timeline (N, or the archive's newest for latest), or on an ancestor before it
+branched off, qualify; current takes any.
+Tablespaces go back to their original locations, or where --tablespace-map
+OLD=NEW says; each must be empty or missing.
 The data directory gets restore_command =
 restore-cmd reading from both hosts, the recovery target, recovery_target_action
 (--action, default pause), recovery.signal (standby.signal with --standby) and
@@ -31,8 +39,8 @@ archive_mode = off unless --keep-archiving, so a test restore never writes into
 the production archive. Nothing is started: the last line says what to run.
 
 Exit codes: 0 restored; 1 archive server unreachable; 2 bad usage;
-3 refused (directory not empty, target before the end of every backup, unsupported
-backup); 5 no such backup.";
+3 refused (directory not empty, target before the end of every backup, timeline
+not reachable, damaged or unsupported backup); 5 no such backup.";
 
 /// Restore a base backup for point-in-time recovery.
 #[derive(Parser, Debug)]
@@ -52,9 +60,15 @@ struct Args {
     /// Archive hosts for restore_command, e.g. 'arch1 arch2' (default: --from).
     #[arg(long)]
     hosts: Option<String>,
-    /// latest | time:<timestamp with zone> | lsn:<X/Y> | name:<restore point>.
+    /// latest | immediate | time:<timestamp with zone> | lsn:<X/Y> | name:<restore point> | xid:<xid>.
     #[arg(long, default_value = "latest")]
     target: String,
+    /// recovery_target_timeline: latest, current or a timeline number.
+    #[arg(long, default_value = "latest", value_name = "TIMELINE")]
+    target_timeline: String,
+    /// Restore the tablespace at OLD into NEW instead (absolute paths; repeatable).
+    #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
+    tablespace_map: Vec<String>,
     /// Restore data.master.N instead of choosing by target.
     #[arg(long, value_name = "N")]
     backup: Option<u32>,
@@ -97,6 +111,12 @@ fn run(args: &Args) -> Result<(), Error> {
         backup_dir: args.backup_dir.clone(),
         wals_dir: args.wals_dir.clone(),
         target: Target::parse(&args.target)?,
+        timeline: Timeline::parse(&args.target_timeline)?,
+        tablespace_map: args
+            .tablespace_map
+            .iter()
+            .map(|m| tablespace::parse_mapping(m))
+            .collect::<Result<_, _>>()?,
         backup: args.backup,
         standby: args.standby,
         data_dir: args.data_dir.clone(),

@@ -299,6 +299,67 @@ pub fn machine_speed_line(sample: &Path) -> String {
     )
 }
 
+/// The median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Runs `cmd`; its wall time in seconds, or what it said when it failed.
+pub fn timed(cmd: &mut Command, what: &str) -> Result<f64, String> {
+    let t = std::time::Instant::now();
+    let out = crate::run(cmd);
+    let secs = t.elapsed().as_secs_f64();
+    if out.status.success() {
+        Ok(secs)
+    } else {
+        Err(format!(
+            "{what} failed\n{}",
+            crate::describe_output(cmd, &out)
+        ))
+    }
+}
+
+/// A started cluster `bench` filled by `pgbench -i -s scale` and
+/// checkpointed (long checkpoint intervals, so none runs during a
+/// measurement); returns it and the size of its databases in bytes.
+pub fn pgbench_cluster(
+    lab: &Lab,
+    who: &str,
+    scale: u32,
+) -> Result<(crate::PgCluster, u64), String> {
+    let pg = lab.init_cluster(
+        "bench",
+        crate::PgOptions {
+            conf: "checkpoint_timeout = '30min'\nmax_wal_size = '4GB'\n".into(),
+            ..Default::default()
+        },
+    );
+    pg.start();
+    let t = Instant::now();
+    pg.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
+    pg.psql("checkpoint");
+    let db_bytes: u64 = pg
+        .psql("select sum(pg_database_size(oid)) from pg_database")
+        .trim()
+        .parse()
+        .map_err(|e| format!("database size: {e}"))?;
+    eprintln!(
+        "{who}: cluster ready (pgbench scale {scale}, {:.1} MiB) in {:.0}s",
+        db_bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    Ok((pg, db_bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

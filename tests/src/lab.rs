@@ -43,6 +43,27 @@ pub fn lab_base_tar() -> &'static str {
     }
 }
 
+/// The `backup_compress` method the lab's tests use by default: zstd, or
+/// gzip where the client programs have nothing else (see
+/// [`lab_backup_compress`]).
+pub fn lab_compress() -> &'static str {
+    if lab_backup_compress().is_empty() {
+        "zstd"
+    } else {
+        "gzip"
+    }
+}
+
+/// Every `backup_compress` method the lab's pg_basebackup can write, with
+/// its base archive's name.
+pub fn lab_formats() -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("gzip", "base.tar.gz"), ("none", "base.tar")];
+    if lab_backup_compress().is_empty() {
+        v.splice(0..0, [("lz4", "base.tar.lz4"), ("zstd", "base.tar.zst")]);
+    }
+    v
+}
+
 /// Options for [`Lab::with`].
 #[derive(Debug, Clone)]
 pub struct LabOptions {

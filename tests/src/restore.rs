@@ -136,6 +136,55 @@ impl Lab {
         sb
     }
 
+    /// restore-backup as a DBA runs it (as postgres, with the standby
+    /// key) for backup directory `main` on server `from`, into `data_dir`,
+    /// promoting at the target; restore_command uses restore-cmd with
+    /// `config`. Add `--target` and the like.
+    pub fn restore_backup_cmd(&self, from: usize, config: &Path, data_dir: &Path) -> Command {
+        let mut cmd = self.postgres_cmd(bin("restore-backup"));
+        cmd.arg("--config")
+            .arg(self.standby_config())
+            .args(["--from", &format!("arch{from}")])
+            .args(["--backup-dir", &self.backup_dir("main")])
+            .args(["--wals-dir", &self.dst("main")])
+            .args(["--hosts", "arch1 arch2"])
+            .args(["--action", "promote"])
+            .arg("--restore-cmd")
+            .arg(format!(
+                "{} --config {}",
+                bin("restore-cmd").display(),
+                config.display()
+            ))
+            .arg(data_dir);
+        cmd
+    }
+
+    /// Runs [`Lab::restore_backup_cmd`] with `args` into a new cluster
+    /// `name`, starts it and waits for the end of recovery; returns it and
+    /// what restore-backup said (panics if it fails).
+    pub fn restore_backup_and_start(
+        &self,
+        name: &str,
+        from: usize,
+        config: &Path,
+        args: &[&str],
+    ) -> (PgCluster, String) {
+        let mut said = String::new();
+        let pg = self.adopt_cluster(name, |dir| {
+            let out = crate::run(self.restore_backup_cmd(from, config, dir).args(args));
+            said = crate::stderr(&out);
+            assert!(out.status.success(), "restore-backup {args:?}: {said}");
+            assert!(said.contains("restored data.master."), "{said}");
+        });
+        pg.start_no_wait();
+        crate::wait_until(
+            std::time::Duration::from_secs(180),
+            &format!("{name} to finish recovery"),
+            || pg.try_psql("select pg_is_in_recovery()").ok().as_deref() == Some("f"),
+        );
+        (pg, said)
+    }
+
     /// The `restore_command` setting using `config`, for SRC-DIR `src`.
     pub fn restore_command(&self, config: &Path, src: &str, delay: Option<u64>) -> String {
         format!(

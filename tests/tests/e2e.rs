@@ -16,6 +16,7 @@ mod e2e {
     mod logging;
     mod pg_versions;
     mod restore;
+    mod restore_backup;
     mod retention;
     mod roles;
     mod setup_check;

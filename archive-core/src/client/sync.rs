@@ -129,6 +129,10 @@ pub async fn wal_sync(
     let started = Instant::now();
     let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
     let progress = Arc::new(Mutex::new(Progress::default()));
+    let meter = Arc::new(crate::common::progress::Progress::new(
+        format!("wal-sync {dir_arg} with {peer}"),
+        Some(total_bytes),
+    ));
     let lanes = cfg.parallel.max(1);
     let session = ssh::session(&ssh, peer).await?;
     let mut set = tokio::task::JoinSet::new();
@@ -136,6 +140,7 @@ pub async fn wal_sync(
         let worker = Worker {
             queue: queue.clone(),
             progress: progress.clone(),
+            meter: meter.clone(),
             store: store.clone(),
             ssh: ssh.clone(),
             session: session.clone(),
@@ -143,7 +148,6 @@ pub async fn wal_sync(
             dir_arg: dir_arg.clone(),
             dir: dir.clone(),
             me: cfg.server_name.clone(),
-            total: pushes + pulls,
         };
         set.spawn(worker.run());
     }
@@ -156,6 +160,7 @@ pub async fn wal_sync(
     // lock until then, and a run started right after this one (a dry run,
     // then the real one) found it still held.
     control.close().await;
+    meter.finish();
     let p = progress.lock().expect("not poisoned");
     report.to_peer = p.to_peer;
     report.from_peer = p.from_peer;
@@ -239,6 +244,8 @@ struct Progress {
 struct Worker {
     queue: Arc<Mutex<VecDeque<Job>>>,
     progress: Arc<Mutex<Progress>>,
+    /// Bytes done (copied or given up), shown as a bar or logged.
+    meter: Arc<crate::common::progress::Progress>,
     store: Store,
     ssh: SshSettings,
     session: Arc<openssh::Session>,
@@ -247,11 +254,7 @@ struct Worker {
     /// The local archive directory (resolved).
     dir: PathBuf,
     me: Option<String>,
-    total: u64,
 }
-
-/// A progress line every this many files.
-const PROGRESS_EVERY: u64 = 100;
 
 impl Worker {
     async fn run(self) {
@@ -277,6 +280,8 @@ impl Worker {
             match res {
                 Ok(()) => self.record_success(&job),
                 Err(Error::Conflict(_)) => {
+                    let (Job::Push(e) | Job::Pull(e)) = &job;
+                    self.meter.inc(e.size);
                     let name = job_name(&job);
                     log::error(format!(
                         "{name} appeared on both sides with different content during the sync; left alone"
@@ -302,28 +307,18 @@ impl Worker {
 
     fn record_success(&self, job: &Job) {
         let mut p = self.progress.lock().expect("not poisoned");
+        let (Job::Push(e) | Job::Pull(e)) = job;
         match job {
-            Job::Push(e) => {
-                p.to_peer += 1;
-                p.bytes += e.size;
-            }
-            Job::Pull(e) => {
-                p.from_peer += 1;
-                p.bytes += e.size;
-            }
+            Job::Push(_) => p.to_peer += 1,
+            Job::Pull(_) => p.from_peer += 1,
         }
-        let done = p.to_peer + p.from_peer;
-        if done.is_multiple_of(PROGRESS_EVERY) {
-            log::info(format!(
-                "wal-sync {}: {done}/{} files copied ({:.1} MB)",
-                self.dir_arg,
-                self.total,
-                p.bytes as f64 / 1e6
-            ));
-        }
+        p.bytes += e.size;
+        self.meter.inc(e.size);
     }
 
     fn record_failure(&self, job: &Job, e: &Error) {
+        let (Job::Push(entry) | Job::Pull(entry)) = job;
+        self.meter.inc(entry.size);
         let name = job_name(job);
         log::error(format!("copying {name} failed: {e}"));
         self.progress

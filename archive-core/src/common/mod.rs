@@ -17,4 +17,5 @@ pub mod names;
 pub mod page_header;
 pub mod pg_programs;
 pub(crate) mod process;
+pub mod progress;
 pub mod wal;

@@ -37,36 +37,11 @@
 //! Exit status: 0 when every run succeeded (target met or not), 1 when a run
 //! failed.
 
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::ExitCode;
 
-use e2e::bench_common::{dir_bytes, env_list, env_or, open_lab};
+use e2e::bench_common::{dir_bytes, env_list, env_or, median, open_lab, pgbench_cluster, timed};
 use e2e::bench_results::{Results, Table};
-use e2e::{bin, describe_output, run, LabOptions, PgOptions};
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn timed(cmd: &mut Command, what: &str) -> Result<f64, String> {
-    let t = Instant::now();
-    let out = run(cmd);
-    let secs = t.elapsed().as_secs_f64();
-    if out.status.success() {
-        Ok(secs)
-    } else {
-        Err(format!("{what} failed\n{}", describe_output(cmd, &out)))
-    }
-}
+use e2e::{bin, LabOptions};
 
 fn main() -> ExitCode {
     match bench() {
@@ -85,27 +60,7 @@ fn bench() -> Result<(), String> {
     let mut out = Results::new("backup");
     let lab = open_lab(&mut out, LabOptions::default());
     let q = lab.queue_db();
-    let pg = lab.init_cluster(
-        "bench",
-        PgOptions {
-            conf: "checkpoint_timeout = '30min'\nmax_wal_size = '4GB'\n".into(),
-            ..Default::default()
-        },
-    );
-    pg.start();
-    let t = Instant::now();
-    pg.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
-    pg.psql("checkpoint");
-    let db_bytes: u64 = pg
-        .psql("select sum(pg_database_size(oid)) from pg_database")
-        .trim()
-        .parse()
-        .map_err(|e| format!("database size: {e}"))?;
-    eprintln!(
-        "bench-backup: cluster ready (pgbench scale {scale}, {:.1} MiB) in {:.0}s",
-        db_bytes as f64 / 1048576.0,
-        t.elapsed().as_secs_f64()
-    );
+    let (pg, db_bytes) = pgbench_cluster(&lab, "bench-backup", scale)?;
     lab.set_server_config_extra(&format!(
         "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nbackup_wal_maintenance = false\nquiet = true\n",
         q.dsn()

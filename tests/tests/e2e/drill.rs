@@ -31,34 +31,7 @@ fn fingerprint(pg: &PgCluster) -> String {
 /// Restores with restore-backup into a new lab cluster and starts it;
 /// returns it and what restore-backup said.
 fn restore(lab: &Lab, name: &str, from: usize, target: &str, config: &Path) -> (PgCluster, String) {
-    let restore_cmd = format!(
-        "{} --config {}",
-        bin("restore-cmd").display(),
-        config.display()
-    );
-    let mut said = String::new();
-    let pg = lab.adopt_cluster(name, |dir| {
-        let mut cmd = lab.postgres_cmd(bin("restore-backup"));
-        cmd.arg("--config")
-            .arg(lab.standby_config())
-            .args(["--from", &format!("arch{from}")])
-            .args(["--backup-dir", &lab.backup_dir("main")])
-            .args(["--wals-dir", &lab.dst("main")])
-            .args(["--hosts", "arch1 arch2"])
-            .args(["--target", target])
-            .args(["--action", "promote"])
-            .args(["--restore-cmd", &restore_cmd])
-            .arg(dir);
-        said = ok(run(&mut cmd), "restore-backup");
-        assert!(said.contains("restored data.master."), "{said}");
-    });
-    pg.start_no_wait();
-    wait_until(
-        Duration::from_secs(180),
-        &format!("{name} to finish recovery"),
-        || pg.try_psql("select pg_is_in_recovery()").ok().as_deref() == Some("f"),
-    );
-    (pg, said)
+    lab.restore_backup_and_start(name, from, config, &["--target", target])
 }
 
 fn drill(failing: usize) {

@@ -16,6 +16,7 @@ use crate::server::store::Store;
 use crate::{Error, Result};
 
 pub mod pg_basebackup;
+pub mod progress;
 pub mod verify;
 
 use self::pg_basebackup as pgbb;
@@ -295,7 +296,11 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     };
     let cmd = pgbb::command(cfg, &program.path, &source, &tmp);
     let follower = (cfg.backup_verify == BackupVerify::Manifest).then(|| Follower::start(&tmp));
+    let bar = progress::Watch::start(&dir, &tmp, format!("backing up {}", task.cluster));
     let finished = pgbb::run(cmd, Duration::from_secs(cfg.backup_progress_interval));
+    if let Some(bar) = bar {
+        bar.stop();
+    }
     let finished = match finished {
         Ok(f) if f.status.success() => f,
         other => {

@@ -207,7 +207,9 @@ impl Write for Crc {
     }
 }
 
-fn decoder<'a, R: Read + 'a>(codec: TarCompression, r: R) -> io::Result<Box<dyn Read + 'a>> {
+/// Wraps `r` so that reading yields the archive's tar stream (also what
+/// restore-backup unpacks with).
+pub fn decoder<'a, R: Read + 'a>(codec: TarCompression, r: R) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match codec {
         TarCompression::None => Box::new(r),
         TarCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
