@@ -119,6 +119,22 @@ if command -v logrotate >/dev/null; then
 fi
 ok "examples, setup.md and the logrotate file are installed"
 
+# The installed programs at work: the demo and pgarchive-check's end-to-end
+# tests run against /usr/bin (the lab's test binaries from the debug build,
+# which scripts/test.sh made; skipped when it is missing).
+if [ -x target/debug/demo ]; then
+    E2E_BIN_DIR=/usr/bin target/debug/demo >/tmp/test-package-demo.log 2>&1 ||
+        { tail -30 /tmp/test-package-demo.log >&2; fail "the demo against /usr/bin"; }
+    grep -q "both servers hold the same WAL: yes" /tmp/test-package-demo.log ||
+        fail "the demo's servers differ"
+    ok "the demo runs on the installed programs"
+    E2E_BIN_DIR=/usr/bin cargo test -q -p e2e --test e2e -- --test-threads=2 setup_check ||
+        fail "pgarchive-check's e2e tests against /usr/bin"
+    ok "pgarchive-check's e2e tests pass on the installed programs"
+else
+    say "target/debug/demo missing (run scripts/test.sh first): demo and check not run"
+fi
+
 files=$(dpkg -L pgarchive | while read -r f; do [ -d "$f" ] || echo "$f"; done)
 dpkg -r pgarchive >/dev/null || fail "dpkg -r pgarchive"
 left=$(echo "$files" | while read -r f; do [ ! -e "$f" ] || echo "$f"; done)
