@@ -133,8 +133,8 @@ fn run(args: &Args) -> Result<(), Error> {
         args.data_dir.display()
     ));
     println!(
-        "Start it with: pg_ctl -D {} start   (it recovers from {} until {})",
-        args.data_dir.display(),
+        "Start it with: {}   (it recovers from {} until {})",
+        restore_backup::start_command(&cfg, &args.data_dir),
         req.hosts.join(" and "),
         if args.standby {
             "promoted".to_string()

@@ -175,6 +175,16 @@ impl Lab {
             said = crate::stderr(&out);
             assert!(out.status.success(), "restore-backup {args:?}: {said}");
             assert!(said.contains("restored data.master."), "{said}");
+            // It names the pg_ctl of the restored cluster's own version.
+            let start = format!(
+                "Start it with: {} -D ",
+                crate::pg_server_dir().join("pg_ctl").display()
+            );
+            assert!(
+                crate::stdout(&out).contains(&start),
+                "{start:?} not in {}",
+                crate::stdout(&out)
+            );
         });
         pg.start_no_wait();
         crate::wait_until(

@@ -23,6 +23,7 @@ use crate::common::config::Config;
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 use crate::common::progress::Progress;
+use crate::common::{log, pg_programs};
 use crate::net::ssh::{self, Channel, SshSettings};
 use crate::net::wire::BackupEntry;
 
@@ -118,6 +119,31 @@ fn archives_of(b: &BackupEntry) -> Result<Vec<Archive>> {
         )));
     }
     Ok(out)
+}
+
+/// How to start the restored cluster in `data_dir`: pg_ctl of its own major
+/// version (`PG_VERSION`) when one is installed (`pg_bin_dir`, else
+/// `pg_search_path` and PATH); else a WARNING naming the version to install,
+/// and plain `pg_ctl`.
+pub fn start_command(cfg: &Config, data_dir: &Path) -> String {
+    let generic = format!("pg_ctl -D {} start", data_dir.display());
+    let version = fs::read_to_string(data_dir.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let Some(major) = version else {
+        log::warn(format!(
+            "{}: no readable PG_VERSION; start the cluster with the pg_ctl of its version",
+            data_dir.join("PG_VERSION").display()
+        ));
+        return generic;
+    };
+    match pg_programs::find_server(cfg, "pg_ctl", major) {
+        Ok(f) => format!("{} -D {} start", f.path.display(), data_dir.display()),
+        Err(e) => {
+            log::warn(format!("the restored cluster is PostgreSQL {major}: {e}"));
+            generic
+        }
+    }
 }
 
 /// Restores: returns the backup used.
