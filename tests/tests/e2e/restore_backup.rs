@@ -117,12 +117,19 @@ fn every_format_base_backup_writes_restores_to_a_point_in_time() {
         if i < last {
             backup(&lab, &q, server, compress);
         } else {
-            // On a terminal: a bar, whose size is the previous backup's.
+            // On a terminal: progress.
             q.age_history(2);
             let mut cmd = lab.base_backup_cmd(server);
             cmd.args(["--set", &format!("backup_compress={compress}")]);
             let screen = on_terminal(&cmd, None);
-            assert!(screen.contains("backing up main ["), "{screen}");
+            // A bar sized by that server's previous backup; a spinner when
+            // it has none yet (with gzip and none only, as on 18's lab).
+            let want = if i >= 2 {
+                "backing up main ["
+            } else {
+                "backing up main "
+            };
+            assert!(screen.contains(want), "{screen}");
         }
         let newest = lab.stored_backup_dir(server, "main");
         let stored = e2e::list_files(newest.join(format!("data.master.{}", i / 2)));
@@ -181,7 +188,8 @@ fn every_format_base_backup_writes_restores_to_a_point_in_time() {
     let screen = e2e::stdout(&out);
     assert!(out.status.success(), "{screen}");
     assert!(
-        screen.contains("restoring data.master.1 from arch2 [") && screen.contains("ETA"),
+        screen.contains(&format!("restoring data.master.{} from arch2 [", last / 2))
+            && screen.contains("ETA"),
         "{screen}"
     );
 }
