@@ -24,8 +24,8 @@ mod legacy;
 mod marker;
 mod rotation;
 
-pub use identity::{dir_identity, mark, read_marker, DirMarker, DIR_MARKER};
 pub use chain::{Link, ParentRef, INCREMENTAL};
+pub use identity::{dir_identity, mark, read_marker, DirMarker, DIR_MARKER};
 pub use label::{parse_label, parse_lsn, Label};
 pub use legacy::{
     plain_tar_size, recognise as legacy_layout, write_plain_tar, Legacy, PLAIN_AS_TAR,
