@@ -1,0 +1,169 @@
+//! Incremental base backups (PostgreSQL 17 and later): a full backup, two
+//! incrementals with pgbench load between them, the second restored with
+//! pg_combinebackup to a point after it; rotation keeping the chain whole;
+//! a missing parent making the next backup a full one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::{run, stderr, wait_archived, Lab, PgCluster, QueueDb};
+
+/// base-backup on server 1, made due first; returns what it logged.
+fn backup(lab: &Lab, q: &QueueDb) -> String {
+    q.age_history(2);
+    let out = run(&mut lab.base_backup_cmd(1));
+    let said = stderr(&out);
+    assert!(out.status.success(), "base-backup on arch1: {said}");
+    said
+}
+
+/// SUCCESS of data.master.`n` on server 1.
+fn success(lab: &Lab, n: u32) -> String {
+    let p = lab
+        .stored_backup_dir(1, "main")
+        .join(format!("data.master.{n}"))
+        .join("SUCCESS");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The backups on server 1, as "data.master.N" names.
+fn backups(lab: &Lab) -> Vec<String> {
+    names(&lab.stored_backup_dir(1, "main"))
+        .into_iter()
+        .filter(|n| n.starts_with("data.master."))
+        .collect()
+}
+
+/// Sorted names of everything in `dir`.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn accounts(pg: &PgCluster) -> String {
+    pg.psql("select count(*) || ':' || sum(abalance) from pgbench_accounts")
+}
+
+fn skip_before_17(test: &str) -> bool {
+    if e2e::pg_version() < 17 {
+        eprintln!(
+            "{test}: skipped: incremental backups need PostgreSQL 17 or later (E2E_PG_VERSION={})",
+            e2e::pg_version()
+        );
+        return true;
+    }
+    false
+}
+
+#[test]
+fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
+    if skip_before_17("incrementals_restore_through_their_chain") {
+        return;
+    }
+    let lab = Lab::new();
+    let (q, primary) = lab.pitr_setup("summarize_wal = on\n");
+    q.sql(
+        "update backups.hosts set incrementals_per_full = 2, keep_backups_cnt = 1 \
+         where cluster_name = 'main'",
+    );
+    primary.pgbench(&["-i", "-s", "2", "-q"]);
+
+    let said = backup(&lab, &q);
+    assert!(said.contains("full backup: no complete backup"), "{said}");
+    assert!(!success(&lab, 0).contains("kind="), "{}", success(&lab, 0));
+
+    primary.pgbench(&["-t", "300", "-c", "2"]);
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("incremental backup against data.master.0"),
+        "{said}"
+    );
+    let s1 = success(&lab, 1);
+    assert!(
+        s1.contains("kind=incremental\n") && s1.contains("parent=data.master.0\n"),
+        "{s1}"
+    );
+    // keep_backups_cnt 1: the incremental is the one restorable point kept,
+    // and its full backup stays with it.
+    assert_eq!(backups(&lab), ["data.master.0", "data.master.1"]);
+
+    primary.pgbench(&["-t", "300", "-c", "2"]);
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("incremental backup against data.master.1"),
+        "{said}"
+    );
+    assert!(success(&lab, 2).contains("parent=data.master.1\n"));
+    assert_eq!(
+        backups(&lab),
+        ["data.master.0", "data.master.1", "data.master.2"]
+    );
+    // An incremental holds the changed blocks only.
+    let size = |n: u32| -> u64 {
+        let dir = lab
+            .stored_backup_dir(1, "main")
+            .join(format!("data.master.{n}"));
+        std::fs::metadata(dir.join(e2e::lab_base_tar()))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(2) * 2 < size(0),
+        "incremental {} vs full {}",
+        size(2),
+        size(0)
+    );
+
+    // A point after the second incremental.
+    primary.psql("insert into t(i, k) values (1, 'before')");
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = primary.psql("select now()::text");
+    let want_accounts = accounts(&primary);
+    std::thread::sleep(Duration::from_millis(1100));
+    primary.psql("insert into t(i, k) values (2, 'after')");
+    primary.pgbench(&["-t", "50"]);
+    let w = primary.switch_wal();
+    wait_archived(&primary, &w, Duration::from_secs(120));
+
+    let cfg = lab.restore_config("restore-incr", "");
+    let (pg, said) =
+        lab.restore_backup_and_start("incr", 1, &cfg, &["--target", &format!("time:{target}")]);
+    assert!(said.contains("restored data.master.2 "), "{said}");
+    assert_eq!(
+        pg.psql("select string_agg(i || k, ',' order by i) from t"),
+        "1before"
+    );
+    assert_eq!(accounts(&pg), want_accounts);
+    assert!(
+        !names(&lab.dir().join("pg"))
+            .iter()
+            .any(|n| n.contains(".chain.")),
+        "the scratch chain is removed"
+    );
+    pg.stop();
+
+    // Two incrementals since the full one: the next is full, and the old
+    // chain then goes as a whole.
+    let said = backup(&lab, &q);
+    assert!(said.contains("a full backup is due"), "{said}");
+    assert_eq!(backups(&lab), ["data.master.0"]);
+    assert!(!success(&lab, 0).contains("kind="));
+
+    // A missing parent: the incremental left is no restorable point and
+    // the next backup is full.
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("incremental backup against data.master.0"),
+        "{said}"
+    );
+    let stored = lab.stored_backup_dir(1, "main");
+    std::fs::remove_dir_all(stored.join("data.master.0")).unwrap();
+    let said = backup(&lab, &q);
+    assert!(said.contains("parent is gone"), "{said}");
+    assert_eq!(backups(&lab), ["data.master.0"]);
+    assert!(!success(&lab, 0).contains("kind="), "a full backup");
+}
