@@ -4,6 +4,7 @@
 //! a missing parent making the next backup a full one.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use e2e::{run, stderr, wait_archived, Lab, PgCluster, QueueDb};
@@ -46,6 +47,18 @@ fn names(dir: &Path) -> Vec<String> {
 
 fn accounts(pg: &PgCluster) -> String {
     pg.psql("select count(*) || ':' || sum(abalance) from pgbench_accounts")
+}
+
+/// The major version of the lab's `program` (a client program).
+fn client_major(program: &str) -> u32 {
+    let out = run(Command::new(e2e::pg_bin(program)).arg("--version"));
+    let text = e2e::stdout(&out);
+    // "pg_combinebackup (PostgreSQL) 18.1"
+    text.split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("pg_combinebackup --version: {text}"))
 }
 
 fn skip_before_17(test: &str) -> bool {
@@ -130,21 +143,44 @@ fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
     wait_archived(&primary, &w, Duration::from_secs(120));
 
     let cfg = lab.restore_config("restore-incr", "");
-    let (pg, said) =
-        lab.restore_backup_and_start("incr", 1, &cfg, &["--target", &format!("time:{target}")]);
-    assert!(said.contains("restored data.master.2 "), "{said}");
-    assert_eq!(
-        pg.psql("select string_agg(i || k, ',' order by i) from t"),
-        "1before"
-    );
-    assert_eq!(accounts(&pg), want_accounts);
+    let target_arg = format!("time:{target}");
+    if client_major("pg_combinebackup") == e2e::pg_version() {
+        let (pg, said) = lab.restore_backup_and_start("incr", 1, &cfg, &["--target", &target_arg]);
+        assert!(said.contains("restored data.master.2 "), "{said}");
+        assert_eq!(
+            pg.psql("select string_agg(i || k, ',' order by i) from t"),
+            "1before"
+        );
+        assert_eq!(accounts(&pg), want_accounts);
+        pg.stop();
+    } else {
+        // The lab's PostgreSQL 17 has no pg_combinebackup of its own (its
+        // client programs are 18's), which cannot read 17's pg_control.
+        eprintln!(
+            "restore of the chain: refused, no pg_combinebackup of PostgreSQL {}",
+            e2e::pg_version()
+        );
+        let dir = lab.dir().join("pg").join("incr");
+        let out = run(lab
+            .restore_backup_cmd(1, &cfg, &dir)
+            .args(["--target", &target_arg]));
+        let said = stderr(&out);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains(&format!(
+                "needs PostgreSQL {v}'s pg_combinebackup, but the one found is {}'s",
+                client_major("pg_combinebackup"),
+                v = e2e::pg_version()
+            )),
+            "{said}"
+        );
+    }
     assert!(
         !names(&lab.dir().join("pg"))
             .iter()
             .any(|n| n.contains(".chain.")),
         "the scratch chain is removed"
     );
-    pg.stop();
 
     // Two incrementals since the full one: the next is full, and the old
     // chain then goes as a whole.
@@ -166,4 +202,98 @@ fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
     assert!(said.contains("parent is gone"), "{said}");
     assert_eq!(backups(&lab), ["data.master.0"]);
     assert!(!success(&lab, 0).contains("kind="), "a full backup");
+}
+
+/// summarize_wal off, WAL summaries gone (as after
+/// `wal_summary_keep_time`: pg_basebackup refuses the incremental and a full
+/// one is taken in the same run), and a damaged parent manifest: each gives
+/// a full backup, the reason logged. An incremental verifies with
+/// pg_verifybackup too.
+#[test]
+fn without_wal_summaries_or_with_a_damaged_parent_the_backup_is_full() {
+    if skip_before_17("without_wal_summaries_or_with_a_damaged_parent") {
+        return;
+    }
+    let lab = Lab::new();
+    let (q, primary) = lab.pitr_setup("");
+    q.sql(
+        "update backups.hosts set incrementals_per_full = 3, keep_backups_cnt = 1 \
+         where cluster_name = 'main'",
+    );
+    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    backup(&lab, &q);
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("full backup: summarize_wal is off on"),
+        "{said}"
+    );
+    assert_eq!(backups(&lab), ["data.master.0"]);
+
+    primary.psql("alter system set summarize_wal = on");
+    primary.psql("select pg_reload_conf()");
+    primary.pgbench(&["-t", "100"]);
+    // pg_verifybackup reads only its own version's pg_control: the lab's
+    // PostgreSQL 17 has 18's.
+    let verify = if client_major("pg_verifybackup") == e2e::pg_version() {
+        "pg_verifybackup"
+    } else {
+        "manifest"
+    };
+    let incremental_verified = |parent: &str| {
+        q.age_history(2);
+        let out = run(lab
+            .base_backup_cmd(1)
+            .args(["--set", &format!("backup_verify={verify}")]));
+        let said = stderr(&out);
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains(&format!(
+                "incremental (parent {parent}) backup verified ({verify}"
+            )),
+            "{said}"
+        );
+    };
+    incremental_verified("data.master.0");
+    assert!(success(&lab, 1).contains("kind=incremental\n"));
+    assert_eq!(backups(&lab), ["data.master.0", "data.master.1"]);
+
+    // The WAL summaries since the parent are gone (once written).
+    primary.pgbench(&["-t", "100"]);
+    let lsn = primary.psql("select pg_current_wal_lsn()");
+    primary.psql("checkpoint");
+    e2e::wait_until(Duration::from_secs(60), "WAL summaries", || {
+        primary.psql(&format!(
+            "select coalesce(max(end_lsn) >= '{lsn}', false) from pg_available_wal_summaries()"
+        )) == "t"
+    });
+    let summaries = primary.data_dir().join("pg_wal").join("summaries");
+    for f in names(&summaries) {
+        std::fs::remove_file(summaries.join(f)).unwrap();
+    }
+    primary.pgbench(&["-t", "100"]);
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("the incremental backup against data.master.1 failed")
+            && said.contains("taking a full backup instead"),
+        "{said}"
+    );
+    assert_eq!(backups(&lab), ["data.master.0"]);
+    assert!(!success(&lab, 0).contains("kind="), "{}", success(&lab, 0));
+
+    // The newest backup's manifest damaged: not a parent.
+    primary.pgbench(&["-t", "100"]);
+    incremental_verified("data.master.0");
+    let manifest = lab
+        .stored_backup_dir(1, "main")
+        .join("data.master.1")
+        .join("backup_manifest");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("\"Size\": ", "\"Size\":  ", 1)).unwrap();
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("full backup: ") && said.contains("manifest checksum mismatch"),
+        "{said}"
+    );
+    assert_eq!(backups(&lab), ["data.master.0"]);
+    assert!(!success(&lab, 0).contains("kind="));
 }

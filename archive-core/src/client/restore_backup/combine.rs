@@ -75,6 +75,33 @@ fn scratch_for(data_dir: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// pg_combinebackup of the major version of the backup unpacked in `dir`
+/// (data.master.`index`): it reads only its own version's pg_control.
+fn combine_program(cfg: &Config, dir: &Path, index: u32) -> Result<pg_programs::Found> {
+    let version = dir.join("PG_VERSION");
+    let major: u32 = fs::read_to_string(&version)
+        .map_err(|e| Error::io("cannot read", &version, e))?
+        .trim()
+        .parse()
+        .map_err(|_| {
+            Error::Refused(format!(
+                "{}: not a PostgreSQL major version (backup data.master.{index})",
+                version.display()
+            ))
+        })?;
+    let found = pg_programs::find(cfg, "pg_combinebackup", Some(major))?;
+    if found.major != major {
+        return Err(Error::Usage(format!(
+            "backup data.master.{index} is of PostgreSQL {major}: combining its chain needs \
+             PostgreSQL {major}'s pg_combinebackup, but the one found is {}'s ({}); install \
+             PostgreSQL {major}'s client programs (postgresql-client-{major}) or set pg_bin_dir",
+            found.major,
+            found.path.display()
+        )));
+    }
+    Ok(found)
+}
+
 /// Fetches `chain` from backup directory `backup_dir` on `ch`'s server and
 /// writes the combined data directory `data_dir` (empty).
 pub async fn restore_chain(
@@ -116,6 +143,7 @@ pub async fn restore_chain(
             Some(all.iter().map(|a| a.size).sum()),
         );
         let mut dirs = Vec::new();
+        let mut program = None;
         for (b, base) in chain.iter().zip(&all) {
             let dir = scratch.join(format!("data.master.{}", b.index));
             durable::create_dir_all(&dir)?;
@@ -128,22 +156,14 @@ pub async fn restore_chain(
                 fs::File::create(&mpath).map_err(|e| Error::io("cannot create", &mpath, e))?;
             ch.get_backup_file(backup_dir, b.index, "backup_manifest", &mut f)
                 .await?;
+            if program.is_none() {
+                // Known from the full backup: refused before the rest is fetched.
+                program = Some(combine_program(cfg, &dir, b.index)?);
+            }
             dirs.push(dir);
         }
         progress.finish();
-        let version = dirs[0].join("PG_VERSION");
-        let major: u32 = fs::read_to_string(&version)
-            .map_err(|e| Error::io("cannot read", &version, e))?
-            .trim()
-            .parse()
-            .map_err(|_| {
-                Error::Refused(format!(
-                    "{}: not a PostgreSQL major version (backup data.master.{})",
-                    version.display(),
-                    chain[0].index
-                ))
-            })?;
-        let program = pg_programs::find(cfg, "pg_combinebackup", Some(major))?;
+        let program = program.expect("a chain has a full backup");
         let out = Command::new(&program.path)
             .arg("--output")
             .arg(data_dir)
