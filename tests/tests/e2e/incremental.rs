@@ -72,18 +72,25 @@ fn skip_before_17(test: &str) -> bool {
     false
 }
 
+/// [`Lab::pitr_setup`] with `incrementals_per_full`, keep_backups_cnt 1 and
+/// pgbench's tables at `scale`.
+fn setup(lab: &Lab, primary_conf: &str, per_full: u32, scale: u32) -> (QueueDb, PgCluster) {
+    let (q, primary) = lab.pitr_setup(primary_conf);
+    q.sql(&format!(
+        "update backups.hosts set incrementals_per_full = {per_full}, keep_backups_cnt = 1 \
+         where cluster_name = 'main'"
+    ));
+    primary.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
+    (q, primary)
+}
+
 #[test]
 fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
     if skip_before_17("incrementals_restore_through_their_chain") {
         return;
     }
     let lab = Lab::new();
-    let (q, primary) = lab.pitr_setup("summarize_wal = on\n");
-    q.sql(
-        "update backups.hosts set incrementals_per_full = 2, keep_backups_cnt = 1 \
-         where cluster_name = 'main'",
-    );
-    primary.pgbench(&["-i", "-s", "2", "-q"]);
+    let (q, primary) = setup(&lab, "summarize_wal = on\n", 2, 2);
 
     let said = backup(&lab, &q);
     assert!(said.contains("full backup: no complete backup"), "{said}");
@@ -215,12 +222,7 @@ fn without_wal_summaries_or_with_a_damaged_parent_the_backup_is_full() {
         return;
     }
     let lab = Lab::new();
-    let (q, primary) = lab.pitr_setup("");
-    q.sql(
-        "update backups.hosts set incrementals_per_full = 3, keep_backups_cnt = 1 \
-         where cluster_name = 'main'",
-    );
-    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    let (q, primary) = setup(&lab, "", 3, 1);
     backup(&lab, &q);
     let said = backup(&lab, &q);
     assert!(
