@@ -122,6 +122,23 @@ fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
         backups(&lab),
         ["data.master.0", "data.master.1", "data.master.2"]
     );
+    // archive-status shows the chain.
+    let out = run(lab
+        .postgres_cmd(e2e::bin("archive-status"))
+        .arg("--config")
+        .arg(lab.monitor_config())
+        .args(["report", "--queue-dsn", &q.dsn()]));
+    let report = e2e::stdout(&out);
+    for want in [
+        "backup data.master.1: complete, incremental of data.master.0, START WAL",
+        "backup data.master.2: complete, incremental of data.master.1, START WAL",
+    ] {
+        assert!(report.contains(want), "{want} in {report}");
+    }
+    assert!(
+        report.contains("backup data.master.0 [oldest kept]: complete, START WAL"),
+        "{report}"
+    );
     // An incremental holds the changed blocks only.
     let size = |n: u32| -> u64 {
         let dir = lab
