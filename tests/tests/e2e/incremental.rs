@@ -139,6 +139,20 @@ fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
         report.contains("backup data.master.0 [oldest kept]: complete, START WAL"),
         "{report}"
     );
+    // archive-remote-cmd verify proves incrementals like full backups.
+    let out = run(lab.server_cmd(1, e2e::bin("archive-remote-cmd")).args([
+        "verify",
+        "--dir",
+        &lab.dst("main"),
+        "--backup-dir",
+        &lab.backup_dir("main"),
+    ]));
+    let said = e2e::stdout(&out);
+    assert!(
+        out.status.success() && said.contains(": clean: ") && said.contains(" 3 backup(s)"),
+        "{said}\n{}",
+        stderr(&out)
+    );
     // An incremental holds the changed blocks only.
     let size = |n: u32| -> u64 {
         let dir = lab
