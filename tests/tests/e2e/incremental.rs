@@ -91,6 +91,8 @@ fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
     }
     let lab = Lab::new();
     let (q, primary) = setup(&lab, "summarize_wal = on\n", 2, 2);
+    let shown = e2e::stdout(&q.tool(&lab, &["show"]));
+    assert!(shown.contains("1d, 2 incremental(s) per full"), "{shown}");
 
     let said = backup(&lab, &q);
     assert!(said.contains("full backup: no complete backup"), "{said}");
