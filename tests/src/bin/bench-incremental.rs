@@ -173,10 +173,11 @@ fn bench() -> Result<(), String> {
     let title = format!(
         "Database {:.1} MiB (pgbench scale {scale}, pgbench_accounts {pages} pages), {rows} rows \
          ({:.1}%) of pgbench_accounts updated between the full and the incremental backup, \
-         PostgreSQL {}, medians of {rounds} rounds",
+         PostgreSQL {}, backup_compress client-{}:1, medians of {rounds} rounds",
         db_bytes as f64 / 1048576.0,
         f64::from(permille) / 10.0,
-        e2e::pg_version()
+        e2e::pg_version(),
+        e2e::lab_compress()
     );
     out.say(format!("bench-incremental: {title}\n{lines}{ratios}"));
     out.table(&format!("{title}; {ratios}"), table);
