@@ -189,10 +189,34 @@ mod tests {
     }
 
     #[test]
-    fn the_first_backup_and_a_long_chain_are_full() {
+    fn the_first_backup_a_long_chain_a_broken_one_and_a_damaged_manifest_are_full() {
+        use crate::server::backups::chain::tests::make_backup;
+        use crate::server::backups::slot;
         let d = tempfile::tempdir().unwrap();
-        assert!(parent_on_disk(d.path(), 3)
+        let dir = d.path();
+        assert!(parent_on_disk(dir, 3)
             .unwrap_err()
             .contains("no complete backup"));
+        make_backup(&slot(dir, 0), "a1", None);
+        make_backup(&slot(dir, 1), "b1", Some("a1"));
+        make_backup(&slot(dir, 2), "b2", Some("b1"));
+        let e = parent_on_disk(dir, 2).unwrap_err();
+        assert!(
+            e.contains("data.master.2 ends a chain of 2 incremental(s) (incrementals_per_full 2)"),
+            "{e}"
+        );
+        // Room for a third: the parent's manifest must hold (these are
+        // made up).
+        let e = parent_on_disk(dir, 3).unwrap_err();
+        assert!(
+            e.contains("backup_manifest") && e.contains("checksum"),
+            "{e}"
+        );
+        make_backup(&slot(dir, 3), "c1", Some("ff"));
+        let e = parent_on_disk(dir, 3).unwrap_err();
+        assert!(
+            e.contains("data.master.3 is an incremental whose parent is gone"),
+            "{e}"
+        );
     }
 }
