@@ -238,6 +238,17 @@ fn incrementals_restore_through_their_chain_and_rotation_keeps_it_whole() {
     );
     let stored = lab.stored_backup_dir(1, "main");
     std::fs::remove_dir_all(stored.join("data.master.0")).unwrap();
+    let out = run(lab
+        .restore_backup_cmd(1, &cfg, &lab.dir().join("pg").join("broken"))
+        .args(["--backup", "1"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "backup data.master.1 is incremental and the backup it was taken against is gone"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let said = backup(&lab, &q);
     assert!(said.contains("parent is gone"), "{said}");
     assert_eq!(backups(&lab), ["data.master.0"]);

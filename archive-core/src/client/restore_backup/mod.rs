@@ -143,6 +143,13 @@ pub async fn restore(cfg: &Config, req: &PitrRequest) -> Result<BackupEntry> {
         Timeline::Latest => newest_history(&mut ch, &req.wals_dir).await?,
         Timeline::Current => None,
     };
+    // A chosen incremental whose chain is broken is refused by name.
+    if let Some(b) = backups
+        .iter()
+        .find(|b| Some(b.index) == req.backup && b.complete)
+    {
+        combine::chain_of(&backups, b)?;
+    }
     let chosen = choose(
         &combine::restorable(&backups),
         &req.target,
