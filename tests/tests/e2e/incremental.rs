@@ -4,10 +4,10 @@
 //! a missing parent making the next backup a full one.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{run, stderr, wait_archived, Lab, PgCluster, QueueDb};
+use e2e::{descendants, run, stderr, wait_archived, Lab, PgCluster, QueueDb};
 
 /// base-backup on server 1, made due first; returns what it logged.
 fn backup(lab: &Lab, q: &QueueDb) -> String {
@@ -27,11 +27,14 @@ fn success(lab: &Lab, n: u32) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The backups on server 1, as "data.master.N" names.
+/// The backups on server 1, as "data.master.N" names (numbered only).
 fn backups(lab: &Lab) -> Vec<String> {
     names(&lab.stored_backup_dir(1, "main"))
         .into_iter()
-        .filter(|n| n.starts_with("data.master."))
+        .filter(|n| {
+            n.strip_prefix("data.master.")
+                .is_some_and(|i| i.parse::<u32>().is_ok())
+        })
         .collect()
 }
 
@@ -342,4 +345,64 @@ fn without_wal_summaries_or_with_a_damaged_parent_the_backup_is_full() {
     );
     assert_eq!(backups(&lab), ["data.master.0"]);
     assert!(!success(&lab, 0).contains("kind="));
+}
+
+/// An incremental killed while pg_basebackup copies leaves the chain as it
+/// was: the partial directory is removed by the next run, and once the
+/// failed task is cleared the next incremental is taken against the same
+/// parent.
+#[test]
+fn an_interrupted_incremental_leaves_the_chain_as_it_was() {
+    if skip_before_17("an_interrupted_incremental_leaves_the_chain_as_it_was") {
+        return;
+    }
+    let lab = Lab::new();
+    let (q, primary) = setup(&lab, "summarize_wal = on\n", 3, 1);
+    backup(&lab, &q);
+    let full = success(&lab, 0);
+    primary.pgbench(&["-t", "300"]);
+    q.age_history(2);
+
+    // Slow (32 kB/s), killed while pg_basebackup copies.
+    let mut slow = lab.base_backup_cmd(1);
+    slow.args(["--set", "backup_max_rate=32k"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = slow.spawn().unwrap();
+    let nsenter = child.id() as i32;
+    let partial = || {
+        names(&lab.stored_backup_dir(1, "main"))
+            .into_iter()
+            .filter(|n| n.starts_with("data.master.new."))
+            .count()
+    };
+    e2e::wait_until(Duration::from_secs(60), "pg_basebackup copying", || {
+        descendants(nsenter)
+            .iter()
+            .any(|&p| e2e::comm(p) == "pg_basebackup")
+            && partial() == 1
+    });
+    e2e::kill_descendant_named(nsenter, "base-backup");
+    assert!(!child.wait().unwrap().success());
+    e2e::wait_until(
+        Duration::from_secs(10),
+        "pg_basebackup to die with base-backup",
+        || e2e::lab_processes_matching("data.master.new.").is_empty(),
+    );
+    assert_eq!(backups(&lab), ["data.master.0"]);
+    assert_eq!(success(&lab, 0), full, "the parent untouched");
+
+    // The next run removes the partial directory; cleared, the next
+    // incremental has the same parent.
+    let said = backup(&lab, &q);
+    assert!(said.contains("was left unfinished"), "{said}");
+    assert_eq!(partial(), 0);
+    assert!(q.clear(2));
+    let said = backup(&lab, &q);
+    assert!(
+        said.contains("incremental backup against data.master.0 (incremental 1 of 3"),
+        "{said}"
+    );
+    assert_eq!(backups(&lab), ["data.master.0", "data.master.1"]);
+    assert!(success(&lab, 1).contains("parent=data.master.0\n"));
 }
