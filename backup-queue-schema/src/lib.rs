@@ -6,8 +6,9 @@
 //! The schema (`backups`): table `hosts` (one row per cluster: where to back
 //! it up from, its two archive servers, directories, periodicity, how many
 //! backups to keep and for how many days, start time of day, PostgreSQL
-//! programs), table `tasks` (one row per backup handed out: running / done
-//! / failed), functions `next_task(archiver)`, `stop(task_id, details)`,
+//! programs, incremental backups between full ones: migration 3), table
+//! `tasks` (one row per backup handed out: running / done / failed),
+//! functions `next_task(archiver)`, `stop(task_id, details)`,
 //! `set_error(task_id, text)`, `clear(task_id)`, `clear_failures(cluster,
 //! archiver)`, view `overview`; and Archive 2.0's interface beside it
 //! (`get_next(archiver)`, `stop(backup_id)`, its columns: migration 2). The
@@ -43,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "archive2_retention",
         sql: include_str!("../migrations/0002_archive2_retention.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "incrementals",
+        sql: include_str!("../migrations/0003_incrementals.sql"),
     },
 ];
 

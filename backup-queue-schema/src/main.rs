@@ -221,15 +221,23 @@ fn show(
         v.applied_at
     );
     let ts = "'YYYY-MM-DD HH24:MI TZ'";
+    // Incrementals between full backups: from version 3 on.
+    let every = if v.version >= 3 {
+        "periodicity_days::text || 'd' || case when incrementals_per_full > 0 \
+         then ', ' || incrementals_per_full || ' incremental(s) per full' else '' end"
+    } else {
+        "periodicity_days::text || 'd'"
+    };
     let hosts = text_rows(
         client,
+        &format!(
         "select cluster_name, pg_user || '@' || host || ':' || port, archiver1 || ', ' || archiver2, \
-                periodicity_days::text || 'd', \
+                {every}, \
                 keep_backups_cnt::text || coalesce(' + ' || keep_days || 'd', ''), \
                 to_char(start_time, 'HH24:MI') || ' ' || time_zone, \
                 case when enabled then 'yes' else 'NO' end, directory, \
                 coalesce(wals_dir, 'NOT SET: no wal-cleanup, no wal-sync') \
-           from backups.hosts where $1::text is null or cluster_name = $1 order by cluster_name",
+           from backups.hosts where $1::text is null or cluster_name = $1 order by cluster_name"),
         &[&cluster],
     )?;
     table(

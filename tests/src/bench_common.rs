@@ -360,6 +360,19 @@ pub fn pgbench_cluster(
     Ok((pg, db_bytes))
 }
 
+/// Points the servers' base-backup at queue `q` (fast checkpoints, no WAL
+/// maintenance, quiet) and adds cluster `bench` for `pg` to it, keeping one
+/// backup per server.
+pub fn bench_backup_queue(lab: &Lab, q: &crate::QueueDb, pg: &crate::PgCluster) {
+    lab.set_server_config_extra(&format!(
+        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nbackup_wal_maintenance = false\nquiet = true\n",
+        q.dsn()
+    ));
+    let mut row = lab.host_row("bench", pg, "bench");
+    row.keep_backups_cnt = 1;
+    q.add(&row);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,11 +56,11 @@ pub use archive::{decode, wait_archived};
 pub use lab::{lab_base_tar, lab_compress, lab_formats, Key, Lab, LabOptions};
 pub use pg::{PgCluster, PgOptions};
 pub use proc::{
-    bin, bin_dir, chown_postgres, command_line, descendants, describe_output, file_tail, free_port,
-    kill_tree, lab_processes_matching, list_files, mkdir_postgres, pg_bin, pg_client_dir, pg_path,
-    pg_server_dir, pg_version, pid_alive, postgres_cmd, postgres_user, run, run_ok, run_with_input,
-    run_with_timeout, sh_quote, stderr, stdout, temp_files, wait_until, walk, write_postgres_file,
-    PostgresUser,
+    bin, bin_dir, chown_postgres, comm, command_line, descendants, describe_output, file_tail,
+    free_port, kill_descendant_named, kill_tree, lab_processes_matching, list_files,
+    mkdir_postgres, pg_bin, pg_client_dir, pg_path, pg_server_dir, pg_version, pid_alive,
+    postgres_cmd, postgres_user, run, run_ok, run_with_input, run_with_timeout, sh_quote, stderr,
+    stdout, temp_files, wait_until, walk, write_postgres_file, PostgresUser,
 };
 pub use queue::{clock, sql_str, Handed, HostRow, QueueDb, ARCHIVE2_SCHEMA};
 pub use restore::{

@@ -553,6 +553,29 @@ pub fn pid_alive(pid: i32) -> bool {
     proc_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
+/// The command name of process `pid` (`/proc/<pid>/comm`); empty when it
+/// is gone.
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// SIGKILLs the descendant of `root` whose command name is `name` (panics
+/// when there is none).
+pub fn kill_descendant_named(root: i32, name: &str) {
+    let pid = descendants(root)
+        .into_iter()
+        .find(|&p| comm(p) == name)
+        .unwrap_or_else(|| panic!("no {name} process under {root}"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).expect("a pid"),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap_or_else(|e| panic!("kill {name} ({pid}): {e}"));
+}
+
 /// All living descendants of `pid` (not `pid` itself), found through the ppid
 /// links in `/proc`, parents before children.
 pub fn descendants(pid: i32) -> Vec<i32> {

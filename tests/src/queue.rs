@@ -253,6 +253,25 @@ impl Lab {
         }
     }
 
+    /// A queue and a primary archiving to both servers (`primary_conf` added
+    /// to its postgresql.conf) with table `t` (`i`, `k`, commit-ish time
+    /// `at`); base-backup's config points at the queue, with fast
+    /// checkpoints, and the queue has cluster `main`'s row.
+    pub fn pitr_setup(&self, primary_conf: &str) -> (QueueDb, PgCluster) {
+        let q = self.queue_db();
+        let primary = self.archiving_primary("primary", &self.dst("main"), primary_conf);
+        primary.psql(
+            "create table t(i int primary key, k text not null, \
+             at timestamptz not null default clock_timestamp())",
+        );
+        self.set_server_config_extra(&format!(
+            "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\n",
+            q.dsn()
+        ));
+        q.add(&self.host_row("main", &primary, "main"));
+        (q, primary)
+    }
+
     /// base-backup as cron runs it on server `n`.
     pub fn base_backup_cmd(&self, n: usize) -> Command {
         self.server_cmd(n, bin("base-backup"))

@@ -12,6 +12,7 @@ mod e2e {
     mod content_proof;
     mod drill;
     mod hostile;
+    mod incremental;
     mod lab_smoke;
     mod logging;
     mod pg_versions;

@@ -38,6 +38,10 @@ pub struct Task {
     /// The cluster's PostgreSQL client programs, overriding the config's
     /// `pg_bin_dir`.
     pub pg_bin_dir: Option<PathBuf>,
+    /// Incremental backups this server takes after each full one before
+    /// the next full one (backups.hosts.incrementals_per_full; 0: every
+    /// backup is full).
+    pub incrementals_per_full: i32,
 }
 
 /// A task left running by this archiver (get_next will mark it failed).
@@ -103,13 +107,13 @@ pub fn connect(dsn: &str, connect_timeout: Duration, application_name: &str) -> 
 }
 
 /// `backups.next_task(archiver)` (Archive 2.0's `get_next` hands out the
-/// same tasks with fewer columns), with the cluster's row's retention window
-/// and PostgreSQL programs.
+/// same tasks with fewer columns), with the cluster's row's retention window,
+/// PostgreSQL programs and incrementals.
 pub fn get_next(client: &mut Client, archiver: &str) -> Result<Option<Task>> {
     let row = client
         .query_opt(
             "select n.task_id, n.cluster_name, n.host, n.port, n.pg_user, n.directory, n.wals_dir, \
-                    n.keep_backups_cnt, n.peer, h.keep_days, h.pg_bin_dir \
+                    n.keep_backups_cnt, n.peer, h.keep_days, h.pg_bin_dir, h.incrementals_per_full \
                from backups.next_task($1) n join backups.hosts h on h.cluster_name = n.cluster_name",
             &[&archiver],
         )
@@ -126,6 +130,7 @@ pub fn get_next(client: &mut Client, archiver: &str) -> Result<Option<Task>> {
         peer: r.get(8),
         keep_days: r.get(9),
         pg_bin_dir: r.get::<_, Option<String>>(10).map(PathBuf::from),
+        incrementals_per_full: r.get(11),
     }))
 }
 

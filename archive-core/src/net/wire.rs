@@ -221,6 +221,14 @@ pub struct BackupEntry {
     pub stop_lsn: Option<u64>,
     /// Files of the backup directory with their sizes.
     pub files: Vec<ListEntry>,
+    /// An incremental backup (PostgreSQL 17 and later): restoring it needs
+    /// its chain (absent, false, from older servers and for full backups).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
+    /// An incremental's parent (N of data.master.N, found by its identity);
+    /// `None` for a full backup, or an incremental whose parent is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
 }
 
 /// Files of an archive directory recorded toward one peer (owed to it,

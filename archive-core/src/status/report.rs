@@ -183,6 +183,13 @@ pub struct BackupInfo {
     pub finished: Option<i64>,
     /// Seconds since it finished (or started, when that is all we know).
     pub age_secs: Option<i64>,
+    /// An incremental backup (PostgreSQL 17+): restoring it needs its parent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
+    /// An incremental's parent (N of data.master.N); `None` for a full
+    /// backup, or an incremental whose parent is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
 }
 
 /// The WAL chain a restore from a server's oldest backup needs.

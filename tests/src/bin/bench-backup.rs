@@ -39,7 +39,9 @@
 
 use std::process::ExitCode;
 
-use e2e::bench_common::{dir_bytes, env_list, env_or, median, open_lab, pgbench_cluster, timed};
+use e2e::bench_common::{
+    bench_backup_queue, dir_bytes, env_list, env_or, median, open_lab, pgbench_cluster, timed,
+};
 use e2e::bench_results::{Results, Table};
 use e2e::{bin, LabOptions};
 
@@ -61,13 +63,7 @@ fn bench() -> Result<(), String> {
     let lab = open_lab(&mut out, LabOptions::default());
     let q = lab.queue_db();
     let (pg, db_bytes) = pgbench_cluster(&lab, "bench-backup", scale)?;
-    lab.set_server_config_extra(&format!(
-        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\nbackup_wal_maintenance = false\nquiet = true\n",
-        q.dsn()
-    ));
-    let mut row = lab.host_row("bench", &pg, "bench");
-    row.keep_backups_cnt = 1;
-    q.add(&row);
+    bench_backup_queue(&lab, &q, &pg);
     let plain_dir = lab.archive_root().join("plain");
     let plain_host = lab.server(1).stored("plain");
 

@@ -35,7 +35,7 @@ fn migrate_is_idempotent_versioned_and_refuses_an_edited_migration() {
     assert!(stderr(&out).contains("up to date"), "{}", stderr(&out));
     assert_eq!(
         q.sql("select version, name from backups.schema_migrations order by 1"),
-        "1|init\n2|archive2_retention"
+        "1|init\n2|archive2_retention\n3|incrementals"
     );
     // Column types are what they mean.
     assert_eq!(
@@ -49,7 +49,7 @@ fn migrate_is_idempotent_versioned_and_refuses_an_edited_migration() {
     let out = q.tool(&lab, &["show"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("schema version 2"),
+        stdout(&out).contains("schema version 3"),
         "{}",
         stdout(&out)
     );

@@ -273,12 +273,7 @@ fn a_killed_run_fails_its_task_a_concurrent_run_exits_at_once_and_no_backup_is_l
         .stderr(fs::File::create(&log_path).unwrap());
     let mut child = slow.spawn().unwrap();
     let nsenter = child.id() as i32;
-    let comm = |p: i32| {
-        fs::read_to_string(format!("/proc/{p}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
+    let comm = e2e::comm;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let copying = descendants(nsenter)
@@ -312,15 +307,7 @@ fn a_killed_run_fails_its_task_a_concurrent_run_exits_at_once_and_no_backup_is_l
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 
     // SIGKILL base-backup itself: its pg_basebackup dies with it.
-    let bb = descendants(nsenter)
-        .into_iter()
-        .find(|&p| comm(p) == "base-backup")
-        .expect("base-backup process");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(bb).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    e2e::kill_descendant_named(nsenter, "base-backup");
     let status = child.wait().unwrap();
     assert!(!status.success());
     wait_until(

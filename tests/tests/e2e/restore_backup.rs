@@ -8,23 +8,6 @@ use std::time::Duration;
 
 use e2e::{mkdir_postgres, run, stderr, wait_archived, Lab, PgCluster, QueueDb};
 
-/// A queue and a primary archiving to both servers, with table `t`
-/// (`i`, `k`, commit-ish time `at`); base-backup's config points at the queue.
-fn setup(lab: &Lab, primary_conf: &str) -> (QueueDb, PgCluster) {
-    let q = lab.queue_db();
-    let primary = lab.archiving_primary("primary", &lab.dst("main"), primary_conf);
-    primary.psql(
-        "create table t(i int primary key, k text not null, \
-         at timestamptz not null default clock_timestamp())",
-    );
-    lab.set_server_config_extra(&format!(
-        "queue_dsn = \"{}\"\nbackup_checkpoint = \"fast\"\n",
-        q.dsn()
-    ));
-    q.add(&lab.host_row("main", &primary, "main"));
-    (q, primary)
-}
-
 /// base-backup on server `n` with `backup_compress = compress`, made due
 /// first (the servers alternate; the history is aged a period back).
 fn backup(lab: &Lab, q: &QueueDb, n: usize, compress: &str) {
@@ -106,7 +89,7 @@ fn a_moment(pg: &PgCluster) -> String {
 #[test]
 fn every_format_base_backup_writes_restores_to_a_point_in_time() {
     let lab = Lab::new();
-    let (q, primary) = setup(&lab, "");
+    let (q, primary) = lab.pitr_setup("");
     primary.pgbench(&["-i", "-s", "1", "-q"]);
     // Every format the lab's pg_basebackup writes (PostgreSQL 18's PyPI
     // build: gzip and none only).
@@ -200,7 +183,7 @@ fn every_format_base_backup_writes_restores_to_a_point_in_time() {
 #[test]
 fn a_damaged_archive_is_named_as_the_cause_not_the_broken_pipe() {
     let lab = Lab::new();
-    let (q, primary) = setup(&lab, "");
+    let (q, primary) = lab.pitr_setup("");
     primary.pgbench(&["-i", "-s", "2", "-q"]);
     backup(&lab, &q, 1, "none");
     let tar_path = lab
@@ -231,7 +214,7 @@ fn a_damaged_archive_is_named_as_the_cause_not_the_broken_pipe() {
 #[test]
 fn xid_and_immediate_targets_reach_their_rows() {
     let lab = Lab::new();
-    let (q, primary) = setup(&lab, "");
+    let (q, primary) = lab.pitr_setup("");
     primary.psql("insert into t(i, k) values (1, 'before-backups')");
     backup(&lab, &q, 1, e2e::lab_compress());
     primary.psql("insert into t(i, k) values (2, 'between')");
@@ -269,7 +252,7 @@ fn xid_and_immediate_targets_reach_their_rows() {
 #[test]
 fn a_target_timeline_follows_that_timeline() {
     let lab = Lab::new();
-    let (q, primary) = setup(&lab, "");
+    let (q, primary) = lab.pitr_setup("");
     primary.psql("insert into t(i, k) values (1, 'common')");
     backup(&lab, &q, 1, e2e::lab_compress());
     primary.psql("insert into t(i, k) values (2, 'common')");
@@ -354,7 +337,7 @@ fn tablespace_rows(pg: &PgCluster) -> String {
 #[test]
 fn tablespaces_restore_to_their_paths_or_remapped_ones() {
     let lab = Lab::new();
-    let (q, primary) = setup(&lab, "");
+    let (q, primary) = lab.pitr_setup("");
     let ts = postgres_dir(&lab, "ts");
     let (one, two) = (postgres_dir(&lab, "ts/one"), postgres_dir(&lab, "ts/two"));
     primary.psql(&format!(

@@ -15,10 +15,12 @@ use crate::server::backups::{self, Label};
 use crate::server::store::Store;
 use crate::{Error, Result};
 
+pub mod incremental;
 pub mod pg_basebackup;
 pub mod progress;
 pub mod verify;
 
+use self::incremental::Parent;
 use self::pg_basebackup as pgbb;
 use self::verify::{Follower, Verified};
 
@@ -271,10 +273,6 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     )?;
     repair_dir(cfg, &task.directory);
     let tmp = backups::temp_dir(&dir, std::process::id());
-    step(
-        "preparing the backup directory",
-        durable::create_dir_all(&tmp),
-    )?;
 
     // pg_basebackup, read back as it writes.
     let label = format!(
@@ -294,70 +292,46 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
             return Err(("choosing pg_basebackup", e));
         }
     };
-    let cmd = pgbb::command(cfg, &program.path, &source, &tmp);
-    let follower = (cfg.backup_verify == BackupVerify::Manifest).then(|| Follower::start(&tmp));
-    let bar = progress::Watch::start(&dir, &tmp, format!("backing up {}", task.cluster));
-    let finished = pgbb::run(cmd, Duration::from_secs(cfg.backup_progress_interval));
-    if let Some(bar) = bar {
-        bar.stop();
-    }
-    let finished = match finished {
-        Ok(f) if f.status.success() => f,
-        other => {
-            if let Some(f) = follower {
-                let _ = f.finish();
+    let parent = incremental::plan(
+        cfg,
+        &source,
+        &dir,
+        task.incrementals_per_full,
+        program.major,
+    );
+    let attempt = |parent: Option<&Parent>| {
+        take(
+            cfg,
+            &Taking {
+                task,
+                dir: &dir,
+                tmp: &tmp,
+                program: &program,
+                source: &source,
+                wals_dir: wals_dir.as_deref(),
+                parent,
+            },
+        )
+    };
+    let (taken, parent) = match parent {
+        Some(p) => match attempt(Some(&p)) {
+            Ok(t) => (t, Some(p)),
+            Err((what, e)) => {
+                log::warn(format!(
+                    "task #{}: the incremental backup against {} failed ({what}: {e}); taking a full backup instead",
+                    task.id, p.name
+                ));
+                (attempt(None)?, None)
             }
-            let _ = backups::remove_backup_dir(&tmp);
-            let e = match other {
-                Ok(f) => Error::host(
-                    &format!("{}:{}", task.host, task.port),
-                    format!("pg_basebackup {}: {}", f.status, f.tail.join(" | ")),
-                ),
-                Err(e) => e,
-            };
-            return Err(("pg_basebackup", e));
-        }
+        },
+        None => (attempt(None)?, None),
     };
-    // The backup ended before pg_basebackup exited: restoring it to a time
-    // before this could not work (see backups::Consistency).
-    // Whole seconds, rounded up: never before the exit.
-    let now = chrono::Utc::now();
-    let consistent_by = chrono::DateTime::from_timestamp(
-        now.timestamp() + i64::from(now.timestamp_subsec_nanos() != 0),
-        0,
-    )
-    .unwrap_or(now);
-    let after_copy = Instant::now();
-    let verified: Result<Verified> = match follower {
-        Some(f) => f
-            .finish()
-            .and_then(|scan| verify::check_against_manifest(&tmp, scan)),
-        // Of the backup's version or newer: an older one refuses a newer manifest.
-        None => pg_programs::find(cfg, "pg_verifybackup", Some(program.major)).and_then(|f| {
-            verify::extract_and_verify(
-                &tmp,
-                &dir.join(format!(
-                    "{}{}.verify",
-                    backups::TEMP_PREFIX,
-                    std::process::id()
-                )),
-                &f.path,
-            )
-        }),
-    };
-    let verified = match verified.and_then(|v| {
-        if let Some(w) = &wals_dir {
-            check_backup_identity(&dir, v.system_identifier, w)?;
-        }
-        backups::mark(&dir, &task.cluster, v.system_identifier)?;
-        Ok(v)
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = backups::remove_backup_dir(&tmp);
-            return Err(("verification", e));
-        }
-    };
+    let Taken {
+        finished,
+        consistent_by,
+        after_copy,
+        verified,
+    } = taken;
     let verify_extra = after_copy.elapsed();
     let parsed: Label = step(
         "reading backup_label",
@@ -374,8 +348,11 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     )?;
     let copy_secs = finished.elapsed.as_secs_f64();
     log::info(format!(
-        "task #{}: backup verified ({}, {} files, {} of data in {} on disk; START WAL {}); pg_basebackup took {:.1}s ({}/s), verification {:.1}s more",
+        "task #{}: {} backup verified ({}, {} files, {} of data in {} on disk; START WAL {}); pg_basebackup took {:.1}s ({}/s), verification {:.1}s more",
         task.id,
+        parent
+            .as_ref()
+            .map_or_else(|| "full".to_string(), |p| format!("incremental (parent {})", p.name)),
         cfg.backup_verify,
         verified.files,
         human(verified.data_bytes),
@@ -401,6 +378,9 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
     ];
     if let Some(l) = stop_lsn {
         fields.push(("stop_lsn", crate::common::page_header::format_lsn(l)));
+    }
+    if let Some(p) = &parent {
+        fields.extend(p.success_fields());
     }
     step("writing SUCCESS", backups::write_success(&tmp, &fields))?;
     let rotation_started = Instant::now();
@@ -431,6 +411,8 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
 
     let details = serde_json::json!({
         "path": installed.path.display().to_string(),
+        "kind": if parent.is_some() { "incremental" } else { "full" },
+        "parent": parent.as_ref().map(|p| p.name.clone()),
         "start_wal": parsed.start_wal,
         "size": human(verified.stored_bytes),
         "data_bytes": verified.data_bytes,
@@ -452,6 +434,114 @@ fn backup(cfg: &Config, server: &str, task: &Task) -> StepResult<Done> {
         ),
         details: details.to_string(),
     })
+}
+
+/// What one pg_basebackup run needs.
+struct Taking<'a> {
+    task: &'a Task,
+    dir: &'a Path,
+    tmp: &'a Path,
+    program: &'a pg_programs::Found,
+    source: &'a pgbb::Source<'a>,
+    wals_dir: Option<&'a Path>,
+    parent: Option<&'a Parent>,
+}
+
+/// A backup taken and verified in its temp dir.
+struct Taken {
+    finished: pgbb::Finished,
+    consistent_by: chrono::DateTime<chrono::Utc>,
+    after_copy: Instant,
+    verified: Verified,
+}
+
+/// pg_basebackup into `t.tmp` (incremental against `t.parent` when given),
+/// read back as it writes, then verified; on failure `t.tmp` is removed
+/// (the backups already there are as they were).
+fn take(cfg: &Config, t: &Taking) -> StepResult<Taken> {
+    let (task, tmp, dir) = (t.task, t.tmp, t.dir);
+    step(
+        "preparing the backup directory",
+        durable::create_dir_all(tmp),
+    )?;
+    let cmd = pgbb::command(
+        cfg,
+        &t.program.path,
+        t.source,
+        tmp,
+        t.parent.map(|p| p.manifest.as_path()),
+    );
+    let follower = (cfg.backup_verify == BackupVerify::Manifest).then(|| Follower::start(tmp));
+    let bar = progress::Watch::start(dir, tmp, format!("backing up {}", task.cluster));
+    let finished = pgbb::run(cmd, Duration::from_secs(cfg.backup_progress_interval));
+    if let Some(bar) = bar {
+        bar.stop();
+    }
+    let finished = match finished {
+        Ok(f) if f.status.success() => f,
+        other => {
+            if let Some(f) = follower {
+                let _ = f.finish();
+            }
+            let _ = backups::remove_backup_dir(tmp);
+            let e = match other {
+                Ok(f) => Error::host(
+                    &format!("{}:{}", task.host, task.port),
+                    format!("pg_basebackup {}: {}", f.status, f.tail.join(" | ")),
+                ),
+                Err(e) => e,
+            };
+            return Err(("pg_basebackup", e));
+        }
+    };
+    // The backup ended before pg_basebackup exited: restoring it to a time
+    // before this could not work (see backups::Consistency).
+    // Whole seconds, rounded up: never before the exit.
+    let now = chrono::Utc::now();
+    let consistent_by = chrono::DateTime::from_timestamp(
+        now.timestamp() + i64::from(now.timestamp_subsec_nanos() != 0),
+        0,
+    )
+    .unwrap_or(now);
+    let after_copy = Instant::now();
+    let verified: Result<Verified> = match follower {
+        Some(f) => f
+            .finish()
+            .and_then(|scan| verify::check_against_manifest(tmp, scan)),
+        // Of the backup's version or newer: an older one refuses a newer manifest.
+        None => pg_programs::find(cfg, "pg_verifybackup", Some(t.program.major)).and_then(|f| {
+            verify::extract_and_verify(
+                tmp,
+                &dir.join(format!(
+                    "{}{}.verify",
+                    backups::TEMP_PREFIX,
+                    std::process::id()
+                )),
+                &f.path,
+            )
+        }),
+    };
+    match verified.and_then(|v| {
+        if let Some(p) = t.parent {
+            incremental::check_label(&v.label, p, tmp)?;
+        }
+        if let Some(w) = t.wals_dir {
+            check_backup_identity(dir, v.system_identifier, w)?;
+        }
+        backups::mark(dir, &task.cluster, v.system_identifier)?;
+        Ok(v)
+    }) {
+        Ok(verified) => Ok(Taken {
+            finished,
+            consistent_by,
+            after_copy,
+            verified,
+        }),
+        Err(e) => {
+            let _ = backups::remove_backup_dir(tmp);
+            Err(("verification", e))
+        }
+    }
 }
 
 /// Refuses a backup (for `backup_dir`) of another database system than the

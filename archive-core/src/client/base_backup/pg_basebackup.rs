@@ -48,9 +48,9 @@ impl Source<'_> {
     }
 }
 
-/// The server's major version (`server_version_num` / 10000), asked over an
-/// ordinary connection to the `postgres` database.
-pub fn server_major(cfg: &Config, src: &Source) -> Result<u32> {
+/// One value asked of `src`'s server over an ordinary connection to the
+/// `postgres` database (`what` names it in errors).
+fn ask(cfg: &Config, src: &Source, sql: &str, what: &str) -> Result<String> {
     let where_ = format!("{}:{}", src.host, src.port);
     // tokio-postgres knows fewer keywords than libpq: only the basic ones.
     let conninfo = format!(
@@ -60,22 +60,41 @@ pub fn server_major(cfg: &Config, src: &Source) -> Result<u32> {
         conninfo_value(src.user),
         cfg.connect_timeout,
     );
-    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).map_err(|e| {
-        Error::host(
-            &where_,
-            format!("cannot connect to ask the server version: {e}"),
-        )
-    })?;
+    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls)
+        .map_err(|e| Error::host(&where_, format!("cannot connect to ask {what}: {e}")))?;
     let row = client
-        .query_one("select current_setting('server_version_num')", &[])
-        .map_err(|e| Error::host(&where_, format!("cannot ask the server version: {e}")))?;
-    let num: String = row.get(0);
+        .query_one(sql, &[])
+        .map_err(|e| Error::host(&where_, format!("cannot ask {what}: {e}")))?;
+    Ok(row.get(0))
+}
+
+/// The server's major version (`server_version_num` / 10000), asked over an
+/// ordinary connection to the `postgres` database.
+pub fn server_major(cfg: &Config, src: &Source) -> Result<u32> {
+    let num = ask(
+        cfg,
+        src,
+        "select current_setting('server_version_num')",
+        "the server version",
+    )?;
     num.parse::<u32>().map(|n| n / 10000).map_err(|_| {
         Error::host(
-            &where_,
+            &format!("{}:{}", src.host, src.port),
             format!("server_version_num {num:?} is not a number"),
         )
     })
+}
+
+/// The server's `summarize_wal` setting (PostgreSQL 17 and later): true
+/// when on, which incremental backups need.
+pub fn summarize_wal(cfg: &Config, src: &Source) -> Result<bool> {
+    let v = ask(
+        cfg,
+        src,
+        "select coalesce(current_setting('summarize_wal', true), 'off')",
+        "summarize_wal",
+    )?;
+    Ok(v == "on")
 }
 
 /// pg_basebackup for `src`'s server: of its major version or the closest
@@ -108,8 +127,15 @@ pub fn choose_program(cfg: &Config, src: &Source) -> Result<Found> {
 }
 
 /// The pg_basebackup command (`program`) writing a tar-format backup of
-/// `src` into `target` (WAL not included: it comes from the archive).
-pub fn command(cfg: &Config, program: &Path, src: &Source, target: &Path) -> Command {
+/// `src` into `target` (WAL not included: it comes from the archive); an
+/// incremental one against the backup whose manifest is `incremental`.
+pub fn command(
+    cfg: &Config,
+    program: &Path,
+    src: &Source,
+    target: &Path,
+    incremental: Option<&Path>,
+) -> Command {
     let mut cmd = Command::new(program);
     cmd.arg("--dbname")
         .arg(src.conninfo(cfg))
@@ -129,6 +155,9 @@ pub fn command(cfg: &Config, program: &Path, src: &Source, target: &Path) -> Com
     }
     if let Some(rate) = &cfg.backup_max_rate {
         cmd.arg(format!("--max-rate={}", rate));
+    }
+    if let Some(manifest) = incremental {
+        cmd.arg("--incremental").arg(manifest);
     }
     cmd
 }
@@ -280,6 +309,7 @@ mod tests {
             Path::new("/pg/18/bin/pg_basebackup"),
             &src,
             Path::new("/b/t"),
+            None,
         );
         assert_eq!(cmd.get_program(), "/pg/18/bin/pg_basebackup");
         let args: Vec<String> = cmd
@@ -302,8 +332,22 @@ mod tests {
         );
         // Progress (and the server's size-estimation pass) only when asked.
         assert!(!args.iter().any(|a| a == "--progress"), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--incremental"), "{args:?}");
         let cfg = Config::load(None, &["backup_progress_interval=30".into()]).unwrap();
-        let cmd = command(&cfg, Path::new("pg_basebackup"), &src, Path::new("/b/t"));
+        let parent = Path::new("/b/data.master.1/backup_manifest");
+        let cmd = command(
+            &cfg,
+            Path::new("pg_basebackup"),
+            &src,
+            Path::new("/b/t"),
+            Some(parent),
+        );
         assert!(cmd.get_args().any(|a| a == "--progress"));
+        let args: Vec<_> = cmd.get_args().collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--incremental" && w[1] == parent.as_os_str()),
+            "{args:?}"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! directory then gets `restore_command = restore-cmd` reading from both
 //! archive servers, the recovery target, and `recovery.signal` (or
 //! `standby.signal`). Nothing is started: the caller is told what to start.
+//! An incremental backup is restored with its chain and `pg_combinebackup`
+//! ([`combine`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,6 +29,7 @@ use crate::common::{log, pg_programs};
 use crate::net::ssh::{self, Channel, SshSettings};
 use crate::net::wire::BackupEntry;
 
+pub mod combine;
 pub mod tablespace;
 pub mod target;
 pub mod unpack;
@@ -166,7 +169,40 @@ pub async fn restore(cfg: &Config, req: &PitrRequest) -> Result<BackupEntry> {
         Timeline::Latest => newest_history(&mut ch, &req.wals_dir).await?,
         Timeline::Current => None,
     };
-    let chosen = choose(&backups, &req.target, req.backup, history.as_ref())?;
+    // A chosen incremental whose chain is broken is refused by name.
+    if let Some(b) = backups
+        .iter()
+        .find(|b| Some(b.index) == req.backup && b.complete)
+    {
+        combine::chain_of(&backups, b)?;
+    }
+    let chosen = choose(
+        &combine::restorable(&backups),
+        &req.target,
+        req.backup,
+        history.as_ref(),
+    )?;
+    if chosen.incremental {
+        if !req.tablespace_map.is_empty() {
+            return Err(Error::Usage(format!(
+                "--tablespace-map: backup data.master.{} is incremental; restore-backup does not                  combine incremental backups with tablespaces yet",
+                chosen.index
+            )));
+        }
+        let chain = combine::chain_of(&backups, &chosen)?;
+        combine::restore_chain(
+            cfg,
+            &mut ch,
+            &req.backup_dir,
+            &req.from,
+            &chain,
+            &req.data_dir,
+        )
+        .await?;
+        ch.close().await;
+        write_recovery_conf(req, &chosen)?;
+        return Ok(chosen);
+    }
     let archives = archives_of(&chosen)?;
     if archives.len() == 1 && !req.tablespace_map.is_empty() {
         return Err(Error::Usage(format!(

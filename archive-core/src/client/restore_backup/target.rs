@@ -338,6 +338,8 @@ mod tests {
             start_lsn: Some(lsn),
             start_time: Some(time.into()),
             consistent_by: None,
+            incremental: false,
+            parent: None,
             stop_lsn: None,
             files: vec![],
         }

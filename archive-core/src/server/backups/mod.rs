@@ -10,19 +10,21 @@
 //! SUCCESS marker and the backup's end), [`rotation`] (installing a new
 //! backup and repairing after a crash, crash-safe at every step),
 //! [`identity`] (the directory's identity marker), [`legacy`] (Archive
-//! 2.0's backups).
+//! 2.0's backups), [`chain`] (incremental backups and their parents).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::common::error::{Error, Result};
 
+pub mod chain;
 mod identity;
 mod label;
 mod legacy;
 mod marker;
 mod rotation;
 
+pub use chain::{Link, ParentRef, INCREMENTAL};
 pub use identity::{dir_identity, mark, read_marker, DirMarker, DIR_MARKER};
 pub use label::{parse_label, parse_lsn, Label};
 pub use legacy::{

@@ -25,9 +25,11 @@
 //! `data.master.incomplete.<N>.<time>` and reported.
 //!
 //! Which backups stay is the union of a [`Retention`]'s rules: the newest
-//! `keep`, every backup needed to restore to any point of the last
-//! `keep_days` days, and every pinned one (a [`PINNED`] file in it). The
-//! others are dropped one at a time, each by the same swaps: the newest
+//! `keep` restorable points, every backup needed to restore to any point of
+//! the last `keep_days` days, every pinned one (a [`PINNED`] file in it),
+//! and every backup a kept incremental depends on (its chain, see
+//! [`chain`]): a full backup never goes while an incremental of it stays.
+//! The others are dropped one at a time, each by the same swaps: the newest
 //! moves aside and is swapped down to the dropped one's place, which then
 //! holds it (`{0:A,1:B,2:C}` dropping B → `{0:A,1:C}` + B → drop B).
 //!
@@ -41,6 +43,7 @@ use std::path::{Path, PathBuf};
 use crate::common::durable;
 use crate::common::error::{Error, Result};
 
+use super::chain;
 use super::legacy;
 use super::marker::{mtime_micros, success_time_micros};
 use super::{list, slot, Backup, INCOMPLETE_PREFIX, PREFIX, SUCCESS, TEMP_PREFIX};
@@ -61,29 +64,50 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Which of `numbered` (oldest first) stay.
+    /// Which of `numbered` (oldest first) stay. Restorable points count
+    /// (a full backup, or an incremental whose chain is whole, see
+    /// [`chain`]); every backup a kept incremental depends on stays with it.
     fn kept(&self, numbered: &[Backup]) -> Vec<bool> {
         let n = numbered.len();
-        // The newest backup that ended before the window opened serves its
-        // first moments; everything after it too (and a backup whose end
-        // is unknown, to be safe).
+        let links = chain::resolve(numbered);
+        let chains: Vec<Option<Vec<usize>>> = (0..n).map(|i| chain::chain(&links, i)).collect();
+        // The newest `keep` restorable points.
+        let newest: Vec<usize> = (0..n)
+            .rev()
+            .filter(|i| chains[*i].is_some())
+            .take(self.keep as usize)
+            .collect();
+        // The newest restorable point that ended before the window opened
+        // serves its first moments; everything after it too (and a backup
+        // whose end is unknown, to be safe).
         let from = self.keep_days.map_or(n, |days| {
             let opens = self.now - i64::from(days) * 86_400;
             numbered
                 .iter()
-                .rposition(|b| b.consistency().by.is_some_and(|by| by <= opens))
+                .enumerate()
+                .rposition(|(i, b)| {
+                    chains[i].is_some() && b.consistency().by.is_some_and(|by| by <= opens)
+                })
                 .unwrap_or(0)
         });
-        numbered
+        let mut kept: Vec<bool> = numbered
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                i + self.keep as usize >= n
+                newest.contains(&i)
                     || i >= from
                     || (self.keep_days.is_some() && b.consistency().by.is_none())
                     || b.path.join(PINNED).exists()
             })
-            .collect()
+            .collect();
+        for i in 0..n {
+            if kept[i] {
+                for j in chains[i].iter().flatten() {
+                    kept[*j] = true;
+                }
+            }
+        }
+        kept
     }
 }
 
@@ -402,6 +426,43 @@ mod tests {
         };
         install(dir, &t, &short).unwrap();
         assert_eq!(ids(dir), ordered(&[(0, "E"), (1, "F")]));
+    }
+
+    /// keep 2 over F1 <- I1 <- I2 (manifest checksums a1, b1, b2), then F2
+    /// (a2): the newest two restorable points are I2 and F2, so F1 and I1 stay for I2; only when I2 is no
+    /// longer among them does the whole chain go.
+    #[test]
+    fn a_full_backup_stays_while_a_kept_incremental_depends_on_it() {
+        use super::super::chain::tests::make_backup;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        make_backup(&slot(dir, 0), "a1", None);
+        make_backup(&slot(dir, 1), "b1", Some("a1"));
+        make_backup(&slot(dir, 2), "b2", Some("b1"));
+        let sums = |dir: &Path| -> Vec<String> {
+            list(dir)
+                .unwrap()
+                .iter()
+                .map(|b| fs::read_to_string(b.path.join(SUCCESS)).unwrap())
+                .map(|t| super::super::success_value(&t, "task").unwrap().to_string())
+                .collect()
+        };
+        let t = temp_dir(dir, 1);
+        make_backup(&t, "a2", None);
+        let got = install(dir, &t, &keep(2)).unwrap();
+        assert!(got.dropped.is_empty(), "{:?}", got.dropped);
+        assert_eq!(sums(dir), ["a1", "b1", "b2", "a2"]);
+        // An incremental of F2: I2 is now the third newest point.
+        let t = temp_dir(dir, 2);
+        make_backup(&t, "c1", Some("a2"));
+        install(dir, &t, &keep(2)).unwrap();
+        assert_eq!(sums(dir), ["a2", "c1"]);
+        // A broken incremental (its parent gone) is no restorable point.
+        make_backup(&slot(dir, 2), "d0", Some("ee"));
+        let t = temp_dir(dir, 3);
+        make_backup(&t, "c2", Some("c1"));
+        install(dir, &t, &keep(2)).unwrap();
+        assert_eq!(sums(dir), ["a2", "c1", "c2"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Answers about the backups of a backup directory: the START WAL of the
 //! oldest complete one (`Request::OldestBackup`, wal-cleanup's cut-off) and
 //! the listing with what their labels and markers say
-//! (`Request::ListBackups`; an Archive 2.0 plain backup lists a `base.tar`
+//! (`Request::ListBackups`, with each incremental's parent; an Archive 2.0 plain backup lists a `base.tar`
 //! that `get.rs` makes from its directory).
 
 use crate::common::error::{Error, Result};
@@ -26,7 +26,10 @@ impl Server {
     pub(super) fn list_backups(&self, backup_dir: &str) -> Result<Vec<wire::BackupEntry>> {
         let dir = self.store.backup_dir(backup_dir)?;
         let mut out = Vec::new();
-        for b in backups::list(&dir)? {
+        let numbered = backups::list(&dir)?;
+        let links = backups::chain::resolve(&numbered);
+        let indexes: Vec<u32> = numbered.iter().map(|b| b.index).collect();
+        for (b, link) in numbered.into_iter().zip(links) {
             let label = b.label().ok();
             let mut files: Vec<wire::ListEntry> = std::fs::read_dir(&b.path)
                 .map_err(|e| Error::io("cannot list", &b.path, e))?
@@ -58,6 +61,11 @@ impl Server {
                 start_time: label.as_ref().map(|l| l.start_time.clone()),
                 consistent_by: end.by,
                 stop_lsn: end.stop_lsn,
+                incremental: link != backups::Link::Full,
+                parent: match link {
+                    backups::Link::Parent(i) => Some(indexes[i]),
+                    _ => None,
+                },
                 files,
             });
         }

@@ -94,6 +94,8 @@ fn add_backups(s: &mut ServerReport, l: &Listing, status: Option<&Result<DirStat
             start_time: b.start_time.clone(),
             finished: fin,
             age_secs: age,
+            incremental: b.incremental,
+            parent: b.parent,
         });
     }
     s.oldest_backup = s

@@ -259,9 +259,14 @@ fn backups_text(o: &mut String, s: &ServerReport) {
         } else {
             ""
         };
+        let kind = match (b.incremental, b.parent) {
+            (false, _) => String::new(),
+            (true, Some(p)) => format!(", incremental of data.master.{p}"),
+            (true, None) => ", incremental, PARENT MISSING (not restorable)".to_string(),
+        };
         let _ = writeln!(
             o,
-            "    backup data.master.{}{oldest}: {}, START WAL {}, started {}, {}",
+            "    backup data.master.{}{oldest}: {}{kind}, START WAL {}, started {}, {}",
             b.index,
             if b.complete { "complete" } else { "INCOMPLETE" },
             b.start_wal.as_deref().unwrap_or("? (label unreadable)"),
