@@ -13,7 +13,8 @@
 # both servers byte for byte and a standby replays it from the archive,
 # base-backup takes and verifies a backup (pg_basebackup picked by the
 # server's version), restore-backup restores to a time target (PITR),
-# wal-sync and wal-cleanup, archive-status.
+# wal-sync and wal-cleanup, archive-status, incremental backups (17 and
+# later; the tests skip themselves before).
 # Run as root, like scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ SMOKE=(
     e2e::sync_cleanup::wal_sync_fills_gaps_both_ways_byte_identical
     e2e::sync_cleanup::cleanup_removes_exactly_what_is_older_than_both_oldest_backups
     e2e::status::a_clean_state_is_ok_in_every_format_with_a_few_requests_per_server
+    e2e::incremental::
 )
 
 smoke=false
