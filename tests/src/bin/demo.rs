@@ -20,8 +20,9 @@ fn step(t0: Instant, msg: &str) {
 
 /// Waits until `pg` has archived `name`; at the archiver's first failure
 /// (none is expected here) shows pg_stat_archiver and the server log's
-/// lines about it, and exits 1 at once instead of waiting out a timeout.
-fn archived_or_explain(pg: &PgCluster, name: &str, timeout: Duration) {
+/// lines about it and returns false at once instead of waiting out a
+/// timeout.
+fn archived_or_explain(pg: &PgCluster, name: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let row = pg
@@ -37,7 +38,7 @@ fn archived_or_explain(pg: &PgCluster, name: &str, timeout: Duration) {
             f.next().unwrap_or(""),
         );
         if last >= name && last.len() == name.len() {
-            return;
+            return true;
         }
         // A command that cannot run (exit 126/127) makes the archiver exit
         // before pg_stat_archiver counts a failure: the log says it.
@@ -56,14 +57,23 @@ fn archived_or_explain(pg: &PgCluster, name: &str, timeout: Duration) {
                         || l.starts_with("sh: ")
                 })
                 .collect();
-            eprintln!("demo: PostgreSQL's log ({}):", pg.log_path().display());
+            // The lab (and this log) is removed on the way out: quote it.
+            eprintln!("demo: PostgreSQL's log said:");
             for l in &lines[lines.len().saturating_sub(8)..] {
                 eprintln!("  {l}");
             }
-            std::process::exit(1);
+            return false;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Stops the cluster and the lab (their Drop), then exits 1: exiting
+/// straight away would leave PostgreSQL and both sshd running.
+fn stop_and_fail(pg: PgCluster, lab: Lab) -> ! {
+    drop(pg);
+    drop(lab);
+    std::process::exit(1)
 }
 
 fn main() {
@@ -105,11 +115,15 @@ fn main() {
     pg.pgbench(&["-i", "-s", "10", "-q"]);
     // Archiving must work before the load: say at once when it does not.
     let first = pg.switch_wal();
-    archived_or_explain(&pg, &first, Duration::from_secs(120));
+    if !archived_or_explain(&pg, &first, Duration::from_secs(120)) {
+        stop_and_fail(pg, lab);
+    }
     pg.pgbench(&["-c", "2", "-T", "10", "-n"]);
     let last = pg.switch_wal();
     step(t0, &format!("waiting for the archiver to reach {last}"));
-    archived_or_explain(&pg, &last, Duration::from_secs(300));
+    if !archived_or_explain(&pg, &last, Duration::from_secs(300)) {
+        stop_and_fail(pg, lab);
+    }
     println!(
         "         pg_stat_archiver: {}",
         pg.psql("select 'archived ' || archived_count || ', failed ' || failed_count || ', last ' || last_archived_wal from pg_stat_archiver")
