@@ -10,6 +10,7 @@ mod e2e {
     mod backup_queue;
     mod base_backup;
     mod content_proof;
+    mod demo;
     mod drill;
     mod hostile;
     mod incremental;
