@@ -290,3 +290,48 @@ fn the_peer_key_keeps_every_request() {
     ch.send(&remove(&main, SEG));
     assert!(ch.reply().unwrap().contains(r#""removed":1"#));
 }
+
+fn check_setup(dir: &str, extra: &str) -> String {
+    format!(r#"{{"op":"check_setup","dir":"{dir}"{extra}}}"#)
+}
+
+/// pgarchive-check's request: a primary key asks only about its own
+/// directory, every name it sends is checked, and the other roles may not
+/// ask at all.
+#[test]
+fn check_setup_answers_a_primary_about_its_own_directory_only() {
+    let lab = Lab::new();
+    let main = served(&lab, "main");
+    lab.set_forced_args(Key::Primary, &format!("--role primary --dir {main}"));
+    store(&lab, "main", SEG, &segment(SEG, SYSID));
+
+    // Its own directory: writable, bound to the stored segment's system;
+    // a name that is no WAL name is never looked up; a peer that is a path
+    // is not reached.
+    let mut ch = open(&lab, Key::Primary, 1);
+    ch.send(&check_setup(&main, &format!(r#","holds":"{SEG}""#)));
+    let reply = ch.reply().unwrap();
+    assert!(reply.contains(r#""reply":"setup_checked""#), "{reply}");
+    assert!(reply.contains(&format!(r#""recorded_system_identifier":{SYSID}"#)), "{reply}");
+    assert!(reply.contains(r#""holds":true"#) && !reply.contains("dir_error"), "{reply}");
+    ch.send(&check_setup(&main, r#","holds":"../main/000000010000000000000001","peer":"/etc""#));
+    let reply = ch.reply().unwrap();
+    assert!(reply.contains(r#""holds":false"#), "{reply}");
+    assert!(reply.contains("is not a host this server forwards to"), "{reply}");
+    drop(ch);
+    let probes: Vec<String> = fs::read_dir(lab.server(1).storage().join("main"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pgarchive-check"))
+        .collect();
+    assert!(probes.is_empty(), "probe files left: {probes:?}");
+
+    // Another directory: refused, and not created.
+    let other = served(&lab, "other");
+    assert_refused(&lab, Key::Primary, &check_setup(&other, ""), "may not check_setup");
+    assert!(!exists(&lab.server(1).storage().join("other")));
+    // The standby and monitor roles may not ask.
+    assert_refused(&lab, Key::Standby, &check_setup(&main, ""), "role standby");
+    assert_refused(&lab, Key::Monitor, &check_setup(&main, ""), "role monitor");
+}
