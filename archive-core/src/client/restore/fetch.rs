@@ -465,25 +465,7 @@ mod tests {
     fn timing_of_the_content_proof_into_a_file() {
         const BIG: u64 = 16 << 20;
         let name = WalName::parse("000000010000000000000007").unwrap();
-        let mut seg = vec![0u8; BIG as usize];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for (i, b) in seg.iter_mut().enumerate() {
-            // Half text-like noise, half zeros: compresses about 4:1.
-            if (i / 4096) % 2 == 0 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = b'a' + (x % 16) as u8;
-            }
-        }
-        let hdr = crate::common::page_header::build_long_header(
-            15,
-            1,
-            name.start_lsn(BIG),
-            1,
-            BIG as u32,
-        );
-        seg[..hdr.len()].copy_from_slice(&hdr);
+        let seg = crate::server::store::testing::half_noise_segment(&name, 1);
         let z = zstd(&seg);
         let plain = Check {
             name,

@@ -398,19 +398,7 @@ pub(crate) mod tests {
     fn timing_of_the_content_proof() {
         const BIG: u64 = 16 << 20;
         let name = WalName::parse(NAME).unwrap();
-        let mut seg = vec![0u8; BIG as usize];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for (i, b) in seg.iter_mut().enumerate() {
-            // Half text-like noise, half zeros: compresses about 3:1.
-            if (i / 4096) % 2 == 0 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = b'a' + (x % 16) as u8;
-            }
-        }
-        let hdr = page_header::build_long_header(15, 1, name.start_lsn(BIG), SYSID, BIG as u32);
-        seg[..hdr.len()].copy_from_slice(&hdr);
+        let seg = crate::server::store::testing::half_noise_segment(&name, SYSID);
         let z = zstd(&seg);
         let plain = Check {
             seg_size: Some(BIG),

@@ -20,6 +20,25 @@ pub(crate) const SEG: u64 = 1 << 20;
 /// System identifier of the fabricated cluster.
 pub(crate) const SYSID: u64 = 7_000_000_000_000_000_001;
 
+/// A fabricated 16 MiB segment for timing tests: a valid long header, then
+/// half text-like noise, half zeros (compresses about 3 to 4:1).
+pub(crate) fn half_noise_segment(name: &WalName, sysid: u64) -> Vec<u8> {
+    const BIG: u64 = 16 << 20;
+    let mut seg = vec![0u8; BIG as usize];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for (i, b) in seg.iter_mut().enumerate() {
+        if (i / 4096) % 2 == 0 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = b'a' + (x % 16) as u8;
+        }
+    }
+    let hdr = build_long_header(15, 1, name.start_lsn(BIG), sysid, BIG as u32);
+    seg[..hdr.len()].copy_from_slice(&hdr);
+    seg
+}
+
 /// A fabricated 1 MiB segment: a valid long header, then WAL-like bytes.
 pub(crate) fn segment(name: &str, sysid: u64, fill: u8) -> Vec<u8> {
     let n = WalName::parse(name).unwrap();
