@@ -312,12 +312,24 @@ fn check_setup_answers_a_primary_about_its_own_directory_only() {
     ch.send(&check_setup(&main, &format!(r#","holds":"{SEG}""#)));
     let reply = ch.reply().unwrap();
     assert!(reply.contains(r#""reply":"setup_checked""#), "{reply}");
-    assert!(reply.contains(&format!(r#""recorded_system_identifier":{SYSID}"#)), "{reply}");
-    assert!(reply.contains(r#""holds":true"#) && !reply.contains("dir_error"), "{reply}");
-    ch.send(&check_setup(&main, r#","holds":"../main/000000010000000000000001","peer":"/etc""#));
+    assert!(
+        reply.contains(&format!(r#""recorded_system_identifier":{SYSID}"#)),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(r#""holds":true"#) && !reply.contains("dir_error"),
+        "{reply}"
+    );
+    ch.send(&check_setup(
+        &main,
+        r#","holds":"../main/000000010000000000000001","peer":"/etc""#,
+    ));
     let reply = ch.reply().unwrap();
     assert!(reply.contains(r#""holds":false"#), "{reply}");
-    assert!(reply.contains("is not a host this server forwards to"), "{reply}");
+    assert!(
+        reply.contains("is not a host this server forwards to"),
+        "{reply}"
+    );
     drop(ch);
     let probes: Vec<String> = fs::read_dir(lab.server(1).storage().join("main"))
         .unwrap()
@@ -329,7 +341,12 @@ fn check_setup_answers_a_primary_about_its_own_directory_only() {
 
     // Another directory: refused, and not created.
     let other = served(&lab, "other");
-    assert_refused(&lab, Key::Primary, &check_setup(&other, ""), "may not check_setup");
+    assert_refused(
+        &lab,
+        Key::Primary,
+        &check_setup(&other, ""),
+        "may not check_setup",
+    );
     assert!(!exists(&lab.server(1).storage().join("other")));
     // The standby and monitor roles may not ask.
     assert_refused(&lab, Key::Standby, &check_setup(&main, ""), "role standby");
